@@ -1,0 +1,118 @@
+//! `host.toml`: the one file an admin writes. This module owns its schema, its defaults and its validation.
+//! Everything else reads the validated [`HostConfig`]; nothing touches the host before it exists.
+
+use serde::{Deserialize, Serialize};
+
+/// Production sources. Every one has an override in `[sources]` so mirrors and tests can stand in.
+pub const MATRIX_REPO_URL: &str = "https://packages.matrix.org/debian/";
+pub const MATRIX_KEYRING_URL: &str =
+    "https://packages.matrix.org/debian/matrix-org-archive-keyring.gpg";
+pub const MATRIX_KEY_FINGERPRINT: &str = "AAF9AE843A7584B5A3E4CD2BCF45A512DE2DA058";
+pub const ACME_DIRECTORY_URL: &str = "https://acme-v02.api.letsencrypt.org/directory";
+pub const ELEMENT_RELEASES_URL: &str =
+    "https://api.github.com/repos/element-hq/element-web/releases";
+
+/// The validated host description. Field names are the host.toml keys (and the template variables).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// The Matrix server name: the part after the colon in `@alice:example.com`.
+    pub server_name: String,
+    pub acme: Acme,
+    pub synapse: Synapse,
+    pub element: Element,
+    pub turn: Turn,
+    pub firewall: Firewall,
+    pub sources: Sources,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Acme {
+    /// false: certificates are the admin's business (they must exist at the certbot paths).
+    pub enabled: bool,
+    /// Contact for Let's Encrypt expiry notices. Required when enabled.
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Registration {
+    Closed,
+    Token,
+    Open,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Synapse {
+    /// Public host name of the Synapse vhost (client + federation). Default `matrix.<server_name>`.
+    pub host: String,
+    pub registration: Registration,
+    pub federation: bool,
+    pub presence: bool,
+    pub max_upload_size_mb: u32,
+    pub report_stats: bool,
+    /// Expose `/_synapse/admin` through nginx. Off by default: the admin API stays on loopback.
+    pub expose_admin_api: bool,
+    /// Localpart of the first admin account that apply creates once (issue 5). None: no admin is created.
+    pub admin_user: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Element {
+    pub enabled: bool,
+    /// Default `element.<server_name>`.
+    pub host: String,
+    /// "latest" or a pinned tag such as "v1.11.85".
+    pub version: String,
+    /// Install the daily update timer.
+    pub auto_update: bool,
+    /// How many releases to keep under /var/www/element/archive.
+    pub keep_releases: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Turn {
+    pub enabled: bool,
+    /// Default `turn.<server_name>`.
+    pub host: String,
+    pub min_port: u16,
+    pub max_port: u16,
+    pub user_quota: u32,
+    pub total_quota: u32,
+    /// Public IPv4/IPv6 when the host is behind NAT.
+    pub external_ip: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Firewall {
+    pub enabled: bool,
+    /// Extra ports to allow, as "PORT/PROTO" or "LOW:HIGH/PROTO" (proto tcp|udp).
+    pub extra_allowed_ports: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Sources {
+    pub matrix_repo_url: String,
+    pub matrix_keyring_url: String,
+    /// 40 hex digits, no spaces.
+    pub matrix_key_fingerprint: String,
+    pub acme_directory_url: String,
+    /// PEM bundle that signs the ACME server's TLS certificate (only for private ACME servers).
+    pub acme_ca_bundle: Option<String>,
+    pub element_releases_url: String,
+    /// OpenPGP keyring (binary or armored) that signs Element release tarballs; None = the built-in Element key.
+    pub element_signing_key: Option<String>,
+}
+
+impl HostConfig {
+    /// Synapse serves under a different name than server_name: `.well-known` delegation is needed.
+    pub fn delegated(&self) -> bool {
+        self.synapse.host != self.server_name
+    }
+}
