@@ -6,3 +6,8 @@
 
 pub mod cli;
 pub mod config;
+pub mod engine;
+pub mod http;
+pub mod secrets;
+pub mod steps;
+pub mod system;
