@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{bail, Result};
 
 use crate::engine::{Change, Ctx, Step};
-use crate::system::{run_ok, Cmd};
+use crate::system::{run_ok, Cmd, System};
 
 pub struct FirewallStep {
     /// ufw rule specs such as "443/tcp" or "49152:65535/udp", in the order to add them (SSH first).
@@ -15,9 +15,8 @@ pub struct FirewallStep {
 }
 
 /// SSH ports from `sshd -T` (the effective config, includes and Match defaults resolved).
-pub fn ssh_ports(ctx: &Ctx) -> Vec<u16> {
-    let ports: Vec<u16> = ctx
-        .sys
+pub fn ssh_ports(sys: &dyn System) -> Vec<u16> {
+    let ports: Vec<u16> = sys
         .run(&Cmd::new("sshd").arg("-T"))
         .ok()
         .filter(|o| o.ok())

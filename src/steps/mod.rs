@@ -3,6 +3,7 @@
 pub mod apt_keyring;
 pub mod certificate;
 pub mod debconf;
+pub mod element;
 pub mod file;
 pub mod firewall;
 pub mod openpgp;
