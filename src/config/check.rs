@@ -12,6 +12,8 @@ pub(super) struct Bad {
     pub fix: Option<String>,
     /// What to do when no corrected value can be derived and an example value would mislead.
     pub advice: Option<String>,
+    /// Shown instead of the written value, which must not be echoed (it holds a password).
+    pub redacted: Option<String>,
 }
 
 fn bad(message: impl Into<String>, fix: Option<String>) -> Bad {
@@ -19,6 +21,7 @@ fn bad(message: impl Into<String>, fix: Option<String>) -> Bad {
         message: message.into(),
         fix,
         advice: None,
+        redacted: None,
     }
 }
 
@@ -185,11 +188,14 @@ pub(super) fn url(s: &str) -> Result<(), Bad> {
         ));
     }
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    if authority.contains('@') {
-        return Err(bad(
-            "must not contain credentials (they would appear in plan output); use /etc/apt/auth.conf.d for a private mirror",
-            None,
-        ));
+    if let Some((_, host)) = authority.rsplit_once('@') {
+        let path = &rest[authority.len()..];
+        return Err(Bad {
+            message: "must not contain credentials (plan output and logs would show them); a private apt mirror takes them from /etc/apt/auth.conf.d".to_string(),
+            fix: Some(format!("{scheme}://{host}{path}")),
+            advice: None,
+            redacted: Some(format!("\"{scheme}://[redacted]@{host}{path}\"")),
+        });
     }
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
         let Some((addr, after)) = v6.split_once(']') else {
@@ -292,6 +298,7 @@ pub(super) fn external_ip(s: &str) -> Result<IpAddr, Bad> {
         Some(why) => Err(Bad {
             message: format!("is {why}; external_ip must be the public address clients reach"),
             fix: None,
+            redacted: None,
             advice: Some(
                 "write the public address of the NAT router, or remove the line when the host holds its public address itself"
                     .to_string(),

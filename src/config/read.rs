@@ -290,10 +290,12 @@ fn read_section(
     // A `[section]` table's span starts at its header; a dotted `section.key = …` has none, so use the key.
     let line = issues.line(item.span().or(key_span.clone()));
     let Some(table) = item.as_table_like() else {
+        // A scalar shows its value; a misplaced table header does not (its "value" is the whole block).
+        let value = item.as_value().and_then(|_| issues.snippet(item.span()));
         issues.push(
             line,
             section,
-            issues.snippet(item.span()).as_deref(),
+            value.as_deref(),
             format!("expected a table, found {}", type_name(item)),
             Some(format!(
                 "write a [{section}] section with its keys below it"
@@ -432,7 +434,13 @@ fn unknown_key(
     if section.is_empty() {
         candidates.extend(SCHEMA[1..].iter().map(|(s, _)| *s));
     }
-    let hint = if let Some(near) = closest(key, candidates.iter().copied()) {
+    let top_level = SCHEMA[0].1.iter().any(|f| f.0 == key) || SCHEMA.iter().any(|(s, _)| *s == key);
+    let hint = if !section.is_empty() && top_level {
+        // TOML puts every key after a [section] header into that section: a classic slip.
+        format!(
+            "`{key}` is read as part of [{section}] because it comes after that header; move it above the first [section]"
+        )
+    } else if let Some(near) = closest(key, candidates.iter().copied()) {
         if section.is_empty() && kind_of(near).is_none() {
             format!("did you mean [{near}]?")
         } else {
@@ -482,7 +490,13 @@ fn syntax_error(src: &str, e: &toml_edit::TomlError, issues: &mut Issues<'_>) {
                 && value != "false";
             bare.then(|| format!("strings need quotes: write {key} = \"{value}\""))
         })
-        .or_else(|| Some("see https://toml.io for the syntax".to_string()));
+        .or_else(|| {
+            Some(if message.contains("duplicate key") {
+                "each key and each [section] may appear only once (a dotted `section.key` also opens the section); merge them".to_string()
+            } else {
+                "see https://toml.io for the syntax".to_string()
+            })
+        });
     issues.push(
         line,
         "",

@@ -123,7 +123,9 @@ impl Validator<'_, '_> {
                     (None, Some(advice)) => advice,
                     (None, None) => format!("write e.g. {} = {example}", leaf(path)),
                 };
-                self.fail(path, &raw, bad.message, hint);
+                let shown = bad.redacted.unwrap_or_else(|| raw.src.clone());
+                self.issues
+                    .push(raw.line, path, Some(&shown), bad.message, Some(hint));
                 None
             }
         };
@@ -363,7 +365,7 @@ pub(super) fn validate(raw: &Raw, issues: &mut Issues<'_>) -> HostConfig {
             path,
             Some(&value.to_string()),
             format!(
-                "relay range {}..{} is empty: min_port must be below max_port",
+                "relay range {}:{} is empty: min_port must be below max_port",
                 min_port.value, max_port.value
             ),
             Some(format!(
