@@ -2,6 +2,14 @@
 //! Everything else reads the validated [`HostConfig`]; nothing touches the host before it exists.
 
 use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+mod check;
+mod error;
+mod read;
+mod validate;
+
+pub use error::{ConfigError, ConfigIssue};
 
 /// Production sources. Every one has an override in `[sources]` so mirrors and tests can stand in.
 pub const MATRIX_REPO_URL: &str = "https://packages.matrix.org/debian/";
@@ -114,5 +122,44 @@ impl HostConfig {
     /// Synapse serves under a different name than server_name: `.well-known` delegation is needed.
     pub fn delegated(&self) -> bool {
         self.synapse.host != self.server_name
+    }
+}
+
+/// Parse and validate host.toml text. `file_name` prefixes every error line (`host.toml:7: …`).
+/// On error, every problem found is in the returned [`ConfigError`], not just the first.
+pub fn parse(text: &str, file_name: &str) -> Result<HostConfig, ConfigError> {
+    let mut issues = read::Issues::new(text);
+    let Some(raw) = read::read(text, &mut issues) else {
+        return Err(ConfigError::new(file_name, issues.list));
+    };
+    let config = validate::validate(&raw, &mut issues);
+    if issues.list.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError::new(file_name, issues.list))
+    }
+}
+
+/// Read and validate a host.toml file. Errors name the path as given.
+pub fn load(path: &Path) -> Result<HostConfig, ConfigError> {
+    let file_name = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&text, &file_name),
+        Err(e) => Err(ConfigError::new(
+            &file_name,
+            vec![ConfigIssue {
+                line: None,
+                field: String::new(),
+                value: None,
+                message: format!("cannot read: {e}"),
+                hint: Some(match e.kind() {
+                    std::io::ErrorKind::NotFound => {
+                        "check the path; examples/host.toml is a starting point".to_string()
+                    }
+                    std::io::ErrorKind::InvalidData => "save the file as UTF-8".to_string(),
+                    _ => "check the path and its permissions".to_string(),
+                }),
+            }],
+        )),
     }
 }
