@@ -6,3 +6,5 @@
 
 pub mod cli;
 pub mod config;
+pub mod element;
+pub mod http;
