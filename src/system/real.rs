@@ -165,7 +165,7 @@ impl System for RealSystem {
     }
 
     fn http_get(&self, url: &str) -> Result<Vec<u8>> {
-        crate::http::get(url)
+        crate::http::get(url, &crate::http::Options::default())
     }
 
     fn facts(&self) -> Facts {
