@@ -29,12 +29,30 @@ use crate::system::{Cmd, System};
 
 pub const PLAYBOOKS: &[(&str, &str)] = &[
     ("00-base.toml", include_str!("../playbooks/00-base.toml")),
-    ("10-postgres.toml", include_str!("../playbooks/10-postgres.toml")),
-    ("20-synapse.toml", include_str!("../playbooks/20-synapse.toml")),
-    ("30-nginx-tls.toml", include_str!("../playbooks/30-nginx-tls.toml")),
-    ("40-coturn.toml", include_str!("../playbooks/40-coturn.toml")),
-    ("50-element.toml", include_str!("../playbooks/50-element.toml")),
-    ("60-firewall.toml", include_str!("../playbooks/60-firewall.toml")),
+    (
+        "10-postgres.toml",
+        include_str!("../playbooks/10-postgres.toml"),
+    ),
+    (
+        "20-synapse.toml",
+        include_str!("../playbooks/20-synapse.toml"),
+    ),
+    (
+        "30-nginx-tls.toml",
+        include_str!("../playbooks/30-nginx-tls.toml"),
+    ),
+    (
+        "40-coturn.toml",
+        include_str!("../playbooks/40-coturn.toml"),
+    ),
+    (
+        "50-element.toml",
+        include_str!("../playbooks/50-element.toml"),
+    ),
+    (
+        "60-firewall.toml",
+        include_str!("../playbooks/60-firewall.toml"),
+    ),
 ];
 
 #[derive(Debug, Deserialize)]
@@ -184,7 +202,11 @@ pub fn cert_names(config: &HostConfig) -> Vec<String> {
     names
 }
 
-fn definitions(config: &HostConfig, facts: &render::Facts, inputs: &Inputs) -> Result<Vec<PlaybookFile>> {
+fn definitions(
+    config: &HostConfig,
+    facts: &render::Facts,
+    inputs: &Inputs,
+) -> Result<Vec<PlaybookFile>> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_trim_blocks(true);
@@ -215,7 +237,12 @@ pub struct Inputs {
     pub self_exe: PathBuf,
 }
 
-pub fn build(config: &HostConfig, inputs: &Inputs, sys: &dyn System, dry_run: bool) -> Result<Graph> {
+pub fn build(
+    config: &HostConfig,
+    inputs: &Inputs,
+    sys: &dyn System,
+    dry_run: bool,
+) -> Result<Graph> {
     let facts = facts(sys);
     let files = definitions(config, &facts, inputs)?;
     let mut secrets = SecretStore::new();
@@ -225,7 +252,10 @@ pub fn build(config: &HostConfig, inputs: &Inputs, sys: &dyn System, dry_run: bo
         }
     }
     let secret = |name: &str| -> Result<String> {
-        Ok(secrets.get(name).map(|s| s.expose().to_string()).unwrap_or_default())
+        Ok(secrets
+            .get(name)
+            .map(|s| s.expose().to_string())
+            .unwrap_or_default())
     };
     let render_ctx = RenderContext::new(
         config.clone(),
@@ -243,20 +273,36 @@ pub fn build(config: &HostConfig, inputs: &Inputs, sys: &dyn System, dry_run: bo
             let description = def.description.clone().unwrap_or_else(|| def.id.clone());
             let step = make_step(def.kind, config, &renderer, &render_ctx, dry_run)
                 .with_context(|| format!("step `{}`", def.id))?;
-            nodes.push(Node { id: def.id, description, step, after: def.after, notify: def.notify, handler: false });
+            nodes.push(Node {
+                id: def.id,
+                description,
+                step,
+                after: def.after,
+                notify: def.notify,
+                handler: false,
+            });
         }
         for h in file.handler {
             let action = match h.action.as_str() {
                 "restart" => Action::Restart,
                 "reload" => Action::Reload,
                 "daemon-reload" => Action::DaemonReload,
-                other => bail!("handler `{}`: unknown action `{other}` (restart, reload, daemon-reload)", h.id),
+                other => bail!(
+                    "handler `{}`: unknown action `{other}` (restart, reload, daemon-reload)",
+                    h.id
+                ),
             };
-            let validate = (!h.validate.is_empty()).then(|| Cmd::new(&h.validate[0]).args(h.validate[1..].iter().cloned()));
+            let validate = (!h.validate.is_empty())
+                .then(|| Cmd::new(&h.validate[0]).args(h.validate[1..].iter().cloned()));
             nodes.push(Node {
                 description: format!("{} {}", h.action, h.unit),
                 id: h.id,
-                step: Box::new(HandlerStep { action, unit: h.unit, validate, wait_http: h.wait_http }),
+                step: Box::new(HandlerStep {
+                    action,
+                    unit: h.unit,
+                    validate,
+                    wait_http: h.wait_http,
+                }),
                 after: h.after,
                 notify: Vec::new(),
                 handler: true,
@@ -275,33 +321,73 @@ fn make_step(
 ) -> Result<Box<dyn Step>> {
     Ok(match kind {
         Kind::Preflight => Box::new(PreflightStep {
-                server_name: config.server_name.clone(),
-                names: cert_names(config),
-                ports: vec![80, 443, 8448],
-                dry_run,
-            }),
-        Kind::Template { template, dest, owner, mode, sensitive } => Box::new(FileStep {
+            server_name: config.server_name.clone(),
+            names: cert_names(config),
+            ports: vec![80, 443, 8448],
+            dry_run,
+        }),
+        Kind::Template {
+            template,
+            dest,
+            owner,
+            mode,
+            sensitive,
+        } => Box::new(FileStep {
             path: dest,
             owner: Owner::parse(&owner, &mode)?,
             contents: Contents::Fixed(renderer.render(&template, ctx)?.into_bytes()),
             sensitive,
         }),
-        Kind::Copy { src, dest, owner, mode, sensitive } => Box::new(FileStep {
+        Kind::Copy {
+            src,
+            dest,
+            owner,
+            mode,
+            sensitive,
+        } => Box::new(FileStep {
             path: dest,
             owner: Owner::parse(&owner, &mode)?,
             contents: Contents::CopyOf(src),
             sensitive,
         }),
-        Kind::Dir { path, owner, mode } => Box::new(DirStep { path, owner: Owner::parse(&owner, &mode)? }),
+        Kind::Dir { path, owner, mode } => Box::new(DirStep {
+            path,
+            owner: Owner::parse(&owner, &mode)?,
+        }),
         Kind::Symlink { link, target } => Box::new(SymlinkStep { link, target }),
-        Kind::Secret { name, path, owner, mode } => Box::new(SecretStep { name, path, owner: Owner::parse(&owner, &mode)? }),
-        Kind::AptKeyring { url, fingerprint, dest } => Box::new(AptKeyringStep { url, fingerprint, path: dest }),
+        Kind::Secret {
+            name,
+            path,
+            owner,
+            mode,
+        } => Box::new(SecretStep {
+            name,
+            path,
+            owner: Owner::parse(&owner, &mode)?,
+        }),
+        Kind::AptKeyring {
+            url,
+            fingerprint,
+            dest,
+        } => Box::new(AptKeyringStep {
+            url,
+            fingerprint,
+            path: dest,
+        }),
         Kind::Debconf { package, answers } => Box::new(DebconfStep {
             package,
             answers: answers.into_iter().map(|[q, t, v]| (q, t, v)).collect(),
         }),
         Kind::Packages { names } => Box::new(PackagesStep { names }),
-        Kind::Postgres { role, database, password_secret } => Box::new(PostgresStep { role, database, password_secret }),
+        Kind::Postgres {
+            role,
+            database,
+            password_secret,
+        } => Box::new(PostgresStep {
+            role,
+            database,
+            password_secret,
+        }),
         Kind::Certificate { name } => Box::new(CertificateStep {
             name,
             acme: config.acme.enabled.then(|| Acme {

@@ -83,6 +83,14 @@ const TEMPLATES: &[(&str, &str)] = &[
         "certbot/deploy-hook.sh.j2",
         include_str!("../templates/certbot/deploy-hook.sh.j2"),
     ),
+    (
+        "systemd/matrix-element-update.service.j2",
+        include_str!("../templates/systemd/matrix-element-update.service.j2"),
+    ),
+    (
+        "systemd/matrix-element-update.timer.j2",
+        include_str!("../templates/systemd/matrix-element-update.timer.j2"),
+    ),
 ];
 
 const PARTIALS: &[(&str, &str)] = &[(

@@ -41,7 +41,12 @@ pub fn plan(args: &PlanArgs, verbosity: Verbosity) -> Result<u8> {
 }
 
 pub fn apply(args: &ApplyArgs, verbosity: Verbosity) -> Result<u8> {
-    converge(&args.common, args.dry_run, args.detailed_exitcodes, verbosity)
+    converge(
+        &args.common,
+        args.dry_run,
+        args.detailed_exitcodes,
+        verbosity,
+    )
 }
 
 const LOCK: &str = "/run/matrix-provision.lock";
@@ -51,7 +56,10 @@ fn converge(args: &PlanArgs, dry_run: bool, detailed: bool, verbosity: Verbosity
         Ok(c) => c,
         Err(e) => {
             if args.json {
-                println!("{}", serde_json::json!({"error": "invalid host.toml", "config_errors": e.errors()}));
+                println!(
+                    "{}",
+                    serde_json::json!({"error": "invalid host.toml", "config_errors": e.errors()})
+                );
             } else {
                 eprintln!("{e}\nnothing was changed.");
             }
@@ -74,7 +82,8 @@ fn converge(args: &PlanArgs, dry_run: bool, detailed: bool, verbosity: Verbosity
     };
     let sys = RealSystem::new(&args.root);
     let inputs = Inputs {
-        config_path: std::fs::canonicalize(&args.file).with_context(|| format!("resolving {}", args.file.display()))?,
+        config_path: std::fs::canonicalize(&args.file)
+            .with_context(|| format!("resolving {}", args.file.display()))?,
         self_exe: std::env::current_exe().context("finding this program's path")?,
     };
     let graph = playbook::build(&config, &inputs, &sys, dry_run)?;

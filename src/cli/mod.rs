@@ -4,7 +4,8 @@
 //! changes pending, or `apply --detailed-exitcodes` changed something.
 
 mod converge;
-mod element_update;
+// element_update lands with the element branch
+
 mod validate;
 
 use std::process::ExitCode;
@@ -12,7 +13,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "matrix-provision", version, about = "Converge a Debian 12 host to a Matrix homeserver (Synapse, PostgreSQL, coturn, nginx, certbot, Element)")]
+#[command(
+    name = "matrix-provision",
+    version,
+    about = "Converge a Debian 12 host to a Matrix homeserver (Synapse, PostgreSQL, coturn, nginx, certbot, Element)"
+)]
 pub struct Cli {
     /// More detail (-v: diffs of every change in apply too).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -32,8 +37,6 @@ enum Command {
     Plan(converge::PlanArgs),
     /// Converge the host to host.toml. Running it again changes nothing.
     Apply(converge::ApplyArgs),
-    /// Install or update Element Web from a signed release (what the daily timer runs).
-    ElementUpdate(element_update::Args),
 }
 
 /// How loud the reporter is.
@@ -55,7 +58,6 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::execute(&args),
         Command::Plan(args) => converge::plan(&args, verbosity),
         Command::Apply(args) => converge::apply(&args, verbosity),
-        Command::ElementUpdate(args) => element_update::execute(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -16,7 +16,10 @@ pub fn execute(args: &Args) -> Result<u8> {
         Ok(_) if args.json => println!("{}", serde_json::json!({"valid": true, "errors": []})),
         Ok(_) => println!("{}: valid", args.file.display()),
         Err(e) if args.json => {
-            println!("{}", serde_json::json!({"valid": false, "errors": e.errors()}));
+            println!(
+                "{}",
+                serde_json::json!({"valid": false, "errors": e.errors()})
+            );
             return Ok(1);
         }
         Err(e) => {

@@ -198,7 +198,10 @@ fn run_step(
         Err(e) if dry_run && uncertain => {
             let change = Change::new(
                 ChangeKind::AfterDeps,
-                format!("checked once the steps before it are applied (today: {e:#})"),
+                format!(
+                    "checked once the steps before it are applied (today: {})",
+                    format!("{e:#}").lines().next().unwrap_or_default()
+                ),
             );
             return Ok(outcome(node, Status::Planned, Some(change), None));
         }

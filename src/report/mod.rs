@@ -19,14 +19,29 @@ pub struct Reporter<'a> {
 }
 
 impl<'a> Reporter<'a> {
-    pub fn new(verbosity: Verbosity, json: bool, dry_run: bool, secrets: &'a SecretStore) -> Reporter<'a> {
-        let bar = (!json && verbosity > Verbosity::Quiet && std::io::stderr().is_terminal()).then(|| {
-            let bar = ProgressBar::new(0);
-            bar.set_style(ProgressStyle::with_template("{spinner} [{pos}/{len}] {msg}").expect("static template"));
-            bar.enable_steady_tick(Duration::from_millis(120));
-            bar
-        });
-        Reporter { verbosity, json, dry_run, secrets, bar }
+    pub fn new(
+        verbosity: Verbosity,
+        json: bool,
+        dry_run: bool,
+        secrets: &'a SecretStore,
+    ) -> Reporter<'a> {
+        let bar =
+            (!json && verbosity > Verbosity::Quiet && std::io::stderr().is_terminal()).then(|| {
+                let bar = ProgressBar::new(0);
+                bar.set_style(
+                    ProgressStyle::with_template("{spinner} [{pos}/{len}] {msg}")
+                        .expect("static template"),
+                );
+                bar.enable_steady_tick(Duration::from_millis(120));
+                bar
+            });
+        Reporter {
+            verbosity,
+            json,
+            dry_run,
+            secrets,
+            bar,
+        }
     }
 
     fn line(&self, text: &str) {
@@ -92,7 +107,11 @@ pub fn summary_line(report: &Report) -> String {
     let restarted = report.handlers_run();
     parts.push(format!(
         "restarted: {}",
-        if restarted.is_empty() { "none".to_string() } else { restarted.join(", ") }
+        if restarted.is_empty() {
+            "none".to_string()
+        } else {
+            restarted.join(", ")
+        }
     ));
     parts.join(", ")
 }
@@ -141,9 +160,9 @@ impl Listener for Reporter<'_> {
                         text.push_str(&format!("\n    {l}"));
                     }
                 }
-                Detail::Redacted { lines_changed } => {
-                    text.push_str(&format!("\n    [diff redacted: holds a secret; {lines_changed} lines changed]"))
-                }
+                Detail::Redacted { lines_changed } => text.push_str(&format!(
+                    "\n    [diff redacted: holds a secret; {lines_changed} lines changed]"
+                )),
                 Detail::Items { items } => {
                     for i in items {
                         text.push_str(&format!("\n    - {i}"));

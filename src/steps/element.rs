@@ -34,7 +34,9 @@ impl Step for ElementStep {
             ))),
             (Some(_), "latest") => Ok(Change::in_sync()),
             (Some(v), pinned) if v == pinned => Ok(Change::in_sync()),
-            (Some(v), pinned) => Ok(Change::modify(format!("switch Element {v} to the pinned {pinned}"))),
+            (Some(v), pinned) => Ok(Change::modify(format!(
+                "switch Element {v} to the pinned {pinned}"
+            ))),
         }
     }
 
@@ -62,7 +64,15 @@ impl Step for SystemUserStep {
     fn apply(&self, ctx: &Ctx, _change: &Change) -> Result<()> {
         run_ok(
             ctx.sys,
-            &Cmd::new("adduser").args(["--system", "--group", "--no-create-home", "--home", &self.home, "--disabled-login", &self.name]),
+            &Cmd::new("adduser").args([
+                "--system",
+                "--group",
+                "--no-create-home",
+                "--home",
+                &self.home,
+                "--disabled-login",
+                &self.name,
+            ]),
         )?;
         Ok(())
     }

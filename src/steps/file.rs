@@ -101,6 +101,16 @@ impl Step for FileStep {
 
 impl FileStep {
     fn diff(&self, ctx: &Ctx, old: &[u8], new: &[u8]) -> Detail {
+        let is_binary = |b: &[u8]| b.contains(&0) || std::str::from_utf8(b).is_err();
+        if is_binary(old) || is_binary(new) {
+            return Detail::Items {
+                items: vec![format!(
+                    "binary file: {} bytes -> {} bytes",
+                    old.len(),
+                    new.len()
+                )],
+            };
+        }
         let old = String::from_utf8_lossy(old);
         let new = String::from_utf8_lossy(new);
         let diff = similar::TextDiff::from_lines(old.as_ref(), new.as_ref());
