@@ -384,3 +384,15 @@ fn credentials_in_urls_are_not_echoed() {
     assert!(!err.to_string().contains("hunter2"), "{err}");
     assert!(!serde_json::to_string(&err).unwrap().contains("hunter2"));
 }
+
+/// Extra ports that repeat the built-in ones are harmless (ufw skips duplicate rules) and accepted.
+#[test]
+fn extra_ports_may_repeat_builtin_ports() {
+    let text = "server_name = \"example.com\"\n[acme]\nemail = \"a@example.com\"\n\
+                [firewall]\nextra_allowed_ports = [\"22/tcp\", \"443/tcp\", \"3478/udp\"]\n";
+    let c = config::parse(text, FILE).unwrap();
+    assert_eq!(
+        c.firewall.extra_allowed_ports,
+        ["22/tcp", "443/tcp", "3478/udp"]
+    );
+}

@@ -46,9 +46,11 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub(crate) fn new(file: &str, mut errors: Vec<ConfigIssue>) -> Self {
-        // By line, line-less issues (missing keys) last; by field within a line, so the order is stable.
-        errors.sort_by(|a, b| {
-            (a.line.is_none(), a.line, &a.field).cmp(&(b.line.is_none(), b.line, &b.field))
+        // By line, then field (list entries are checked in two passes); line-less issues (missing keys)
+        // last, in the order validation found them, which is the file's logical order.
+        errors.sort_by(|a, b| match (a.line, b.line) {
+            (Some(x), Some(y)) => (x, &a.field).cmp(&(y, &b.field)),
+            (x, y) => x.is_none().cmp(&y.is_none()),
         });
         ConfigError {
             file: file.to_string(),
@@ -105,8 +107,9 @@ mod tests {
         let err = ConfigError::new(
             "host.toml",
             vec![
-                issue(None, "acme.email", None),
+                issue(None, "server_name", None),
                 issue(Some(9), "turn.min_port", Some("3")),
+                issue(None, "acme.email", None),
                 issue(Some(2), "", None),
             ],
         );
@@ -114,9 +117,10 @@ mod tests {
             err.to_string(),
             "host.toml:2: bad; write x\n\
              host.toml:9: turn.min_port = 3: bad; write x\n\
+             host.toml: server_name: bad; write x\n\
              host.toml: acme.email: bad; write x"
         );
-        assert_eq!(err.errors().len(), 3);
+        assert_eq!(err.errors().len(), 4);
         assert_eq!(err.file(), "host.toml");
     }
 }

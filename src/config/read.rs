@@ -371,7 +371,7 @@ fn read_value(
             raw.values.insert(path, Val { value, line, src });
         }
         None => {
-            let hint = type_hint(key, kind, example, item, &src);
+            let hint = type_hint(key, kind, example, item);
             issues.push(
                 line,
                 &path,
@@ -384,8 +384,9 @@ fn read_value(
 }
 
 /// "write presence = true": reuse what was written when the intent is plain (`"true"`, `"50"`, a lone string
-/// where a list belongs), else the schema example.
-fn type_hint(key: &str, kind: Kind, example: &str, item: &Item, src: &str) -> String {
+/// where a list belongs), else the schema example. (A number where a string belongs gets the example: quoting
+/// it would rarely make a valid host, version or name.)
+fn type_hint(key: &str, kind: Kind, example: &str, item: &Item) -> String {
     let written = item.as_value();
     let fixed = match (kind, written) {
         (Kind::Bool, Some(Value::String(s))) => match s.value().to_ascii_lowercase().as_str() {
@@ -399,7 +400,6 @@ fn type_hint(key: &str, kind: Kind, example: &str, item: &Item, src: &str) -> St
         (Kind::Int, Some(Value::Float(f))) if f.value().fract() == 0.0 => {
             Some(format!("{}", *f.value() as i64))
         }
-        (Kind::Str, Some(Value::Integer(_) | Value::Float(_))) => Some(format!("\"{src}\"")),
         (Kind::StrList, Some(Value::String(s))) => Some(format!("[\"{}\"]", s.value())),
         _ => None,
     };

@@ -149,9 +149,15 @@ impl Validator<'_, '_> {
         }
     }
 
-    /// An optional string that only needs `check`: Some only when written and valid.
+    /// An optional string that only needs `check`: Some (the checked value) only when written and valid.
     fn optional<T>(&mut self, path: &str, check: impl Fn(&str) -> Result<T, Bad>) -> Option<T> {
         self.string(path, check, example(path))?.result
+    }
+
+    /// Like `optional` for checks that only accept or reject: the string as written.
+    fn optional_str(&mut self, path: &str, check: fn(&str) -> Result<(), Bad>) -> Option<String> {
+        let checked = self.string(path, check, example(path))?;
+        checked.result.map(|()| checked.raw.value)
     }
 
     /// A host name: written and checked, or derived as `<prefix>.<server_name>`.
@@ -208,9 +214,7 @@ pub(super) fn validate(raw: &Raw, issues: &mut Issues<'_>) -> HostConfig {
 
     let acme = Acme {
         enabled: v.boolean("acme.enabled", true),
-        email: v
-            .optional("acme.email", check::email)
-            .map(|()| raw.str("acme.email").unwrap().value),
+        email: v.optional_str("acme.email", check::email),
     };
     if acme.enabled && !raw.present("acme.email") {
         let domain = if server_name.ok {
@@ -486,10 +490,10 @@ fn registration(v: &mut Validator<'_, '_>) -> Registration {
 }
 
 fn admin_user(v: &mut Validator<'_, '_>, server_name: &Got<String>) -> Option<String> {
-    v.optional("synapse.admin_user", check::localpart)?;
-    let val = v.raw.str("synapse.admin_user")?;
+    let name = v.optional_str("synapse.admin_user", check::localpart)?;
     // The spec caps a whole user ID (`@local:server`) at 255 bytes.
-    if server_name.ok && val.value.len() + server_name.value.len() + 2 > 255 {
+    if server_name.ok && name.len() + server_name.value.len() + 2 > 255 {
+        let val = v.raw.str("synapse.admin_user")?;
         v.fail(
             "synapse.admin_user",
             &val,
@@ -498,7 +502,7 @@ fn admin_user(v: &mut Validator<'_, '_>, server_name: &Got<String>) -> Option<St
         );
         return None;
     }
-    Some(val.value)
+    Some(name)
 }
 
 /// Each entry checked on its own; returns the valid ones as (index, entry as written, parsed range).
@@ -527,10 +531,7 @@ fn sources(v: &mut Validator<'_, '_>) -> Sources {
     let fingerprint = v
         .optional("sources.matrix_key_fingerprint", check::fingerprint)
         .unwrap_or_else(|| MATRIX_KEY_FINGERPRINT.to_string());
-    let path = |v: &mut Validator<'_, '_>, key: &str| {
-        v.optional(key, check::absolute_file)?;
-        v.raw.str(key).map(|s| s.value)
-    };
+    let path = |v: &mut Validator<'_, '_>, key: &str| v.optional_str(key, check::absolute_file);
     Sources {
         matrix_repo_url: v
             .plain("sources.matrix_repo_url", check::url, MATRIX_REPO_URL)
