@@ -176,7 +176,7 @@ impl System for RealSystem {
             .unwrap_or(1);
         let var = self.map(Path::new("/var"));
         let var_free_mb = nix::sys::statvfs::statvfs(&var)
-            .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64 / (1024 * 1024))
+            .map(|s| s.blocks_available() * s.fragment_size() / (1024 * 1024))
             .unwrap_or(0);
         let os = self
             .read(Path::new("/etc/os-release"))
