@@ -213,6 +213,16 @@ fn outputs(ctx: &RenderContext) -> Vec<(&'static str, String)> {
             "element/config.json.j2",
             "/var/www/element/config.json".into(),
         ));
+        if c.element.auto_update {
+            out.push((
+                "systemd/matrix-element-update.service.j2",
+                "/etc/systemd/system/matrix-element-update.service".into(),
+            ));
+            out.push((
+                "systemd/matrix-element-update.timer.j2",
+                "/etc/systemd/system/matrix-element-update.timer".into(),
+            ));
+        }
     }
     if ctx.delegated {
         out.push((
