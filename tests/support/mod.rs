@@ -1,0 +1,131 @@
+//! Test fixtures for the Element updater: fake releases signed with a throwaway key
+//! (tests/support/element-fixtures.sh) served by a tiny HTTP/1.0 file server on 127.0.0.1.
+#![allow(dead_code)] // each test crate uses a different part
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+pub struct Fixtures {
+    /// Kept alive for the whole test binary; holds keys, keyrings and www/.
+    _dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub port: u16,
+}
+
+impl Fixtures {
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+    pub fn releases_url(&self) -> String {
+        format!("{}/releases", self.base())
+    }
+    pub fn keyring(&self) -> PathBuf {
+        self.root.join("keyring.gpg")
+    }
+    pub fn keyring_armored(&self) -> PathBuf {
+        self.root.join("keyring.asc")
+    }
+    pub fn www(&self) -> PathBuf {
+        self.root.join("www")
+    }
+}
+
+/// Generated once per test binary: key generation and signing take about half a second.
+pub fn fixtures() -> &'static Fixtures {
+    static F: OnceLock<Fixtures> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        let port = listener.local_addr().unwrap().port();
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/element-fixtures.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg(dir.path())
+            .arg(port.to_string())
+            .output()
+            .expect("run element-fixtures.sh (needs bash, gpg, tar)");
+        assert!(
+            out.status.success(),
+            "element-fixtures.sh failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let www = dir.path().join("www");
+        std::thread::spawn(move || serve(listener, www));
+        Fixtures {
+            root: dir.path().to_path_buf(),
+            _dir: dir,
+            port,
+        }
+    })
+}
+
+/// A port on 127.0.0.1 where nothing listens (bound, then released).
+pub fn dead_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// GET only. `/short/<path>` serves `<path>` but closes the connection halfway through the
+/// body it announced, like a dropped download.
+fn serve(listener: TcpListener, www: PathBuf) {
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        let www = www.clone();
+        std::thread::spawn(move || {
+            let _ = answer(conn, &www);
+        });
+    }
+}
+
+fn answer(mut conn: TcpStream, www: &Path) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut request = String::new();
+    reader.read_line(&mut request)?;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header)? == 0 || header == "\r\n" || header == "\n" {
+            break;
+        }
+    }
+    let path = request.split_whitespace().nth(1).unwrap_or("/");
+    let (short, path) = match path.strip_prefix("/short") {
+        Some(rest) => (true, rest),
+        None => (false, path),
+    };
+    let rel = path.trim_start_matches('/');
+    let file = www.join(rel);
+    let body = if rel.split('/').any(|p| p == "..") {
+        None
+    } else {
+        std::fs::read(&file).ok().filter(|_| file.is_file())
+    };
+    match body {
+        Some(body) => {
+            let sent = if short {
+                &body[..body.len() / 2]
+            } else {
+                &body[..]
+            };
+            write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+                body.len()
+            )?;
+            conn.write_all(sent)?;
+        }
+        None => {
+            let msg = b"not found\n";
+            write!(
+                conn,
+                "HTTP/1.1 404 Not Found\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                msg.len()
+            )?;
+            conn.write_all(msg)?;
+        }
+    }
+    conn.flush()
+}
