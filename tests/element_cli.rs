@@ -27,47 +27,13 @@ fn args(extra: &[&str], root: &std::path::Path) -> Args {
 
 fn config(version: &str, enabled: bool) -> HostConfig {
     let f = fixtures();
-    let text = format!(
-        r#"
-server_name = "example.org"
-[acme]
-enabled = false
-[synapse]
-host = "matrix.example.org"
-registration = "closed"
-federation = true
-presence = true
-max_upload_size_mb = 50
-report_stats = false
-expose_admin_api = false
-[element]
-enabled = {enabled}
-host = "element.example.org"
-version = "{version}"
-auto_update = true
-keep_releases = 3
-[turn]
-enabled = false
-host = "turn.example.org"
-min_port = 49152
-max_port = 49172
-user_quota = 12
-total_quota = 1200
-[firewall]
-enabled = false
-extra_allowed_ports = []
-[sources]
-matrix_repo_url = "https://packages.matrix.org/debian/"
-matrix_keyring_url = "https://packages.matrix.org/debian/matrix-org-archive-keyring.gpg"
-matrix_key_fingerprint = "AAF9AE843A7584B5A3E4CD2BCF45A512DE2DA058"
-acme_directory_url = "https://acme-v02.api.letsencrypt.org/directory"
-element_releases_url = "{releases}"
-element_signing_key = "{keyring}"
-"#,
-        releases = f.releases_url(),
-        keyring = f.keyring().display()
-    );
-    toml::from_str(&text).expect("test host.toml parses")
+    toml::from_str(&support::host_toml(
+        &f.releases_url(),
+        &f.keyring(),
+        version,
+        enabled,
+    ))
+    .expect("test host.toml parses")
 }
 
 #[test]

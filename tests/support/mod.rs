@@ -63,6 +63,49 @@ pub fn fixtures() -> &'static Fixtures {
     })
 }
 
+/// A complete host.toml for the tests (every key, since the schema has no defaults yet).
+pub fn host_toml(releases_url: &str, keyring: &Path, version: &str, enabled: bool) -> String {
+    format!(
+        r#"
+server_name = "example.org"
+[acme]
+enabled = false
+[synapse]
+host = "matrix.example.org"
+registration = "closed"
+federation = true
+presence = true
+max_upload_size_mb = 50
+report_stats = false
+expose_admin_api = false
+[element]
+enabled = {enabled}
+host = "element.example.org"
+version = "{version}"
+auto_update = true
+keep_releases = 3
+[turn]
+enabled = false
+host = "turn.example.org"
+min_port = 49152
+max_port = 49172
+user_quota = 12
+total_quota = 1200
+[firewall]
+enabled = false
+extra_allowed_ports = []
+[sources]
+matrix_repo_url = "https://packages.matrix.org/debian/"
+matrix_keyring_url = "https://packages.matrix.org/debian/matrix-org-archive-keyring.gpg"
+matrix_key_fingerprint = "AAF9AE843A7584B5A3E4CD2BCF45A512DE2DA058"
+acme_directory_url = "https://acme-v02.api.letsencrypt.org/directory"
+element_releases_url = "{releases_url}"
+element_signing_key = "{keyring}"
+"#,
+        keyring = keyring.display()
+    )
+}
+
 /// A port on 127.0.0.1 where nothing listens (bound, then released).
 pub fn dead_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
