@@ -152,6 +152,10 @@ pub struct Paths {
     pub coturn_cert_dir: String,
     /// certbot's live directory: `<letsencrypt_live>/<host>/{fullchain,privkey}.pem`.
     pub letsencrypt_live: String,
+    /// The copy of host.toml the Element update timer reads.
+    pub host_config: String,
+    /// Where apply installs this binary for the timer.
+    pub binary: String,
 }
 
 impl Default for Paths {
@@ -162,6 +166,8 @@ impl Default for Paths {
             element_root: "/var/www/element".into(),
             coturn_cert_dir: "/etc/coturn/certs".into(),
             letsencrypt_live: "/etc/letsencrypt/live".into(),
+            host_config: "/etc/matrix-provision/host.toml".into(),
+            binary: "/usr/local/bin/matrix-provision".into(),
         }
     }
 }

@@ -4,8 +4,7 @@
 //! changes pending, or `apply --detailed-exitcodes` changed something.
 
 mod converge;
-// element_update lands with the element branch
-
+pub mod element_update;
 mod validate;
 
 use std::process::ExitCode;
@@ -37,6 +36,8 @@ enum Command {
     Plan(converge::PlanArgs),
     /// Converge the host to host.toml. Running it again changes nothing.
     Apply(converge::ApplyArgs),
+    /// Install or update Element Web from a signed release (what the daily timer runs).
+    ElementUpdate(element_update::Args),
 }
 
 /// How loud the reporter is.
@@ -58,6 +59,13 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::execute(&args),
         Command::Plan(args) => converge::plan(&args, verbosity),
         Command::Apply(args) => converge::apply(&args, verbosity),
+        Command::ElementUpdate(args) => match crate::config::load(&args.config) {
+            Ok(config) => element_update::execute(&args, &config),
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(1)
+            }
+        },
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -18,7 +18,11 @@ use crate::http::describe_io;
 /// Files end up 0644 (0755 if executable), directories 0755: world-readable for nginx, never
 /// setuid or world-writable, whatever the archive says.
 pub(crate) fn extract(tarball: &Path, top: &str, dest: &Path) -> Result<()> {
-    let name = tarball.display().to_string();
+    // The file lives in a temporary directory; callers name the URL, we name the file.
+    let name = tarball.file_name().map_or_else(
+        || tarball.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     let corrupt = |e: io::Error| anyhow!("tarball {name} is corrupt or truncated: {e}");
     let file = File::open(tarball).map_err(|e| anyhow!("open {name}: {e}"))?;
     let mut archive = tar::Archive::new(GzDecoder::new(io::BufReader::new(file)));
