@@ -85,6 +85,8 @@ pub struct Outcome {
     /// Why it failed, was skipped, or (for handlers) why it runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Wall time of this node (check, and apply + re-check when it changed), for `bench/`.
+    pub millis: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -148,7 +150,8 @@ pub fn run(
             .iter()
             .find(|&&d| matches!(status[d], Some(Status::Failed | Status::Skipped)))
             .map(|&d| format!("`{}` did not complete", nodes[d].id));
-        let outcome = if node.handler {
+        let started = std::time::Instant::now();
+        let mut outcome = if node.handler {
             run_handler(
                 node,
                 &deps[i],
@@ -164,6 +167,7 @@ pub fn run(
         } else {
             run_step(node, ctx, dry_run, uncertain[i], &mut pending)?
         };
+        outcome.millis = started.elapsed().as_millis() as u64;
         status[i] = Some(outcome.status);
         listener.finished(&outcome);
         outcomes.push(outcome);
@@ -183,6 +187,7 @@ fn outcome(node: &Node, status: Status, change: Option<Change>, reason: Option<S
         status,
         change,
         reason,
+        millis: 0,
     }
 }
 

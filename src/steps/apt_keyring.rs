@@ -58,3 +58,71 @@ impl Step for AptKeyringStep {
         ctx.sys.write(&spec, &binary(&bytes)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets::SecretStore;
+    use crate::system::FakeSystem;
+
+    /// A keyring with one hand-made v4 primary key, and its fingerprint.
+    fn keyring() -> (Vec<u8>, String) {
+        let body: Vec<u8> = vec![4, 0x5e, 0, 0, 0, 22, 1, 2, 3];
+        let mut data = vec![0x99, 0x00, body.len() as u8];
+        data.extend(&body);
+        let fpr = fingerprints(&data).unwrap().remove(0);
+        (data, fpr)
+    }
+
+    #[test]
+    fn a_keyring_with_the_pinned_key_is_installed_and_then_in_sync() {
+        let (data, fpr) = keyring();
+        let sys = FakeSystem::new();
+        sys.urls
+            .borrow_mut()
+            .insert("http://repo/key.gpg".into(), data.clone());
+        let secrets = SecretStore::new();
+        let ctx = Ctx::new(&sys, &secrets);
+        let step = AptKeyringStep {
+            url: "http://repo/key.gpg".into(),
+            fingerprint: fpr,
+            path: "/usr/share/keyrings/m.gpg".into(),
+        };
+        step.apply(&ctx, &step.check(&ctx).unwrap()).unwrap();
+        assert!(step.check(&ctx).unwrap().is_in_sync());
+    }
+
+    #[test]
+    fn a_keyring_with_another_key_is_refused_and_nothing_is_written() {
+        let (data, _) = keyring();
+        let sys = FakeSystem::new();
+        sys.urls
+            .borrow_mut()
+            .insert("http://repo/key.gpg".into(), data);
+        let secrets = SecretStore::new();
+        let ctx = Ctx::new(&sys, &secrets);
+        let pin = "AAF9AE843A7584B5A3E4CD2BCF45A512DE2DA058".to_string();
+        let step = AptKeyringStep {
+            url: "http://repo/key.gpg".into(),
+            fingerprint: pin.clone(),
+            path: "/usr/share/keyrings/m.gpg".into(),
+        };
+        let err = step
+            .apply(&ctx, &step.check(&ctx).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("refusing to trust") && err.contains(&pin),
+            "{err}"
+        );
+        assert!(sys.get("/usr/share/keyrings/m.gpg").is_none());
+        // An unreachable URL names the host.toml key to fix.
+        let down = AptKeyringStep {
+            url: "http://down/key.gpg".into(),
+            fingerprint: pin,
+            path: "/k.gpg".into(),
+        };
+        let err = format!("{:#}", down.apply(&ctx, &Change::create("x")).unwrap_err());
+        assert!(err.contains("sources.matrix_keyring_url"), "{err}");
+    }
+}

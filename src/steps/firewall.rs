@@ -132,3 +132,77 @@ mod tests {
         assert_eq!(rules_in(rules), vec!["22/tcp", "49152:65535/udp"]);
     }
 }
+
+#[cfg(test)]
+mod apply_tests {
+    use super::*;
+    use crate::secrets::SecretStore;
+    use crate::system::FakeSystem;
+
+    #[test]
+    fn ssh_is_allowed_before_anything_and_enable_comes_last() {
+        let sys = FakeSystem::new();
+        sys.put("/etc/ufw/ufw.conf", "ENABLED=no\n");
+        sys.put("/etc/default/ufw", "DEFAULT_INPUT_POLICY=\"ACCEPT\"\n");
+        sys.put(
+            "/etc/ufw/user.rules",
+            "### tuple ### allow tcp 80 0.0.0.0/0 any 0.0.0.0/0 in\n",
+        );
+        // ufw records each rule in user.rules; the fake does the same so the re-read sees it.
+        let rules = sys.path("/etc/ufw/user.rules");
+        sys.on(move |c| {
+            (c.program == "ufw" && c.args[0] == "allow").then(|| {
+                let (port, proto) = c.args[1].split_once('/').unwrap();
+                let mut text = std::fs::read_to_string(&rules).unwrap();
+                text.push_str(&format!(
+                    "### tuple ### allow {proto} {port} 0.0.0.0/0 any 0.0.0.0/0 in\n"
+                ));
+                std::fs::write(&rules, text).unwrap();
+                crate::system::CmdOutput::default()
+            })
+        });
+        sys.on_cmd("ufw default", 0, "");
+        sys.on_cmd("ufw --force enable", 0, "");
+        let secrets = SecretStore::new();
+        let ctx = Ctx::new(&sys, &secrets);
+        let step = FirewallStep {
+            allow: vec!["2222/tcp".into(), "80/tcp".into(), "49152:65535/udp".into()],
+        };
+        let change = step.check(&ctx).unwrap();
+        step.apply(&ctx, &change).unwrap();
+        let ufw: Vec<String> = sys
+            .commands()
+            .into_iter()
+            .filter(|c| c.starts_with("ufw"))
+            .collect();
+        assert_eq!(
+            ufw,
+            vec![
+                "ufw allow 2222/tcp",
+                "ufw allow 49152:65535/udp",
+                "ufw default deny incoming",
+                "ufw --force enable"
+            ]
+        );
+    }
+
+    #[test]
+    fn never_enables_when_the_ssh_rule_did_not_stick() {
+        let sys = FakeSystem::new();
+        sys.put("/etc/ufw/ufw.conf", "ENABLED=no\n");
+        sys.put("/etc/default/ufw", "DEFAULT_INPUT_POLICY=\"DROP\"\n");
+        sys.put("/etc/ufw/user.rules", "");
+        sys.on_cmd("ufw allow", 0, ""); // claims success but records nothing
+        let secrets = SecretStore::new();
+        let ctx = Ctx::new(&sys, &secrets);
+        let step = FirewallStep {
+            allow: vec!["22/tcp".into()],
+        };
+        let err = step
+            .apply(&ctx, &step.check(&ctx).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not enabling"), "{err}");
+        assert!(!sys.commands().iter().any(|c| c.contains("enable")));
+    }
+}
