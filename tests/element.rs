@@ -526,3 +526,55 @@ fn install_root_is_created_when_missing() {
     // Without apply's config.json the link dangles: nginx answers 404 and Element uses defaults.
     assert!(fs::symlink_metadata(inst.root.join("current/config.json")).is_ok());
 }
+
+#[test]
+fn concurrent_runs_serialize_on_the_lock() {
+    let (_d, inst) = installation(3);
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let inst = inst.clone();
+            std::thread::spawn(move || update(&inst, &source(), &Wanted::Latest).unwrap().action)
+        })
+        .collect();
+    let mut actions: Vec<Action> = runs.into_iter().map(|h| h.join().unwrap()).collect();
+    actions.sort_by_key(|a| format!("{a:?}"));
+    assert_eq!(actions, [Action::AlreadyCurrent, Action::Installed]);
+    assert_eq!(releases(&inst).unwrap(), ["v1.1.0"]);
+    assert_no_leftovers(&inst);
+}
+
+/// apply runs as root but the timer as matrix-element: what root installs must belong to the
+/// install root's owner. Needs root to chown; elsewhere there is nothing to check.
+#[test]
+fn as_root_new_files_belong_to_the_install_roots_owner() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("not root; ownership is only changed when running as root");
+        return;
+    }
+    let (_d, inst) = installation(3);
+    let (uid, gid) = (65534, 65534); // nobody:nogroup
+    std::os::unix::fs::chown(&inst.root, Some(uid), Some(gid)).unwrap();
+    update(&inst, &source(), &Wanted::Latest).unwrap();
+    let mut stack = vec![
+        inst.root.join("archive"),
+        inst.root.join("current"),
+        inst.root.join(".lock"),
+    ];
+    let mut seen = 0;
+    while let Some(p) = stack.pop() {
+        let m = fs::symlink_metadata(&p).unwrap();
+        assert_eq!(
+            (m.uid(), m.gid()),
+            (uid, gid),
+            "{} owned by {}:{}",
+            p.display(),
+            m.uid(),
+            m.gid()
+        );
+        seen += 1;
+        if m.is_dir() {
+            stack.extend(fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    assert!(seen >= 8, "walked only {seen} entries");
+}

@@ -462,6 +462,12 @@ fn install_locked(
     }
     link_config(&tmp.path, owner)?;
     chown_tree(&tmp.path, owner)?;
+    // Flush the unpacked files before anything points at them: after a crash, `current` must
+    // never lead to empty files. One syncfs per update is cheaper than an fsync per file.
+    let archive_dir = File::open(inst.archive())
+        .map_err(|e| anyhow!("open {}: {e}", inst.archive().display()))?;
+    nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&archive_dir))
+        .map_err(|e| describe_io(e.into(), &format!("flush {}", inst.archive().display())))?;
     fs::rename(&tmp.path, &dir)
         .map_err(|e| anyhow!("move {} to {}: {e}", tmp.path.display(), dir.display()))?;
     tmp.disarm();
