@@ -23,7 +23,7 @@ use crate::steps::{
     postgres::PostgresStep,
     preflight::PreflightStep,
     secret::SecretStep,
-    service::{Action, HandlerStep, ServiceStep},
+    service::{Action, DisabledStep, HandlerStep, ServiceStep},
 };
 use crate::system::{Cmd, System};
 
@@ -138,6 +138,9 @@ enum Kind {
         unit: String,
         #[serde(default)]
         wait_http: Option<String>,
+    },
+    Disabled {
+        unit: String,
     },
     Element,
     SystemUser {
@@ -398,6 +401,7 @@ fn make_step(
             }),
         }),
         Kind::Service { unit, wait_http } => Box::new(ServiceStep { unit, wait_http }),
+        Kind::Disabled { unit } => Box::new(DisabledStep { unit }),
         Kind::Element => Box::new(ElementStep::from_config(config)),
         Kind::SystemUser { name, home } => Box::new(SystemUserStep { name, home }),
         Kind::Firewall { allow } => Box::new(FirewallStep { allow }),

@@ -49,6 +49,29 @@ pub struct ServiceStep {
     pub wait_http: Option<String>,
 }
 
+/// A unit we once installed that host.toml now turns off (e.g. the Element update timer).
+pub struct DisabledStep {
+    pub unit: String,
+}
+
+impl Step for DisabledStep {
+    fn check(&self, ctx: &Ctx) -> Result<Change> {
+        let s = unit_state(ctx, &self.unit)?;
+        if s.load == "not-found" || (s.enabled != "enabled" && s.active != "active") {
+            return Ok(Change::in_sync());
+        }
+        Ok(Change::run(format!("stop and disable {}", self.unit)))
+    }
+
+    fn apply(&self, ctx: &Ctx, _change: &Change) -> Result<()> {
+        run_ok(
+            ctx.sys,
+            &Cmd::new("systemctl").args(["disable", "--now", &self.unit]),
+        )?;
+        Ok(())
+    }
+}
+
 impl Step for ServiceStep {
     fn check(&self, ctx: &Ctx) -> Result<Change> {
         let s = unit_state(ctx, &self.unit)?;
