@@ -304,6 +304,18 @@ mod tests {
     }
 
     #[test]
+    fn raise_fails_the_render_with_its_message() {
+        let mut r = Renderer::new();
+        r.env
+            .add_template("t/raise.j2", "{{ raise('unknown mode ' ~ m) }}")
+            .unwrap();
+        let ctx = Value::from_serialize(serde_json::json!({"m": "weird"}));
+        let err = r.render("t/raise.j2", &ctx).unwrap_err().to_string();
+        assert!(err.contains("unknown mode weird"), "{err}");
+        assert!(err.contains("t/raise.j2"), "{err}");
+    }
+
+    #[test]
     fn shquote_survives_single_quotes() {
         assert_eq!(shquote("turn.example.com".into()), "'turn.example.com'");
         assert_eq!(shquote("it's".into()), r"'it'\''s'");
