@@ -162,7 +162,8 @@ impl Default for Paths {
     fn default() -> Self {
         Paths {
             secrets_dir: "/etc/matrix-synapse/secrets".into(),
-            acme_webroot: "/var/lib/matrix-provision/acme".into(),
+            // Under /var/www, not the private state dir: nginx (www-data) must be able to read challenges.
+            acme_webroot: "/var/www/letsencrypt".into(),
             element_root: "/var/www/element".into(),
             coturn_cert_dir: "/etc/coturn/certs".into(),
             letsencrypt_live: "/etc/letsencrypt/live".into(),
