@@ -119,9 +119,10 @@ cached() {
   log "building $name ($key)"
   rm -rf "$dir" "$dir.tmp"
   mkdir -p "$dir.tmp"
-  # Background + wait: a function called inside `if` would run with `set -e` silently disabled.
-  ("$builder" "$dir.tmp" "${@:4}") >"$CACHE/$name-$key.log" 2>&1 &
-  if ! wait $!; then
+  # A fresh bash: called from a condition (`if`, `||`), a function runs with `set -e` silently off, and
+  # subshells inherit that. A half-built artifact must fail here, not be cached.
+  if ! MP_VM_RUN_DIR=$RUN_DIR bash -euo pipefail -c 'source "$1/lib/common.sh"; source "$1/lib/inputs.sh"; shift; "$@"' \
+    _ "$VM_DIR" "$builder" "$dir.tmp" "${@:4}" >"$CACHE/$name-$key.log" 2>&1; then
     log "building $name failed; last lines of $CACHE/$name-$key.log:"
     tail -n 30 "$CACHE/$name-$key.log" >&2
     return 1

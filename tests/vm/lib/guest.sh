@@ -109,8 +109,13 @@ guest_destroy() {
 
 # Wait until systemd in the guest has finished booting (running or degraded).
 guest_wait_booted() {
-  local name=$1 state
-  state=$(GUEST_TIMEOUT=$2 guest_run "$name" 'systemctl is-system-running --wait' 2>/dev/null) || true
+  local name=$1 deadline=$(($(date +%s) + $2)) state=
+  # Early in boot systemctl cannot reach systemd yet and fails at once: retry until the deadline.
+  while [ "$(date +%s)" -lt "$deadline" ]; do
+    state=$(GUEST_TIMEOUT=$((deadline - $(date +%s) + 1)) guest_run "$name" 'systemctl is-system-running --wait' 2>/dev/null) || true
+    case $state in running | degraded) break ;; esac
+    sleep 0.5
+  done
   case $state in
     running) ;;
     degraded) log "$name: system is degraded: $(guest_run "$name" 'systemctl --failed --no-legend --plain | cut -d" " -f1 | tr "\n" " "')" ;;
