@@ -2,7 +2,17 @@
 //!
 //! Layout: `config` (host.toml) → `playbook` (the step graph, loaded from `playbooks/`) →
 //! `engine` (check → plan → apply → verify over the graph) → `steps` (one file per step kind), all
-//! touching the host only through `system::System`. `report` is the one place that prints.
+//! touching the host only through `system::System`. `render` fills `templates/`; `report` is the one
+//! place that prints a run; `element` installs and updates Element Web.
 
 pub mod cli;
 pub mod config;
+pub mod element;
+pub mod engine;
+pub mod http;
+pub mod playbook;
+pub mod render;
+pub mod report;
+pub mod secrets;
+pub mod steps;
+pub mod system;

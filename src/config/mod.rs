@@ -1,7 +1,43 @@
 //! `host.toml`: the one file an admin writes. This module owns its schema, its defaults and its validation.
 //! Everything else reads the validated [`HostConfig`]; nothing touches the host before it exists.
+//!
+//! [`parse`]/[`load`] run two passes and report every problem at once, each with file, line, field and
+//! a fix: `read` (TOML syntax, known keys with did-you-mean, types; keeps spans) and `validate` (defaults,
+//! ranges, cross-field rules), using the pure checks in `check`. `examples/host.toml` shows every option.
+//!
+//! Decisions the rules encode (each tested in `tests/config_errors.rs`):
+//! - Host names are rejected, not rewritten, when not lowercase RFC 1123 names with at least one dot:
+//!   no scheme, port, path, trailing dot, IP address or non-ASCII (punycode is fine). The error quotes the
+//!   corrected name when it is clear. server_name lives in every user ID, so the file must say it exactly.
+//! - element.host must differ from synapse.host and server_name (each is its own nginx vhost); checked only
+//!   while Element is enabled. turn.host may equal any other name: coturn needs a certificate, not a vhost.
+//! - TURN ports are 1024..=65535 with min_port < max_port. While TURN is enabled the relay range must not
+//!   contain 22, 80, 443, 3478, 5349 or 8448, nor overlap any extra_allowed_ports entry (any protocol:
+//!   coturn also allocates TCP relays). Extra ports equal to the built-in ones are allowed (ufw ignores
+//!   duplicates).
+//! - extra_allowed_ports entries are exactly `PORT/tcp|udp` or `LOW:HIGH/tcp|udp` (LOW < HIGH), as ufw
+//!   takes them; a missing protocol, `-` ranges and uppercase protocols are errors with the fix quoted.
+//! - external_ip must be a public address: private, loopback, link-local, CGNAT, ULA and unspecified are
+//!   errors (coturn would advertise an unreachable relay address). Documentation ranges are accepted so
+//!   examples and tests can use them. Stored in canonical text form.
+//! - The fingerprint accepts spaces and lowercase (as gpg prints it) and is stored as 40 uppercase hex.
+//! - URLs are http:// or https:// with a host; credentials in them are refused and never echoed.
+//! - Paths (acme_ca_bundle, element_signing_key) must be absolute; `~` is not expanded.
+//! - element.version is "latest" or `vX.Y.Z`, optionally `-rc.N`/`-rcN`.
+//! - admin_user defaults to None (no account); a valid localpart, no leading `_`, not all digits.
+//! - The ACME email is required only while acme.enabled; its format is checked whenever it is written.
+//! - Quotas are at least 1 (0 means unlimited to coturn) with user_quota <= total_quota; keep_releases >= 1;
+//!   max_upload_size_mb is 1..=10240.
 
 use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+mod check;
+mod error;
+mod read;
+mod validate;
+
+pub use error::{ConfigError, ConfigIssue};
 
 /// Production sources. Every one has an override in `[sources]` so mirrors and tests can stand in.
 pub const MATRIX_REPO_URL: &str = "https://packages.matrix.org/debian/";
@@ -114,5 +150,44 @@ impl HostConfig {
     /// Synapse serves under a different name than server_name: `.well-known` delegation is needed.
     pub fn delegated(&self) -> bool {
         self.synapse.host != self.server_name
+    }
+}
+
+/// Parse and validate host.toml text. `file_name` prefixes every error line (`host.toml:7: …`).
+/// On error, every problem found is in the returned [`ConfigError`], not just the first.
+pub fn parse(text: &str, file_name: &str) -> Result<HostConfig, ConfigError> {
+    let mut issues = read::Issues::new(text);
+    let Some(raw) = read::read(text, &mut issues) else {
+        return Err(ConfigError::new(file_name, issues.list));
+    };
+    let config = validate::validate(&raw, &mut issues);
+    if issues.list.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError::new(file_name, issues.list))
+    }
+}
+
+/// Read and validate a host.toml file. Errors name the path as given.
+pub fn load(path: &Path) -> Result<HostConfig, ConfigError> {
+    let file_name = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&text, &file_name),
+        Err(e) => Err(ConfigError::new(
+            &file_name,
+            vec![ConfigIssue {
+                line: None,
+                field: String::new(),
+                value: None,
+                message: format!("cannot read: {e}"),
+                hint: Some(match e.kind() {
+                    std::io::ErrorKind::NotFound => {
+                        "check the path; examples/host.toml is a starting point".to_string()
+                    }
+                    std::io::ErrorKind::InvalidData => "save the file as UTF-8".to_string(),
+                    _ => "check the path and its permissions".to_string(),
+                }),
+            }],
+        )),
     }
 }

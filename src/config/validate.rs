@@ -1,0 +1,594 @@
+//! Second pass: defaults, value checks and cross-field rules, turning [`Raw`] into a [`HostConfig`].
+//! Every check runs even after others failed, so one `validate` run lists every mistake.
+
+use super::check::{self, Bad, PortSpec};
+use super::read::{Issues, Raw, Val, SCHEMA};
+use super::*;
+use std::ops::RangeInclusive;
+
+pub(super) const DEFAULT_MAX_UPLOAD_SIZE_MB: u32 = 50;
+pub(super) const DEFAULT_KEEP_RELEASES: u32 = 3;
+/// coturn's own default relay range (the IANA dynamic port range).
+pub(super) const DEFAULT_MIN_PORT: u16 = 49152;
+pub(super) const DEFAULT_MAX_PORT: u16 = 65535;
+pub(super) const DEFAULT_USER_QUOTA: u32 = 12;
+pub(super) const DEFAULT_TOTAL_QUOTA: u32 = 1200;
+
+/// Ports matrix-provision itself listens on or opens; the TURN relay range must stay clear of them.
+const RESERVED_PORTS: &[(u16, &str)] = &[
+    (22, "SSH"),
+    (80, "HTTP, ACME challenges"),
+    (443, "HTTPS"),
+    (3478, "TURN"),
+    (5349, "TURN over TLS"),
+    (8448, "Matrix federation"),
+];
+
+/// A string as written, with the checked value when the check passed.
+struct Checked<T> {
+    raw: Val<String>,
+    result: Option<T>,
+}
+
+/// A value after checking: the value to use (the default when absent or invalid), whether it is valid,
+/// and where it was written (None: defaulted).
+struct Got<T> {
+    value: T,
+    ok: bool,
+    line: Option<usize>,
+}
+
+impl<T> Got<T> {
+    fn default(value: T) -> Self {
+        Got {
+            value,
+            ok: true,
+            line: None,
+        }
+    }
+    fn written(&self) -> bool {
+        self.line.is_some()
+    }
+}
+
+struct Validator<'a, 's> {
+    raw: &'a Raw,
+    issues: &'a mut Issues<'s>,
+}
+
+fn leaf(path: &str) -> &str {
+    path.rsplit('.').next().unwrap_or(path)
+}
+
+fn example(path: &str) -> &'static str {
+    let (section, key) = path.rsplit_once('.').unwrap_or(("", path));
+    SCHEMA
+        .iter()
+        .find(|(s, _)| *s == section)
+        .and_then(|(_, fields)| fields.iter().find(|f| f.0 == key))
+        .map_or("…", |f| f.2)
+}
+
+impl Validator<'_, '_> {
+    fn fail<T>(&mut self, path: &str, at: &Val<T>, message: impl Into<String>, hint: String) {
+        self.issues
+            .push(at.line, path, Some(&at.src), message, Some(hint));
+    }
+
+    fn boolean(&mut self, path: &str, default: bool) -> bool {
+        self.raw.bool(path).map_or(default, |v| v.value)
+    }
+
+    /// An integer within `range`; `what` completes "must be …" and `default` is suggested instead.
+    fn int(
+        &mut self,
+        path: &str,
+        range: RangeInclusive<i64>,
+        default: i64,
+        what: &str,
+    ) -> Got<i64> {
+        let Some(v) = self.raw.int(path) else {
+            return Got::default(default);
+        };
+        if range.contains(&v.value) {
+            return Got {
+                value: v.value,
+                ok: true,
+                line: v.line,
+            };
+        }
+        let hint = format!("write e.g. {} = {default}", leaf(path));
+        self.fail(path, &v, format!("must be {what}"), hint);
+        Got {
+            value: default,
+            ok: false,
+            line: v.line,
+        }
+    }
+
+    /// A string checked by `check`: None when absent; `result` None when invalid (already reported). The
+    /// hint writes the check's fix when it has one, else `example` (TOML text).
+    fn string<T>(
+        &mut self,
+        path: &str,
+        check: impl Fn(&str) -> Result<T, Bad>,
+        example: &str,
+    ) -> Option<Checked<T>> {
+        let raw = self.raw.str(path)?;
+        let result = match check(&raw.value) {
+            Ok(value) => Some(value),
+            Err(bad) => {
+                let hint = match (bad.fix, bad.advice) {
+                    (Some(fix), _) => format!("write {} = \"{fix}\"", leaf(path)),
+                    (None, Some(advice)) => advice,
+                    (None, None) => format!("write e.g. {} = {example}", leaf(path)),
+                };
+                let shown = bad.redacted.unwrap_or_else(|| raw.src.clone());
+                self.issues
+                    .push(raw.line, path, Some(&shown), bad.message, Some(hint));
+                None
+            }
+        };
+        Some(Checked { raw, result })
+    }
+
+    /// A string that only needs `check`, as written or else `default`.
+    fn plain(
+        &mut self,
+        path: &str,
+        check: fn(&str) -> Result<(), Bad>,
+        default: &str,
+    ) -> Got<String> {
+        match self.string(path, check, example(path)) {
+            Some(c) => Got {
+                ok: c.result.is_some(),
+                line: c.raw.line,
+                value: c.raw.value,
+            },
+            None => Got::default(default.to_string()),
+        }
+    }
+
+    /// An optional string that only needs `check`: Some (the checked value) only when written and valid.
+    fn optional<T>(&mut self, path: &str, check: impl Fn(&str) -> Result<T, Bad>) -> Option<T> {
+        self.string(path, check, example(path))?.result
+    }
+
+    /// Like `optional` for checks that only accept or reject: the string as written.
+    fn optional_str(&mut self, path: &str, check: fn(&str) -> Result<(), Bad>) -> Option<String> {
+        let checked = self.string(path, check, example(path))?;
+        checked.result.map(|()| checked.raw.value)
+    }
+
+    /// A host name: written and checked, or derived as `<prefix>.<server_name>`.
+    fn host(&mut self, path: &str, prefix: &str, server_name: &Got<String>) -> Got<String> {
+        let derived = format!("{prefix}.{}", server_name.value);
+        let example = if server_name.ok {
+            format!("\"{derived}\"")
+        } else {
+            self::example(path).to_string()
+        };
+        match self.string(path, check::domain, &example) {
+            Some(c) => Got {
+                ok: c.result.is_some(),
+                line: c.raw.line,
+                value: c.raw.value,
+            },
+            None => Got {
+                // A derived name is checked too: a long server_name can push it past 253 characters.
+                ok: server_name.ok && check::domain(&derived).is_ok(),
+                value: derived,
+                line: None,
+            },
+        }
+    }
+
+    fn missing(&mut self, line: Option<usize>, path: &str, message: &str, hint: String) {
+        self.issues
+            .push(line, path, None, format!("missing: {message}"), Some(hint));
+    }
+}
+
+pub(super) fn validate(raw: &Raw, issues: &mut Issues<'_>) -> HostConfig {
+    let mut v = Validator { raw, issues };
+
+    // server_name: the only key without a possible default.
+    let server_name = match v.raw.str("server_name") {
+        None => {
+            if !v.raw.present("server_name") {
+                v.missing(
+                    None,
+                    "server_name",
+                    "the Matrix server name (the part after `:` in @alice:example.com) is required",
+                    "add server_name = \"example.com\" at the top of the file".to_string(),
+                );
+            }
+            Got {
+                value: "example.com".to_string(),
+                ok: false,
+                line: None,
+            }
+        }
+        Some(_) => v.plain("server_name", check::domain, ""),
+    };
+
+    let acme = Acme {
+        enabled: v.boolean("acme.enabled", true),
+        email: v.optional_str("acme.email", check::email),
+    };
+    if acme.enabled && !raw.present("acme.email") {
+        let domain = if server_name.ok {
+            server_name.value.as_str()
+        } else {
+            "example.com"
+        };
+        let hint = format!(
+            "add email = \"admin@{domain}\" under [acme] (or set enabled = false there to bring your own certificates)"
+        );
+        v.missing(
+            raw.section_line("acme"),
+            "acme.email",
+            "Let's Encrypt needs a contact address while acme.enabled = true",
+            hint,
+        );
+    }
+
+    let synapse_host = v.host("synapse.host", "matrix", &server_name);
+    let registration = registration(&mut v);
+    let max_upload = v.int(
+        "synapse.max_upload_size_mb",
+        1..=10240,
+        DEFAULT_MAX_UPLOAD_SIZE_MB.into(),
+        "between 1 and 10240 (megabytes)",
+    );
+    let admin_user = admin_user(&mut v, &server_name);
+    let synapse = Synapse {
+        host: synapse_host.value.clone(),
+        registration,
+        federation: v.boolean("synapse.federation", true),
+        presence: v.boolean("synapse.presence", true),
+        max_upload_size_mb: max_upload.value as u32,
+        report_stats: v.boolean("synapse.report_stats", false),
+        expose_admin_api: v.boolean("synapse.expose_admin_api", false),
+        admin_user,
+    };
+
+    let element_host = v.host("element.host", "element", &server_name);
+    let keep = v.int(
+        "element.keep_releases",
+        1..=i64::from(u32::MAX),
+        DEFAULT_KEEP_RELEASES.into(),
+        "at least 1 (the release being served counts)",
+    );
+    let element = Element {
+        enabled: v.boolean("element.enabled", true),
+        host: element_host.value.clone(),
+        version: v
+            .plain("element.version", check::element_version, "latest")
+            .value,
+        auto_update: v.boolean("element.auto_update", true),
+        keep_releases: keep.value as u32,
+    };
+
+    let turn_host = v.host("turn.host", "turn", &server_name);
+    let port_range = "between 1024 and 65535 (below 1024 are privileged service ports)";
+    let min_port = v.int(
+        "turn.min_port",
+        1024..=65535,
+        DEFAULT_MIN_PORT.into(),
+        port_range,
+    );
+    let max_port = v.int(
+        "turn.max_port",
+        1024..=65535,
+        DEFAULT_MAX_PORT.into(),
+        port_range,
+    );
+    let quota = "at least 1 (coturn reads 0 as unlimited)";
+    let user_quota = v.int(
+        "turn.user_quota",
+        1..=i64::from(u32::MAX),
+        DEFAULT_USER_QUOTA.into(),
+        quota,
+    );
+    let total_quota = v.int(
+        "turn.total_quota",
+        1..=i64::from(u32::MAX),
+        DEFAULT_TOTAL_QUOTA.into(),
+        quota,
+    );
+    let external_ip = v
+        .optional("turn.external_ip", check::external_ip)
+        .map(|ip| ip.to_string());
+    let turn = Turn {
+        enabled: v.boolean("turn.enabled", true),
+        host: turn_host.value.clone(),
+        min_port: min_port.value as u16,
+        max_port: max_port.value as u16,
+        user_quota: user_quota.value as u32,
+        total_quota: total_quota.value as u32,
+        external_ip,
+    };
+
+    let extra_ports = extra_ports(&mut v);
+    let firewall = Firewall {
+        enabled: v.boolean("firewall.enabled", true),
+        extra_allowed_ports: extra_ports
+            .iter()
+            .map(|(_, p, _)| p.value.clone())
+            .collect(),
+    };
+
+    let sources = sources(&mut v);
+
+    // Cross-field rules, each only over values that passed their own checks.
+    if element.enabled && element_host.ok {
+        let clash = if synapse_host.ok && element_host.value == synapse_host.value {
+            Some("synapse.host")
+        } else if server_name.ok && element_host.value == server_name.value {
+            Some("server_name")
+        } else {
+            None
+        };
+        if let Some(other) = clash {
+            let derived = format!("element.{}", server_name.value);
+            let hint = if server_name.ok && derived != element_host.value {
+                format!("write host = \"{derived}\" under [element]")
+            } else {
+                "give Element a name of its own, e.g. host = \"element.example.com\" under [element]".to_string()
+            };
+            // Blame the line that made them equal: the written one (element's when both are).
+            let (path, line) = if element_host.written() || !synapse_host.written() {
+                ("element.host", element_host.line)
+            } else {
+                ("synapse.host", synapse_host.line)
+            };
+            v.issues.push(
+                line,
+                path,
+                Some(&format!("\"{}\"", element_host.value)),
+                format!("is the same name as {other}; Element needs its own nginx vhost"),
+                Some(hint),
+            );
+        }
+    }
+
+    if min_port.ok && max_port.ok && min_port.value >= max_port.value {
+        let (path, line) = if min_port.written() {
+            ("turn.min_port", min_port.line)
+        } else {
+            ("turn.max_port", max_port.line)
+        };
+        let value = if path == "turn.min_port" {
+            min_port.value
+        } else {
+            max_port.value
+        };
+        v.issues.push(
+            line,
+            path,
+            Some(&value.to_string()),
+            format!(
+                "relay range {}:{} is empty: min_port must be below max_port",
+                min_port.value, max_port.value
+            ),
+            Some(format!(
+                "write e.g. min_port = {DEFAULT_MIN_PORT} and max_port = {DEFAULT_MAX_PORT}"
+            )),
+        );
+    } else if turn.enabled && min_port.ok && max_port.ok {
+        let relay = min_port.value as u16..=max_port.value as u16;
+        let inside: Vec<&(u16, &str)> = RESERVED_PORTS
+            .iter()
+            .filter(|(p, _)| relay.contains(p))
+            .collect();
+        if let Some(&&(highest, _)) = inside.last() {
+            let names: Vec<String> = inside
+                .iter()
+                .map(|(p, name)| format!("{p} ({name})"))
+                .collect();
+            let (path, got) = if min_port.written() || !max_port.written() {
+                ("turn.min_port", &min_port)
+            } else {
+                ("turn.max_port", &max_port)
+            };
+            let hint = if highest < DEFAULT_MIN_PORT && turn.max_port > DEFAULT_MIN_PORT {
+                format!("start the range above {highest}, e.g. min_port = {DEFAULT_MIN_PORT}")
+            } else {
+                format!("move the range above {highest}, e.g. min_port = {DEFAULT_MIN_PORT} and max_port = {DEFAULT_MAX_PORT}")
+            };
+            v.issues.push(
+                got.line,
+                path,
+                Some(&got.value.to_string()),
+                format!(
+                    "TURN relay range {}:{} contains {} {} that matrix-provision serves itself",
+                    relay.start(),
+                    relay.end(),
+                    if names.len() == 1 { "port" } else { "ports" },
+                    names.join(", ")
+                ),
+                Some(hint),
+            );
+        }
+        for (i, written, spec) in &extra_ports {
+            if spec.low <= *relay.end() && *relay.start() <= spec.high {
+                v.issues.push(
+                    written.line,
+                    &format!("firewall.extra_allowed_ports[{i}]"),
+                    Some(&written.src),
+                    format!(
+                        "overlaps the TURN relay range {}:{}, where coturn allocates relay ports",
+                        relay.start(),
+                        relay.end()
+                    ),
+                    Some(format!(
+                        "move the service below {} or narrow turn.min_port/max_port",
+                        relay.start()
+                    )),
+                );
+            }
+        }
+    }
+
+    if user_quota.ok && total_quota.ok && user_quota.value > total_quota.value {
+        let (path, got) = if user_quota.written() {
+            ("turn.user_quota", &user_quota)
+        } else {
+            ("turn.total_quota", &total_quota)
+        };
+        v.issues.push(
+            got.line,
+            path,
+            Some(&got.value.to_string()),
+            format!(
+                "user_quota ({}) exceeds total_quota ({}): one user could never get that many relays",
+                user_quota.value, total_quota.value
+            ),
+            Some(format!(
+                "write e.g. user_quota = {DEFAULT_USER_QUOTA} and total_quota = {DEFAULT_TOTAL_QUOTA}"
+            )),
+        );
+    }
+
+    HostConfig {
+        server_name: server_name.value,
+        acme,
+        synapse,
+        element,
+        turn,
+        firewall,
+        sources,
+    }
+}
+
+fn registration(v: &mut Validator<'_, '_>) -> Registration {
+    let Some(val) = v.raw.str("synapse.registration") else {
+        return Registration::Token;
+    };
+    match val.value.as_str() {
+        "closed" => return Registration::Closed,
+        "token" => return Registration::Token,
+        "open" => return Registration::Open,
+        _ => {}
+    }
+    let modes = ["closed", "token", "open"];
+    let lower = val.value.trim().to_ascii_lowercase();
+    let fix = modes
+        .iter()
+        .find(|m| **m == lower)
+        .copied()
+        .or_else(|| check::closest(&lower, modes))
+        .unwrap_or("token");
+    v.fail(
+        "synapse.registration",
+        &val,
+        "must be \"closed\" (admins create accounts), \"token\" (invite tokens) or \"open\"",
+        format!("write registration = \"{fix}\""),
+    );
+    Registration::Token
+}
+
+fn admin_user(v: &mut Validator<'_, '_>, server_name: &Got<String>) -> Option<String> {
+    let name = v.optional_str("synapse.admin_user", check::localpart)?;
+    // The spec caps a whole user ID (`@local:server`) at 255 bytes.
+    if server_name.ok && name.len() + server_name.value.len() + 2 > 255 {
+        let val = v.raw.str("synapse.admin_user")?;
+        v.fail(
+            "synapse.admin_user",
+            &val,
+            "makes the user ID longer than 255 characters",
+            "write a shorter name, e.g. admin_user = \"admin\"".to_string(),
+        );
+        return None;
+    }
+    Some(name)
+}
+
+/// Each entry checked on its own; returns the valid ones as (index, entry as written, parsed range).
+fn extra_ports(v: &mut Validator<'_, '_>) -> Vec<(usize, Val<String>, PortSpec)> {
+    let Some(list) = v.raw.str_list("firewall.extra_allowed_ports") else {
+        return Vec::new();
+    };
+    let mut ok = Vec::new();
+    for (i, entry) in &list {
+        let path = format!("firewall.extra_allowed_ports[{i}]");
+        match check::port_spec(&entry.value) {
+            Ok(spec) => ok.push((*i, entry.clone(), spec)),
+            Err(bad) => {
+                let hint = match bad.fix {
+                    Some(fix) => format!("write \"{fix}\""),
+                    None => "write e.g. \"2222/tcp\" or \"60000:60100/udp\"".to_string(),
+                };
+                v.fail(&path, entry, bad.message, hint);
+            }
+        }
+    }
+    ok
+}
+
+fn sources(v: &mut Validator<'_, '_>) -> Sources {
+    let fingerprint = v
+        .optional("sources.matrix_key_fingerprint", check::fingerprint)
+        .unwrap_or_else(|| MATRIX_KEY_FINGERPRINT.to_string());
+    let path = |v: &mut Validator<'_, '_>, key: &str| v.optional_str(key, check::absolute_file);
+    Sources {
+        matrix_repo_url: v
+            .plain("sources.matrix_repo_url", check::url, MATRIX_REPO_URL)
+            .value,
+        matrix_keyring_url: v
+            .plain("sources.matrix_keyring_url", check::url, MATRIX_KEYRING_URL)
+            .value,
+        matrix_key_fingerprint: fingerprint,
+        acme_directory_url: v
+            .plain("sources.acme_directory_url", check::url, ACME_DIRECTORY_URL)
+            .value,
+        acme_ca_bundle: path(v, "sources.acme_ca_bundle"),
+        element_releases_url: v
+            .plain(
+                "sources.element_releases_url",
+                check::url,
+                ELEMENT_RELEASES_URL,
+            )
+            .value,
+        element_signing_key: path(v, "sources.element_signing_key"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse;
+    use super::SCHEMA;
+    use std::collections::BTreeSet;
+
+    /// The reader's key table and the serde field names of `HostConfig` must name the same keys, or a key
+    /// the lead adds to the struct would be rejected as unknown (or a SCHEMA key silently ignored).
+    #[test]
+    fn schema_matches_host_config_fields() {
+        let config = parse(
+            "server_name = \"example.com\"\n[acme]\nemail = \"a@example.com\"\n",
+            "t",
+        )
+        .unwrap();
+        let json = serde_json::to_value(&config).unwrap();
+        let mut from_struct = BTreeSet::new();
+        for (key, value) in json.as_object().unwrap() {
+            match value.as_object() {
+                Some(section) => from_struct.extend(section.keys().map(|k| format!("{key}.{k}"))),
+                None => {
+                    from_struct.insert(key.clone());
+                }
+            }
+        }
+        let from_schema: BTreeSet<String> = SCHEMA
+            .iter()
+            .flat_map(|(section, fields)| {
+                fields.iter().map(move |f| match *section {
+                    "" => f.0.to_string(),
+                    s => format!("{s}.{}", f.0),
+                })
+            })
+            .collect();
+        assert_eq!(from_struct, from_schema);
+    }
+}

@@ -1,0 +1,176 @@
+//! Blocking HTTP(S) GET for the whole crate: release metadata, tarballs, apt keyrings.
+//!
+//! One place decides timeouts, the size cap, which CAs are trusted and how failures read, so every
+//! download error looks the same: `GET <url>: <what happened>[, check <config key>]`.
+//! Built on `ureq` (rustls, Mozilla roots): blocking, no async runtime, no system OpenSSL.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+/// How a request behaves. `Options::default()` suits API calls and release tarballs alike.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// TCP + TLS setup, per attempt.
+    pub connect_timeout: Duration,
+    /// Longest silence while reading: catches a stalled server without capping slow large downloads.
+    pub read_timeout: Duration,
+    /// Whole request including redirects and the body.
+    pub total_timeout: Duration,
+    /// Responses larger than this are refused (checked against Content-Length and while reading).
+    pub max_bytes: u64,
+    /// PEM bundle to trust *instead of* the built-in Mozilla roots (private servers, e.g. a test ACME CA).
+    pub ca_bundle: Option<PathBuf>,
+    /// The host.toml key the URL came from, named in connection errors ("check sources.X").
+    pub config_key: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            connect_timeout: Duration::from_secs(15),
+            read_timeout: Duration::from_secs(60),
+            total_timeout: Duration::from_secs(15 * 60),
+            max_bytes: 256 * 1024 * 1024,
+            ca_bundle: None,
+            config_key: None,
+        }
+    }
+}
+
+impl Options {
+    /// Default options that name `key` (e.g. "sources.element_releases_url") in errors.
+    pub fn for_key(key: &str) -> Options {
+        Options {
+            config_key: Some(key.to_string()),
+            ..Options::default()
+        }
+    }
+}
+
+/// GET `url` into memory (metadata, keyrings). Fails on any non-2xx status.
+pub fn get(url: &str, opts: &Options) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    fetch(url, opts, &mut out)?;
+    Ok(out)
+}
+
+/// GET `url` into a new file at `dest` (created, or truncated if present). Returns the byte count.
+/// On failure the partial file is left for the caller, who owns `dest`'s directory and cleans it.
+pub fn download(url: &str, dest: &Path, opts: &Options) -> Result<u64> {
+    let mut file =
+        File::create(dest).map_err(|e| describe_io(e, &format!("create {}", dest.display())))?;
+    let n = fetch(url, opts, &mut file)?;
+    file.sync_all()
+        .map_err(|e| describe_io(e, &format!("write {}", dest.display())))?;
+    Ok(n)
+}
+
+/// Turns an io error into one that says "disk full" when it is ENOSPC (the raw message,
+/// "No space left on device", does not say which disk or what to do).
+pub fn describe_io(err: io::Error, action: &str) -> anyhow::Error {
+    if err.raw_os_error() == Some(nix::libc::ENOSPC) {
+        anyhow!("{action}: disk full (no space left on device); free space on that filesystem and retry")
+    } else {
+        anyhow!("{action}: {err}")
+    }
+}
+
+fn fetch(url: &str, opts: &Options, sink: &mut dyn Write) -> Result<u64> {
+    let agent = agent(opts)?;
+    let mut response = agent
+        .get(url)
+        .call()
+        .map_err(|e| request_error(url, opts, e))?;
+    if let Some(len) = response.body().content_length() {
+        if len > opts.max_bytes {
+            bail!(
+                "GET {url}: response is {len} bytes, more than the {} byte limit",
+                opts.max_bytes
+            );
+        }
+    }
+    let mut reader = response.body_mut().as_reader();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total: u64 = 0;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => bail!("GET {url}: reading the response failed after {total} bytes: {e}"),
+        };
+        total += n as u64;
+        if total > opts.max_bytes {
+            bail!(
+                "GET {url}: response exceeds the {} byte limit",
+                opts.max_bytes
+            );
+        }
+        sink.write_all(&buf[..n])
+            .map_err(|e| describe_io(e, &format!("GET {url}: saving the response")))?;
+    }
+    Ok(total)
+}
+
+fn agent(opts: &Options) -> Result<ureq::Agent> {
+    let mut tls = ureq::tls::TlsConfig::builder();
+    if let Some(bundle) = &opts.ca_bundle {
+        tls = tls.root_certs(load_bundle(bundle)?);
+    }
+    let config = ureq::Agent::config_builder()
+        .user_agent(concat!("matrix-provision/", env!("CARGO_PKG_VERSION")))
+        .timeout_connect(Some(opts.connect_timeout))
+        .timeout_per_read(Some(opts.read_timeout))
+        .timeout_global(Some(opts.total_timeout))
+        .tls_config(tls.build())
+        .build();
+    Ok(config.new_agent())
+}
+
+fn load_bundle(path: &Path) -> Result<ureq::tls::RootCerts> {
+    let pem = std::fs::read(path).with_context(|| format!("read CA bundle {}", path.display()))?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        if let ureq::tls::PemItem::Certificate(c) =
+            item.with_context(|| format!("parse CA bundle {}", path.display()))?
+        {
+            certs.push(c);
+        }
+    }
+    if certs.is_empty() {
+        bail!(
+            "CA bundle {} holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)",
+            path.display()
+        );
+    }
+    Ok(ureq::tls::RootCerts::new_with_certs(&certs))
+}
+
+fn request_error(url: &str, opts: &Options, err: ureq::Error) -> anyhow::Error {
+    let check = opts
+        .config_key
+        .as_deref()
+        .map(|k| format!(", check {k} in host.toml"))
+        .unwrap_or_default();
+    let what = match &err {
+        ureq::Error::StatusCode(404) => format!("HTTP 404 (not found){check}"),
+        ureq::Error::StatusCode(code @ (403 | 429)) => format!(
+            "HTTP {code} (forbidden or rate limited; the GitHub API allows 60 unauthenticated requests an hour)"
+        ),
+        ureq::Error::StatusCode(code) => format!("HTTP {code}"),
+        ureq::Error::Io(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            format!("connection refused (nothing listens there){check}")
+        }
+        ureq::Error::Io(e) => format!("{e}{check}"),
+        ureq::Error::HostNotFound => format!("host not found (DNS lookup failed){check}"),
+        ureq::Error::ConnectionFailed => format!("connection failed{check}"),
+        ureq::Error::Timeout(t) => format!("timed out ({t}){check}"),
+        ureq::Error::BadUri(u) => format!("not a valid URL ({u}){check}"),
+        other => format!("{other}{check}"),
+    };
+    anyhow!("GET {url}: {what}")
+}

@@ -1,0 +1,409 @@
+//! The step graph as data. `playbooks/*.toml` (compiled in) are minijinja templates of TOML: rendered with
+//! the host's config and facts (so `{% if config.turn.enabled %}` leaves steps out), parsed, and turned
+//! into engine nodes, one step kind per `kind`. Templates for files are rendered here too, with secrets.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use minijinja::{context, Environment, UndefinedBehavior};
+use serde::Deserialize;
+
+use crate::config::HostConfig;
+use crate::engine::{Node, Step};
+use crate::render::{self, RenderContext, Renderer};
+use crate::secrets::SecretStore;
+use crate::steps::{
+    apt_keyring::AptKeyringStep,
+    certificate::{Acme, CertificateStep},
+    debconf::DebconfStep,
+    element::{ElementStep, SystemUserStep},
+    file::{Contents, DirStep, FileStep, Owner, SymlinkStep},
+    firewall::FirewallStep,
+    packages::PackagesStep,
+    postgres::PostgresStep,
+    preflight::PreflightStep,
+    secret::SecretStep,
+    service::{Action, DisabledStep, HandlerStep, ServiceStep},
+};
+use crate::system::{Cmd, System};
+
+pub const PLAYBOOKS: &[(&str, &str)] = &[
+    ("00-base.toml", include_str!("../playbooks/00-base.toml")),
+    (
+        "10-postgres.toml",
+        include_str!("../playbooks/10-postgres.toml"),
+    ),
+    (
+        "20-synapse.toml",
+        include_str!("../playbooks/20-synapse.toml"),
+    ),
+    (
+        "30-nginx-tls.toml",
+        include_str!("../playbooks/30-nginx-tls.toml"),
+    ),
+    (
+        "40-coturn.toml",
+        include_str!("../playbooks/40-coturn.toml"),
+    ),
+    (
+        "50-element.toml",
+        include_str!("../playbooks/50-element.toml"),
+    ),
+    (
+        "60-firewall.toml",
+        include_str!("../playbooks/60-firewall.toml"),
+    ),
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlaybookFile {
+    #[serde(default)]
+    step: Vec<StepDef>,
+    #[serde(default)]
+    handler: Vec<HandlerDef>,
+}
+
+#[derive(Debug, Deserialize)]
+struct StepDef {
+    id: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    after: Vec<String>,
+    #[serde(default)]
+    notify: Vec<String>,
+    #[serde(flatten)]
+    kind: Kind,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum Kind {
+    Preflight,
+    Template {
+        template: String,
+        dest: PathBuf,
+        #[serde(default = "root_owner")]
+        owner: String,
+        mode: String,
+        #[serde(default)]
+        sensitive: bool,
+    },
+    Copy {
+        src: PathBuf,
+        dest: PathBuf,
+        owner: String,
+        mode: String,
+        #[serde(default)]
+        sensitive: bool,
+    },
+    Dir {
+        path: PathBuf,
+        #[serde(default = "root_owner")]
+        owner: String,
+        mode: String,
+    },
+    Symlink {
+        link: PathBuf,
+        target: PathBuf,
+    },
+    Secret {
+        name: String,
+        path: PathBuf,
+        owner: String,
+        mode: String,
+    },
+    AptKeyring {
+        url: String,
+        fingerprint: String,
+        dest: PathBuf,
+    },
+    Debconf {
+        package: String,
+        answers: Vec<[String; 3]>,
+    },
+    Packages {
+        names: Vec<String>,
+    },
+    Postgres {
+        role: String,
+        database: String,
+        password_secret: String,
+    },
+    Certificate {
+        name: String,
+    },
+    Service {
+        unit: String,
+        #[serde(default)]
+        wait_http: Option<String>,
+    },
+    Disabled {
+        unit: String,
+    },
+    Element,
+    SystemUser {
+        name: String,
+        home: String,
+    },
+    Firewall {
+        allow: Vec<String>,
+    },
+}
+
+fn root_owner() -> String {
+    "root:root".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HandlerDef {
+    id: String,
+    action: String,
+    unit: String,
+    #[serde(default)]
+    after: Vec<String>,
+    #[serde(default)]
+    validate: Vec<String>,
+    #[serde(default)]
+    wait_http: Option<String>,
+}
+
+/// Everything a run needs: the nodes and the secrets they were rendered with.
+pub struct Graph {
+    pub nodes: Vec<Node>,
+    pub secrets: SecretStore,
+}
+
+/// Facts that only the host can tell (RAM, CPUs, the SSH port), gathered once per run.
+pub fn facts(sys: &dyn System) -> render::Facts {
+    let f = sys.facts();
+    render::Facts {
+        ram_mb: f.ram_mb,
+        cpus: f.cpus,
+        ssh_port: crate::steps::firewall::ssh_ports(sys)[0],
+        postgres_version: "15".into(),
+    }
+}
+
+/// Render and parse the playbooks for this host.
+/// Every name that needs a certificate, without duplicates, in a stable order.
+pub fn cert_names(config: &HostConfig) -> Vec<String> {
+    let mut names = vec![config.synapse.host.clone()];
+    if config.delegated() {
+        names.push(config.server_name.clone());
+    }
+    if config.element.enabled {
+        names.push(config.element.host.clone());
+    }
+    if config.turn.enabled {
+        names.push(config.turn.host.clone());
+    }
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|n| seen.insert(n.clone()));
+    names
+}
+
+fn definitions(
+    config: &HostConfig,
+    facts: &render::Facts,
+    inputs: &Inputs,
+) -> Result<Vec<PlaybookFile>> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    let ctx = context! {
+        config => config,
+        delegated => config.delegated(),
+        facts => facts,
+        paths => render::Paths::default(),
+        cert_names => cert_names(config),
+        config_path => inputs.config_path.display().to_string(),
+        self_exe => inputs.self_exe.display().to_string(),
+    };
+    PLAYBOOKS
+        .iter()
+        .map(|(name, source)| {
+            let text = env
+                .render_str(source, &ctx)
+                .with_context(|| format!("rendering playbooks/{name}"))?;
+            toml::from_str(&text).with_context(|| format!("playbooks/{name} (after rendering)"))
+        })
+        .collect()
+}
+
+/// Where this run's inputs live on the host (copied for the update timer).
+pub struct Inputs {
+    pub config_path: PathBuf,
+    pub self_exe: PathBuf,
+}
+
+pub fn build(
+    config: &HostConfig,
+    inputs: &Inputs,
+    sys: &dyn System,
+    dry_run: bool,
+) -> Result<Graph> {
+    let facts = facts(sys);
+    let files = definitions(config, &facts, inputs)?;
+    let mut secrets = SecretStore::new();
+    for def in files.iter().flat_map(|f| &f.step) {
+        if let Kind::Secret { name, path, .. } = &def.kind {
+            secrets.load(sys, name, path)?;
+        }
+    }
+    let secret = |name: &str| -> Result<String> {
+        Ok(secrets
+            .get(name)
+            .map(|s| s.expose().to_string())
+            .unwrap_or_default())
+    };
+    let render_ctx = RenderContext::new(
+        config.clone(),
+        facts,
+        render::Secrets {
+            postgres_password: secret("postgres_password")?,
+            turn_shared_secret: secret("turn_shared_secret")?,
+        },
+    )
+    .to_value();
+    let renderer = Renderer::new();
+    let mut nodes = Vec::new();
+    for file in files {
+        for def in file.step {
+            let description = def.description.clone().unwrap_or_else(|| def.id.clone());
+            let step = make_step(def.kind, config, &renderer, &render_ctx, dry_run)
+                .with_context(|| format!("step `{}`", def.id))?;
+            nodes.push(Node {
+                id: def.id,
+                description,
+                step,
+                after: def.after,
+                notify: def.notify,
+                handler: false,
+            });
+        }
+        for h in file.handler {
+            let action = match h.action.as_str() {
+                "restart" => Action::Restart,
+                "reload" => Action::Reload,
+                "daemon-reload" => Action::DaemonReload,
+                other => bail!(
+                    "handler `{}`: unknown action `{other}` (restart, reload, daemon-reload)",
+                    h.id
+                ),
+            };
+            let validate = (!h.validate.is_empty())
+                .then(|| Cmd::new(&h.validate[0]).args(h.validate[1..].iter().cloned()));
+            nodes.push(Node {
+                description: format!("{} {}", h.action, h.unit),
+                id: h.id,
+                step: Box::new(HandlerStep {
+                    action,
+                    unit: h.unit,
+                    validate,
+                    wait_http: h.wait_http,
+                }),
+                after: h.after,
+                notify: Vec::new(),
+                handler: true,
+            });
+        }
+    }
+    Ok(Graph { nodes, secrets })
+}
+
+fn make_step(
+    kind: Kind,
+    config: &HostConfig,
+    renderer: &Renderer,
+    ctx: &minijinja::Value,
+    dry_run: bool,
+) -> Result<Box<dyn Step>> {
+    Ok(match kind {
+        Kind::Preflight => Box::new(PreflightStep {
+            server_name: config.server_name.clone(),
+            names: cert_names(config),
+            ports: vec![80, 443, 8448],
+            dry_run,
+        }),
+        Kind::Template {
+            template,
+            dest,
+            owner,
+            mode,
+            sensitive,
+        } => Box::new(FileStep {
+            path: dest,
+            owner: Owner::parse(&owner, &mode)?,
+            contents: Contents::Fixed(renderer.render(&template, ctx)?.into_bytes()),
+            sensitive,
+        }),
+        Kind::Copy {
+            src,
+            dest,
+            owner,
+            mode,
+            sensitive,
+        } => Box::new(FileStep {
+            path: dest,
+            owner: Owner::parse(&owner, &mode)?,
+            contents: Contents::CopyOf(src),
+            sensitive,
+        }),
+        Kind::Dir { path, owner, mode } => Box::new(DirStep {
+            path,
+            owner: Owner::parse(&owner, &mode)?,
+        }),
+        Kind::Symlink { link, target } => Box::new(SymlinkStep { link, target }),
+        Kind::Secret {
+            name,
+            path,
+            owner,
+            mode,
+        } => Box::new(SecretStep {
+            name,
+            path,
+            owner: Owner::parse(&owner, &mode)?,
+        }),
+        Kind::AptKeyring {
+            url,
+            fingerprint,
+            dest,
+        } => Box::new(AptKeyringStep {
+            url,
+            fingerprint,
+            path: dest,
+        }),
+        Kind::Debconf { package, answers } => Box::new(DebconfStep {
+            package,
+            answers: answers.into_iter().map(|[q, t, v]| (q, t, v)).collect(),
+        }),
+        Kind::Packages { names } => Box::new(PackagesStep { names }),
+        Kind::Postgres {
+            role,
+            database,
+            password_secret,
+        } => Box::new(PostgresStep {
+            role,
+            database,
+            password_secret,
+        }),
+        Kind::Certificate { name } => Box::new(CertificateStep {
+            name,
+            acme: config.acme.enabled.then(|| Acme {
+                email: config.acme.email.clone().unwrap_or_default(),
+                directory_url: config.sources.acme_directory_url.clone(),
+                ca_bundle: config.sources.acme_ca_bundle.clone(),
+                webroot: render::Paths::default().acme_webroot.into(),
+            }),
+        }),
+        Kind::Service { unit, wait_http } => Box::new(ServiceStep { unit, wait_http }),
+        Kind::Disabled { unit } => Box::new(DisabledStep { unit }),
+        Kind::Element => Box::new(ElementStep::from_config(config)),
+        Kind::SystemUser { name, home } => Box::new(SystemUserStep { name, home }),
+        Kind::Firewall { allow } => Box::new(FirewallStep { allow }),
+    })
+}

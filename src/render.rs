@@ -1,0 +1,331 @@
+//! The config files matrix-provision writes, rendered from minijinja templates compiled into the binary.
+//!
+//! The templates live in `templates/` and see exactly one context, [`RenderContext`]: the validated
+//! host.toml, the host facts, the two secrets that must be inlined, and the fixed paths. Rendering is
+//! strict: an unknown variable is an error, never an empty string in a config file.
+
+use std::fmt;
+
+use anyhow::{anyhow, Result};
+use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
+use serde::Serialize;
+
+use crate::config::HostConfig;
+
+/// Templates that render to a file, in the order a reader would meet them.
+/// Names starting with `_` (below) are partials: imported by others, never rendered alone.
+const TEMPLATES: &[(&str, &str)] = &[
+    (
+        "apt/matrix-org.sources.j2",
+        include_str!("../templates/apt/matrix-org.sources.j2"),
+    ),
+    (
+        "synapse/mp-server.yaml.j2",
+        include_str!("../templates/synapse/mp-server.yaml.j2"),
+    ),
+    (
+        "synapse/mp-database.yaml.j2",
+        include_str!("../templates/synapse/mp-database.yaml.j2"),
+    ),
+    (
+        "synapse/mp-secrets.yaml.j2",
+        include_str!("../templates/synapse/mp-secrets.yaml.j2"),
+    ),
+    (
+        "synapse/mp-registration.yaml.j2",
+        include_str!("../templates/synapse/mp-registration.yaml.j2"),
+    ),
+    (
+        "synapse/mp-presence.yaml.j2",
+        include_str!("../templates/synapse/mp-presence.yaml.j2"),
+    ),
+    (
+        "synapse/mp-turn.yaml.j2",
+        include_str!("../templates/synapse/mp-turn.yaml.j2"),
+    ),
+    (
+        "postgres/matrix-provision.conf.j2",
+        include_str!("../templates/postgres/matrix-provision.conf.j2"),
+    ),
+    (
+        "coturn/turnserver.conf.j2",
+        include_str!("../templates/coturn/turnserver.conf.j2"),
+    ),
+    (
+        "coturn/override.conf.j2",
+        include_str!("../templates/coturn/override.conf.j2"),
+    ),
+    (
+        "nginx/tls-params.conf.j2",
+        include_str!("../templates/nginx/tls-params.conf.j2"),
+    ),
+    (
+        "nginx/matrix-provision-http.conf.j2",
+        include_str!("../templates/nginx/matrix-provision-http.conf.j2"),
+    ),
+    (
+        "nginx/matrix-provision-synapse.conf.j2",
+        include_str!("../templates/nginx/matrix-provision-synapse.conf.j2"),
+    ),
+    (
+        "nginx/matrix-provision-element.conf.j2",
+        include_str!("../templates/nginx/matrix-provision-element.conf.j2"),
+    ),
+    (
+        "nginx/matrix-provision-wellknown.conf.j2",
+        include_str!("../templates/nginx/matrix-provision-wellknown.conf.j2"),
+    ),
+    (
+        "element/config.json.j2",
+        include_str!("../templates/element/config.json.j2"),
+    ),
+    (
+        "certbot/deploy-hook.sh.j2",
+        include_str!("../templates/certbot/deploy-hook.sh.j2"),
+    ),
+    (
+        "systemd/matrix-element-update.service.j2",
+        include_str!("../templates/systemd/matrix-element-update.service.j2"),
+    ),
+    (
+        "systemd/matrix-element-update.timer.j2",
+        include_str!("../templates/systemd/matrix-element-update.timer.j2"),
+    ),
+];
+
+const PARTIALS: &[(&str, &str)] = &[(
+    "nginx/_macros.j2",
+    include_str!("../templates/nginx/_macros.j2"),
+)];
+
+/// Everything a template can see. The field names are the top-level template variables.
+#[derive(Debug, Clone, Serialize)]
+pub struct RenderContext {
+    /// The whole validated host.toml.
+    pub config: HostConfig,
+    /// `synapse.host != server_name`: `.well-known` is served on server_name.
+    pub delegated: bool,
+    pub facts: Facts,
+    pub secrets: Secrets,
+    pub paths: Paths,
+}
+
+/// What preflight measured on the host.
+#[derive(Debug, Clone, Serialize)]
+pub struct Facts {
+    pub ram_mb: u64,
+    pub cpus: u32,
+    /// sshd's effective port (for ufw; templates don't use it yet).
+    pub ssh_port: u16,
+    /// Major version, "15" on Debian 12; part of the PostgreSQL conf.d path.
+    pub postgres_version: String,
+}
+
+/// The only secrets a template inlines. Every Synapse secret is referenced by a `*_path` file instead.
+#[derive(Clone, Serialize)]
+pub struct Secrets {
+    pub postgres_password: String,
+    pub turn_shared_secret: String,
+}
+
+impl fmt::Debug for Secrets {
+    // A context dumped into a log or an error must not carry the secrets along.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Secrets")
+            .field("postgres_password", &"[redacted]")
+            .field("turn_shared_secret", &"[redacted]")
+            .finish()
+    }
+}
+
+/// Fixed locations on the host that several templates (and the playbook) must agree on.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Paths {
+    /// One file per Synapse secret: registration_shared_secret, macaroon_secret_key, form_secret,
+    /// turn_shared_secret.
+    pub secrets_dir: String,
+    /// certbot `--webroot-path`; nginx serves `/.well-known/acme-challenge/` from here on port 80.
+    pub acme_webroot: String,
+    /// Element releases live under here; `current` is the served release, `config.json` sits beside it.
+    pub element_root: String,
+    /// coturn's copy of the TURN certificate (turnserver cannot read /etc/letsencrypt/live).
+    pub coturn_cert_dir: String,
+    /// certbot's live directory: `<letsencrypt_live>/<host>/{fullchain,privkey}.pem`.
+    pub letsencrypt_live: String,
+    /// The copy of host.toml the Element update timer reads.
+    pub host_config: String,
+    /// Where apply installs this binary for the timer.
+    pub binary: String,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths {
+            secrets_dir: "/etc/matrix-synapse/secrets".into(),
+            acme_webroot: "/var/lib/matrix-provision/acme".into(),
+            element_root: "/var/www/element".into(),
+            coturn_cert_dir: "/etc/coturn/certs".into(),
+            letsencrypt_live: "/etc/letsencrypt/live".into(),
+            host_config: "/etc/matrix-provision/host.toml".into(),
+            binary: "/usr/local/bin/matrix-provision".into(),
+        }
+    }
+}
+
+impl RenderContext {
+    /// The usual context: `delegated` derived from the config, the standard paths.
+    pub fn new(config: HostConfig, facts: Facts, secrets: Secrets) -> RenderContext {
+        RenderContext {
+            delegated: config.delegated(),
+            config,
+            facts,
+            secrets,
+            paths: Paths::default(),
+        }
+    }
+
+    /// The context as the value [`Renderer::render`] takes.
+    pub fn to_value(&self) -> Value {
+        Value::from_serialize(self)
+    }
+}
+
+/// The template environment. Build it once; rendering is cheap.
+pub struct Renderer {
+    env: Environment<'static>,
+}
+
+impl Default for Renderer {
+    fn default() -> Self {
+        Renderer::new()
+    }
+}
+
+impl Renderer {
+    pub fn new() -> Renderer {
+        let mut env = Environment::new();
+        // A typo in a template must fail the run, not write an empty value into a config file.
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // Config files end with a newline; block tags must not leave blank lines behind.
+        env.set_keep_trailing_newline(true);
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        // These are config files, not HTML.
+        env.set_auto_escape_callback(|_| AutoEscape::None);
+        env.add_filter("shquote", shquote);
+        env.add_function("raise", raise);
+        for (name, source) in TEMPLATES.iter().chain(PARTIALS) {
+            // The sources are compiled in and covered by the golden tests; a syntax error is a bug.
+            env.add_template(name, source)
+                .unwrap_or_else(|e| panic!("template {name} does not compile: {e:#}"));
+        }
+        Renderer { env }
+    }
+
+    /// Render one template, e.g. `"synapse/mp-server.yaml.j2"`, with a context that serialises like
+    /// [`RenderContext`] (see [`RenderContext::to_value`]).
+    pub fn render(&self, name: &str, ctx: &Value) -> Result<String> {
+        let template = self
+            .env
+            .get_template(name)
+            .map_err(|e| anyhow!("template {name}: {}", describe(&e)))?;
+        template
+            .render(ctx)
+            .map_err(|e| anyhow!("rendering template {name}: {}", describe(&e)))
+    }
+
+    /// Every template that renders to a file (partials excluded).
+    pub fn names(&self) -> Vec<&'static str> {
+        TEMPLATES.iter().map(|(name, _)| *name).collect()
+    }
+}
+
+/// minijinja's error with its location (`name:line`) and cause chain on one line.
+fn describe(err: &minijinja::Error) -> String {
+    let mut msg = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        msg.push_str(": ");
+        msg.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    msg
+}
+
+/// `{{ raise("message") }}`: a template's own assertion, e.g. for an enum value it does not know.
+fn raise(message: String) -> Result<String, minijinja::Error> {
+    Err(minijinja::Error::new(
+        minijinja::ErrorKind::InvalidOperation,
+        message,
+    ))
+}
+
+/// POSIX shell single quoting: `it's` → `'it'\''s'`.
+fn shquote(value: String) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_variable_is_an_error_naming_the_template() {
+        let mut r = Renderer::new();
+        r.env
+            .add_template("t/typo.j2", "listen {{ config.synapse.hots }};\n")
+            .unwrap();
+        let ctx = Value::from_serialize(serde_json::json!({"config": {"synapse": {"host": "x"}}}));
+        let err = r.render("t/typo.j2", &ctx).unwrap_err().to_string();
+        assert!(err.contains("t/typo.j2"), "{err}");
+        assert!(err.contains("undefined"), "{err}");
+    }
+
+    #[test]
+    fn unknown_template_is_an_error_naming_it() {
+        let err = Renderer::new()
+            .render("nope/missing.j2", &Value::UNDEFINED)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope/missing.j2"), "{err}");
+    }
+
+    #[test]
+    fn no_html_escaping_and_trailing_newline_kept() {
+        let mut r = Renderer::new();
+        r.env.add_template("t/raw.j2", "{{ v }}\n").unwrap();
+        let out = r
+            .render(
+                "t/raw.j2",
+                &Value::from_serialize(serde_json::json!({"v": "a<b>&'\""})),
+            )
+            .unwrap();
+        assert_eq!(out, "a<b>&'\"\n");
+    }
+
+    #[test]
+    fn shquote_survives_single_quotes() {
+        assert_eq!(shquote("turn.example.com".into()), "'turn.example.com'");
+        assert_eq!(shquote("it's".into()), r"'it'\''s'");
+    }
+
+    #[test]
+    fn secrets_debug_is_redacted() {
+        let s = Secrets {
+            postgres_password: "hunter2".into(),
+            turn_shared_secret: "swordfish".into(),
+        };
+        let dbg = format!("{s:?}");
+        assert!(
+            !dbg.contains("hunter2") && !dbg.contains("swordfish"),
+            "{dbg}"
+        );
+    }
+
+    #[test]
+    fn names_lists_renderable_templates_only() {
+        let names = Renderer::new().names();
+        assert_eq!(names.len(), TEMPLATES.len());
+        assert!(names.iter().all(|n| !n.contains("/_")));
+    }
+}

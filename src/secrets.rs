@@ -1,0 +1,143 @@
+//! Secrets as a type: generated once with `rand`, stored 0600/0640 by the secret step, never printed.
+//! `Debug`/`Display` of a [`Secret`] say `[redacted]`; the only way to the value is [`Secret::expose`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use rand::distributions::{Alphanumeric, DistString};
+
+use crate::system::System;
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// 64 alphanumeric characters (~380 bits) from the OS RNG: safe in YAML, INI and URLs without quoting.
+    pub fn generate() -> Secret {
+        Secret(Alphanumeric.sample_string(&mut rand::rngs::OsRng, 64))
+    }
+    pub fn from_stored(value: &str) -> Secret {
+        Secret(value.trim_end_matches('\n').to_string())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+struct Entry {
+    secret: Secret,
+    path: PathBuf,
+    stored: bool,
+}
+
+/// Every secret of the run, read from disk or freshly generated (in memory until its secret step stores it),
+/// so that a plan renders files with the very values apply will write.
+#[derive(Default)]
+pub struct SecretStore {
+    entries: BTreeMap<String, Entry>,
+}
+
+impl SecretStore {
+    pub fn new() -> SecretStore {
+        SecretStore::default()
+    }
+
+    /// Use the stored value at `path` if there is one, else generate one.
+    pub fn load(&mut self, sys: &dyn System, name: &str, path: &Path) -> Result<()> {
+        let stored = sys
+            .read(path)
+            .with_context(|| format!("reading secret `{name}`"))?
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .filter(|s| !s.trim().is_empty());
+        let entry = match stored {
+            Some(s) => Entry {
+                secret: Secret::from_stored(&s),
+                path: path.to_path_buf(),
+                stored: true,
+            },
+            None => Entry {
+                secret: Secret::generate(),
+                path: path.to_path_buf(),
+                stored: false,
+            },
+        };
+        self.entries.insert(name.to_string(), entry);
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Secret> {
+        self.entries.get(name).map(|e| &e.secret)
+    }
+
+    pub fn path(&self, name: &str) -> Option<&Path> {
+        self.entries.get(name).map(|e| e.path.as_path())
+    }
+
+    pub fn is_stored(&self, name: &str) -> bool {
+        self.entries.get(name).is_some_and(|e| e.stored)
+    }
+
+    /// Name → value, for template rendering only.
+    pub fn exposed(&self) -> BTreeMap<String, String> {
+        self.entries
+            .iter()
+            .map(|(k, e)| (k.clone(), e.secret.expose().to_string()))
+            .collect()
+    }
+
+    /// Does `text` contain any secret? Such file contents are never diffed in the open.
+    pub fn appears_in(&self, text: &str) -> bool {
+        self.entries
+            .values()
+            .any(|e| text.contains(e.secret.expose()))
+    }
+
+    /// Replace every secret in `text` with `[redacted]` (for error messages and logs).
+    pub fn redact(&self, text: &str) -> String {
+        self.entries.values().fold(text.to_string(), |t, e| {
+            t.replace(e.secret.expose(), "[redacted]")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::system::FakeSystem;
+
+    #[test]
+    fn debug_and_display_never_show_the_value() {
+        let s = Secret::generate();
+        assert_eq!(s.expose().len(), 64);
+        assert!(!format!("{s:?} {s}").contains(s.expose()));
+    }
+
+    #[test]
+    fn stored_secret_is_reused_and_missing_one_is_generated_once() {
+        let sys = FakeSystem::new();
+        sys.put("/etc/s/a", "stored-value\n");
+        let mut store = SecretStore::new();
+        store.load(&sys, "a", Path::new("/etc/s/a")).unwrap();
+        store.load(&sys, "b", Path::new("/etc/s/b")).unwrap();
+        assert_eq!(store.get("a").unwrap().expose(), "stored-value");
+        assert!(store.is_stored("a") && !store.is_stored("b"));
+        let b = store.get("b").unwrap().expose().to_string();
+        assert!(store.appears_in(&format!("password: {b}\n")));
+        assert_eq!(store.redact(&format!("x {b} y")), "x [redacted] y");
+        assert_ne!(b, Secret::generate().expose());
+    }
+}

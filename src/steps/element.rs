@@ -1,0 +1,79 @@
+//! Element Web as a step: apply installs a verified release when none is live (or the pinned one is not);
+//! keeping "latest" current is the update timer's job, so the check stays offline and instant.
+
+use anyhow::Result;
+
+use crate::config::HostConfig;
+use crate::element::{self, ElementSource, Installation, Wanted};
+use crate::engine::{Change, Ctx, Step};
+use crate::system::{run_ok, Cmd};
+
+pub struct ElementStep {
+    inst: Installation,
+    source: ElementSource,
+    version: String,
+}
+
+impl ElementStep {
+    pub fn from_config(config: &HostConfig) -> ElementStep {
+        ElementStep {
+            inst: Installation::from_config(config),
+            source: ElementSource::from_config(config),
+            version: config.element.version.clone(),
+        }
+    }
+}
+
+impl Step for ElementStep {
+    fn check(&self, _ctx: &Ctx) -> Result<Change> {
+        let installed = element::installed_version(&self.inst)?;
+        let from = &self.source.releases_url;
+        match (installed, self.version.as_str()) {
+            (None, wanted) => Ok(Change::create(format!(
+                "download Element {wanted} from {from}, verify its signature, install it"
+            ))),
+            (Some(_), "latest") => Ok(Change::in_sync()),
+            (Some(v), pinned) if v == pinned => Ok(Change::in_sync()),
+            (Some(v), pinned) => Ok(Change::modify(format!(
+                "switch Element {v} to the pinned {pinned}"
+            ))),
+        }
+    }
+
+    fn apply(&self, _ctx: &Ctx, _change: &Change) -> Result<()> {
+        let wanted = Wanted::parse(&self.version)?;
+        element::update(&self.inst, &self.source, &wanted)?;
+        Ok(())
+    }
+}
+
+/// A system account for a service that must own nothing but its own tree.
+pub struct SystemUserStep {
+    pub name: String,
+    pub home: String,
+}
+
+impl Step for SystemUserStep {
+    fn check(&self, ctx: &Ctx) -> Result<Change> {
+        if ctx.sys.uid(&self.name)?.is_some() {
+            return Ok(Change::in_sync());
+        }
+        Ok(Change::create(format!("create system user {}", self.name)))
+    }
+
+    fn apply(&self, ctx: &Ctx, _change: &Change) -> Result<()> {
+        run_ok(
+            ctx.sys,
+            &Cmd::new("adduser").args([
+                "--system",
+                "--group",
+                "--no-create-home",
+                "--home",
+                &self.home,
+                "--disabled-login",
+                &self.name,
+            ]),
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,302 @@
+//! Files, directories and symlinks: compare the host with the wanted state, write through the atomic writer.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::engine::{Change, Ctx, Detail, Step};
+use crate::system::{owner_ids, FileKind, FileSpec};
+
+/// Who owns a file: names, resolved to ids only when needed (the account may come with a package later).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Owner {
+    pub user: String,
+    pub group: String,
+    pub mode: u32,
+}
+
+impl Owner {
+    pub fn root(mode: u32) -> Owner {
+        Owner {
+            user: "root".into(),
+            group: "root".into(),
+            mode,
+        }
+    }
+    /// "user:group" or "user" (group = user).
+    pub fn parse(owner: &str, mode: &str) -> Result<Owner> {
+        let (user, group) = owner.split_once(':').unwrap_or((owner, owner));
+        let mode = u32::from_str_radix(mode.trim_start_matches("0o"), 8)
+            .with_context(|| format!("mode `{mode}` is not octal (write e.g. \"0640\")"))?;
+        Ok(Owner {
+            user: user.into(),
+            group: group.into(),
+            mode,
+        })
+    }
+    pub fn describe(&self) -> String {
+        format!("{}:{} {:04o}", self.user, self.group, self.mode)
+    }
+}
+
+/// A whole file whose contents we decide (rendered template or copied source).
+pub struct FileStep {
+    pub path: PathBuf,
+    pub owner: Owner,
+    pub contents: Contents,
+    /// Never show a diff, even if no known secret appears in it (private keys, certificates' keys).
+    pub sensitive: bool,
+}
+
+pub enum Contents {
+    Fixed(Vec<u8>),
+    /// Same bytes as another host file (e.g. a certificate copied for a service user).
+    CopyOf(PathBuf),
+}
+
+impl FileStep {
+    fn wanted(&self, ctx: &Ctx) -> Result<Vec<u8>> {
+        match &self.contents {
+            Contents::Fixed(b) => Ok(b.clone()),
+            Contents::CopyOf(src) => ctx
+                .sys
+                .read(src)?
+                .with_context(|| format!("{} does not exist yet", src.display())),
+        }
+    }
+}
+
+impl Step for FileStep {
+    fn check(&self, ctx: &Ctx) -> Result<Change> {
+        let wanted = self.wanted(ctx)?;
+        let current = ctx.sys.read(&self.path)?;
+        let path = self.path.display();
+        let Some(current) = current else {
+            let change = Change::create(format!("write {path} ({})", self.owner.describe()));
+            return Ok(change.with_detail(self.diff(ctx, b"", &wanted)));
+        };
+        if current != wanted {
+            let change = Change::modify(format!("update {path}"));
+            return Ok(change.with_detail(self.diff(ctx, &current, &wanted)));
+        }
+        metadata_change(ctx, &self.path, &self.owner)
+    }
+
+    fn apply(&self, ctx: &Ctx, _change: &Change) -> Result<()> {
+        let ids = owner_ids(ctx.sys, &self.owner.user, &self.owner.group)?;
+        let wanted = self.wanted(ctx)?;
+        if ctx.sys.read(&self.path)?.as_deref() == Some(wanted.as_slice()) {
+            // Only owner or mode drifted: keep the file, fix its metadata.
+            return ctx.sys.chown_chmod(&self.path, ids, self.owner.mode);
+        }
+        let spec = FileSpec {
+            path: self.path.clone(),
+            uid: ids.0,
+            gid: ids.1,
+            mode: self.owner.mode,
+        };
+        ctx.sys.write(&spec, &wanted)
+    }
+}
+
+impl FileStep {
+    fn diff(&self, ctx: &Ctx, old: &[u8], new: &[u8]) -> Detail {
+        let is_binary = |b: &[u8]| b.contains(&0) || std::str::from_utf8(b).is_err();
+        if is_binary(old) || is_binary(new) {
+            return Detail::Items {
+                items: vec![format!(
+                    "binary file: {} bytes -> {} bytes",
+                    old.len(),
+                    new.len()
+                )],
+            };
+        }
+        let old = String::from_utf8_lossy(old);
+        let new = String::from_utf8_lossy(new);
+        let diff = similar::TextDiff::from_lines(old.as_ref(), new.as_ref());
+        if self.sensitive || ctx.secrets.appears_in(&old) || ctx.secrets.appears_in(&new) {
+            let lines_changed = diff
+                .iter_all_changes()
+                .filter(|c| c.tag() != similar::ChangeTag::Equal)
+                .count();
+            return Detail::Redacted { lines_changed };
+        }
+        let path = self.path.display().to_string();
+        Detail::Diff {
+            text: diff
+                .unified_diff()
+                .context_radius(3)
+                .header(&path, &path)
+                .to_string(),
+        }
+    }
+}
+
+/// Owner and mode of an existing path; resolving names fails only if the account is truly missing.
+fn metadata_change(ctx: &Ctx, path: &Path, owner: &Owner) -> Result<Change> {
+    let stat = ctx
+        .sys
+        .stat(path)?
+        .with_context(|| format!("{} vanished while checking", path.display()))?;
+    let (uid, gid) = owner_ids(ctx.sys, &owner.user, &owner.group)?;
+    if (stat.uid, stat.gid, stat.mode) == (uid, gid, owner.mode) {
+        return Ok(Change::in_sync());
+    }
+    Ok(Change::modify(format!(
+        "fix owner/mode of {} to {} (now {}:{} {:04o})",
+        path.display(),
+        owner.describe(),
+        stat.uid,
+        stat.gid,
+        stat.mode
+    )))
+}
+
+pub struct DirStep {
+    pub path: PathBuf,
+    pub owner: Owner,
+}
+
+impl Step for DirStep {
+    fn check(&self, ctx: &Ctx) -> Result<Change> {
+        match ctx.sys.stat(&self.path)? {
+            None => Ok(Change::create(format!(
+                "create directory {} ({})",
+                self.path.display(),
+                self.owner.describe()
+            ))),
+            Some(s) if s.kind != FileKind::Dir => anyhow::bail!(
+                "{} exists but is not a directory; move it away and run again",
+                self.path.display()
+            ),
+            Some(_) => metadata_change(ctx, &self.path, &self.owner),
+        }
+    }
+
+    fn apply(&self, ctx: &Ctx, _change: &Change) -> Result<()> {
+        let ids = owner_ids(ctx.sys, &self.owner.user, &self.owner.group)?;
+        ctx.sys.mkdir(&self.path, ids, self.owner.mode)
+    }
+}
+
+pub struct SymlinkStep {
+    pub link: PathBuf,
+    pub target: PathBuf,
+}
+
+impl Step for SymlinkStep {
+    fn check(&self, ctx: &Ctx) -> Result<Change> {
+        let summary = format!("link {} -> {}", self.link.display(), self.target.display());
+        match ctx.sys.stat(&self.link)? {
+            None => Ok(Change::create(summary)),
+            Some(s) if s.kind == FileKind::Symlink => {
+                if ctx.sys.read_link(&self.link)?.as_deref() == Some(self.target.as_path()) {
+                    Ok(Change::in_sync())
+                } else {
+                    Ok(Change::modify(summary))
+                }
+            }
+            Some(_) => anyhow::bail!(
+                "{} exists and is not a symlink; move it away (we never overwrite an admin's file)",
+                self.link.display()
+            ),
+        }
+    }
+
+    fn apply(&self, ctx: &Ctx, _change: &Change) -> Result<()> {
+        ctx.sys.symlink(&self.target, &self.link)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets::SecretStore;
+    use crate::system::FakeSystem;
+    use crate::system::System;
+
+    fn step(path: &str, text: &str) -> FileStep {
+        FileStep {
+            path: path.into(),
+            owner: Owner::root(0o644),
+            contents: Contents::Fixed(text.as_bytes().to_vec()),
+            sensitive: false,
+        }
+    }
+
+    #[test]
+    fn create_then_in_sync_and_diff_on_modify() {
+        let sys = FakeSystem::new();
+        let secrets = SecretStore::new();
+        let ctx = Ctx::new(&sys, &secrets);
+        let s = step("/etc/x.conf", "a\nb\n");
+        let c = s.check(&ctx).unwrap();
+        assert_eq!(c.kind, crate::engine::ChangeKind::Create);
+        s.apply(&ctx, &c).unwrap();
+        assert!(s.check(&ctx).unwrap().is_in_sync());
+        let s2 = step("/etc/x.conf", "a\nc\n");
+        let c2 = s2.check(&ctx).unwrap();
+        assert_eq!(c2.kind, crate::engine::ChangeKind::Modify);
+        match c2.detail {
+            Detail::Diff { text } => {
+                assert!(text.contains("-b\n") && text.contains("+c\n"), "{text}")
+            }
+            other => panic!("expected a diff, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn mode_drift_is_fixed_without_rewriting() {
+        let sys = FakeSystem::new();
+        let secrets = SecretStore::new();
+        let ctx = Ctx::new(&sys, &secrets);
+        let s = step("/etc/x.conf", "a\n");
+        s.apply(&ctx, &s.check(&ctx).unwrap()).unwrap();
+        sys.chown_chmod(
+            Path::new("/etc/x.conf"),
+            (
+                nix::unistd::getuid().as_raw(),
+                nix::unistd::getgid().as_raw(),
+            ),
+            0o666,
+        )
+        .unwrap();
+        let c = s.check(&ctx).unwrap();
+        assert!(c.summary.starts_with("fix owner"), "{}", c.summary);
+        s.apply(&ctx, &c).unwrap();
+        assert!(s.check(&ctx).unwrap().is_in_sync());
+    }
+
+    #[test]
+    fn files_holding_a_secret_are_redacted() {
+        let sys = FakeSystem::new();
+        let mut secrets = SecretStore::new();
+        secrets.load(&sys, "db", Path::new("/s/db")).unwrap();
+        let value = secrets.get("db").unwrap().expose().to_string();
+        let ctx = Ctx::new(&sys, &secrets);
+        let s = step("/etc/db.yaml", &format!("password: {value}\n"));
+        let c = s.check(&ctx).unwrap();
+        assert_eq!(c.detail, Detail::Redacted { lines_changed: 1 });
+        assert!(!serde_json::to_string(&c).unwrap().contains(&value));
+    }
+
+    #[test]
+    fn symlink_is_created_and_never_replaces_a_real_file() {
+        let sys = FakeSystem::new();
+        let secrets = SecretStore::new();
+        let ctx = Ctx::new(&sys, &secrets);
+        let s = SymlinkStep {
+            link: "/etc/nginx/sites-enabled/a".into(),
+            target: "/etc/nginx/sites-available/a".into(),
+        };
+        sys.put("/etc/nginx/sites-enabled/.keep", "");
+        s.apply(&ctx, &s.check(&ctx).unwrap()).unwrap();
+        assert!(s.check(&ctx).unwrap().is_in_sync());
+        sys.put("/etc/nginx/sites-enabled/b", "admin's own");
+        let b = SymlinkStep {
+            link: "/etc/nginx/sites-enabled/b".into(),
+            target: "/x".into(),
+        };
+        assert!(b.check(&ctx).is_err());
+    }
+}

@@ -1,0 +1,147 @@
+//! Debian packages: dpkg is the authority on what is installed, apt-get installs what is missing in one
+//! non-interactive transaction that keeps the admin's conffiles (`--force-confold`).
+
+use anyhow::{bail, Result};
+
+use crate::engine::{Change, Ctx, Step};
+use crate::system::{run_ok, Cmd};
+
+pub struct PackagesStep {
+    pub names: Vec<String>,
+}
+
+/// Packages of `names` that dpkg does not report as installed ("ii").
+pub fn missing(ctx: &Ctx, names: &[String]) -> Result<Vec<String>> {
+    let out = ctx.sys.run(
+        &Cmd::new("dpkg-query")
+            .arg("-W")
+            .arg("-f=${Package} ${db:Status-Abbrev}\n")
+            .args(names.iter().cloned()),
+    )?;
+    // dpkg-query exits 1 when some package is unknown; the installed ones are still listed.
+    let installed: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(_, status)| status.starts_with("ii"))
+        .map(|(name, _)| name)
+        .collect();
+    Ok(names
+        .iter()
+        .filter(|n| !installed.contains(&n.as_str()))
+        .cloned()
+        .collect())
+}
+
+impl Step for PackagesStep {
+    fn check(&self, ctx: &Ctx) -> Result<Change> {
+        let missing = missing(ctx, &self.names)?;
+        if missing.is_empty() {
+            return Ok(Change::in_sync());
+        }
+        Ok(Change::run(format!("apt-get install {}", missing.join(" "))).with_items(missing))
+    }
+
+    fn apply(&self, ctx: &Ctx, _change: &Change) -> Result<()> {
+        let missing = missing(ctx, &self.names)?;
+        let update = ctx.sys.run(&Cmd::new("apt-get").args(["update", "-q"]))?;
+        // apt-get update exits 0 on some fetch and signature problems; its W:/E: lines tell the truth.
+        let problems: Vec<&str> = update
+            .stdout
+            .lines()
+            .chain(update.stderr.lines())
+            .filter(|l| {
+                l.starts_with("E:")
+                    || l.starts_with("W: GPG")
+                    || l.contains("NO_PUBKEY")
+                    || l.starts_with("Err:")
+            })
+            .collect();
+        if !update.ok() || !problems.is_empty() {
+            bail!(
+                "apt-get update failed: {}\nfix the repository (network, sources.matrix_repo_url, keyring) and run again",
+                if problems.is_empty() { update.tail() } else { problems.join("\n") }
+            );
+        }
+        run_ok(
+            ctx.sys,
+            &Cmd::new("apt-get")
+                .args([
+                    "install",
+                    "-y",
+                    "-q",
+                    "-o",
+                    "Dpkg::Options::=--force-confold",
+                    "-o",
+                    "Dpkg::Options::=--force-confdef",
+                ])
+                .args(missing)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .env("NEEDRESTART_MODE", "l"),
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets::SecretStore;
+    use crate::system::FakeSystem;
+
+    #[test]
+    fn only_missing_packages_are_installed_in_one_transaction() {
+        let sys = FakeSystem::new();
+        sys.on_cmd("dpkg-query", 1, "nginx ii \ncoturn un \n");
+        sys.on_cmd(
+            "apt-get update",
+            0,
+            "Hit:1 http://deb.debian.org bookworm InRelease\n",
+        );
+        sys.on_cmd("apt-get install", 0, "");
+        let secrets = SecretStore::new();
+        let ctx = Ctx::new(&sys, &secrets);
+        let step = PackagesStep {
+            names: vec!["nginx".into(), "coturn".into(), "ufw".into()],
+        };
+        let c = step.check(&ctx).unwrap();
+        assert_eq!(c.summary, "apt-get install coturn ufw");
+        step.apply(&ctx, &c).unwrap();
+        let install: Vec<String> = sys
+            .commands()
+            .into_iter()
+            .filter(|c| c.starts_with("apt-get install"))
+            .collect();
+        assert_eq!(install.len(), 1);
+        assert!(
+            install[0].ends_with("--force-confold -o Dpkg::Options::=--force-confdef coturn ufw"),
+            "{}",
+            install[0]
+        );
+    }
+
+    #[test]
+    fn a_signature_problem_in_apt_update_stops_before_install() {
+        let sys = FakeSystem::new();
+        sys.on_cmd("dpkg-query", 1, "");
+        sys.on_cmd(
+            "apt-get update",
+            0,
+            "W: GPG error: http://repo bookworm InRelease: The following signatures were invalid: BADSIG\n",
+        );
+        let secrets = SecretStore::new();
+        let ctx = Ctx::new(&sys, &secrets);
+        let step = PackagesStep {
+            names: vec!["matrix-synapse-py3".into()],
+        };
+        let err = step.apply(&ctx, &Change::run("x")).unwrap_err().to_string();
+        assert!(
+            err.contains("BADSIG") && err.contains("sources.matrix_repo_url"),
+            "{err}"
+        );
+        assert!(!sys
+            .commands()
+            .iter()
+            .any(|c| c.starts_with("apt-get install")));
+    }
+}

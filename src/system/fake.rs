@@ -1,0 +1,162 @@
+//! A host for tests: files live in a temp dir (through the real atomic writer), commands are answered by a
+//! script the test supplies and recorded so the test can assert exactly what would have run.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+
+use super::{Cmd, CmdOutput, Facts, FileSpec, FileStat, RealSystem, System};
+
+type Responder = Box<dyn Fn(&Cmd) -> Option<CmdOutput>>;
+
+pub struct FakeSystem {
+    files: RealSystem,
+    pub root: tempfile::TempDir,
+    responders: RefCell<Vec<Responder>>,
+    pub ran: RefCell<Vec<Cmd>>,
+    pub urls: RefCell<HashMap<String, Vec<u8>>>,
+    pub facts: Facts,
+}
+
+impl Default for FakeSystem {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FakeSystem {
+    pub fn new() -> FakeSystem {
+        let root = tempfile::tempdir().expect("temp dir");
+        FakeSystem {
+            files: RealSystem::new(root.path()),
+            root,
+            responders: RefCell::new(Vec::new()),
+            ran: RefCell::new(Vec::new()),
+            urls: RefCell::new(HashMap::new()),
+            facts: Facts {
+                ram_mb: 4096,
+                cpus: 2,
+                var_free_mb: 50_000,
+                os_id: "debian".into(),
+                os_version_id: "12".into(),
+                is_root: true,
+            },
+        }
+    }
+
+    /// Answer commands for which `f` returns Some; later responders win.
+    pub fn on(&self, f: impl Fn(&Cmd) -> Option<CmdOutput> + 'static) {
+        self.responders.borrow_mut().push(Box::new(f));
+    }
+
+    /// Answer every run of `program` whose command line starts with `prefix` with `stdout` and status.
+    pub fn on_cmd(&self, prefix: &str, status: i32, stdout: &str) {
+        let prefix = prefix.to_string();
+        let stdout = stdout.to_string();
+        self.on(move |c| {
+            c.display().starts_with(&prefix).then(|| CmdOutput {
+                status,
+                stdout: stdout.clone(),
+                stderr: String::new(),
+            })
+        });
+    }
+
+    pub fn put(&self, path: &str, contents: &str) {
+        let real = self.path(path);
+        std::fs::create_dir_all(real.parent().unwrap()).unwrap();
+        std::fs::write(real, contents).unwrap();
+    }
+
+    pub fn get(&self, path: &str) -> Option<String> {
+        std::fs::read_to_string(self.path(path)).ok()
+    }
+
+    pub fn path(&self, host_path: &str) -> PathBuf {
+        self.files.map(Path::new(host_path))
+    }
+
+    /// Command lines run so far, as typed.
+    pub fn commands(&self) -> Vec<String> {
+        self.ran.borrow().iter().map(Cmd::display).collect()
+    }
+
+    /// A snapshot of every file under the fake root (path → contents), to prove nothing was written.
+    pub fn snapshot(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        fn walk(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() && !p.is_symlink() {
+                    walk(&p, out);
+                } else {
+                    out.push((p.clone(), std::fs::read(&p).unwrap_or_default()));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.root.path(), &mut out);
+        out.sort();
+        out
+    }
+}
+
+fn me() -> u32 {
+    nix::unistd::getuid().as_raw()
+}
+
+impl System for FakeSystem {
+    fn read(&self, path: &Path) -> Result<Option<Vec<u8>>> {
+        self.files.read(path)
+    }
+    fn stat(&self, path: &Path) -> Result<Option<FileStat>> {
+        self.files.stat(path)
+    }
+    fn read_link(&self, path: &Path) -> Result<Option<PathBuf>> {
+        self.files.read_link(path)
+    }
+    fn write(&self, spec: &FileSpec, contents: &[u8]) -> Result<()> {
+        self.files.write(spec, contents)
+    }
+    fn symlink(&self, target: &Path, link: &Path) -> Result<()> {
+        self.files.symlink(target, link)
+    }
+    fn mkdir(&self, path: &Path, owner: (u32, u32), mode: u32) -> Result<()> {
+        self.files.mkdir(path, owner, mode)
+    }
+    fn chown_chmod(&self, path: &Path, owner: (u32, u32), mode: u32) -> Result<()> {
+        self.files.chown_chmod(path, owner, mode)
+    }
+    fn remove(&self, path: &Path) -> Result<()> {
+        self.files.remove(path)
+    }
+    fn run(&self, cmd: &Cmd) -> Result<CmdOutput> {
+        self.ran.borrow_mut().push(cmd.clone());
+        for r in self.responders.borrow().iter().rev() {
+            if let Some(out) = r(cmd) {
+                return Ok(out);
+            }
+        }
+        bail!("fake system: no answer scripted for `{}`", cmd.display())
+    }
+    // Every account maps to the test's own ids so chown works without root.
+    fn uid(&self, _user: &str) -> Result<Option<u32>> {
+        Ok(Some(me()))
+    }
+    fn gid(&self, _group: &str) -> Result<Option<u32>> {
+        Ok(Some(nix::unistd::getgid().as_raw()))
+    }
+    fn http_get(&self, url: &str) -> Result<Vec<u8>> {
+        match self.urls.borrow().get(url) {
+            Some(b) => Ok(b.clone()),
+            None => bail!("GET {url}: connection refused"),
+        }
+    }
+    fn facts(&self) -> Facts {
+        self.facts.clone()
+    }
+}

@@ -1,0 +1,158 @@
+//! The one seam between matrix-provision and the host. Steps see the machine only through [`System`]:
+//! `RealSystem` touches `/` (or a `--root` prefix for files), `FakeSystem` (tests) keeps files in a temp dir
+//! and answers commands from a script, so every step can be unit-tested without root.
+
+mod atomic;
+mod fake;
+mod real;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+pub use atomic::{write_atomic, FileSpec};
+pub use fake::FakeSystem;
+pub use real::RealSystem;
+
+/// A command to run on the host. Built with [`Cmd::new`] and `arg`/`env`/`stdin`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Cmd {
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub stdin: Option<Vec<u8>>,
+}
+
+impl Cmd {
+    pub fn new(program: &str) -> Cmd {
+        Cmd {
+            program: program.to_string(),
+            ..Cmd::default()
+        }
+    }
+    pub fn arg(mut self, a: impl Into<String>) -> Cmd {
+        self.args.push(a.into());
+        self
+    }
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Cmd {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+    pub fn env(mut self, k: &str, v: impl Into<String>) -> Cmd {
+        self.env.push((k.to_string(), v.into()));
+        self
+    }
+    pub fn stdin(mut self, data: impl Into<Vec<u8>>) -> Cmd {
+        self.stdin = Some(data.into());
+        self
+    }
+    /// The command line as a user would type it (for error messages; never contains stdin).
+    pub fn display(&self) -> String {
+        std::iter::once(self.program.as_str())
+            .chain(self.args.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CmdOutput {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CmdOutput {
+    pub fn ok(&self) -> bool {
+        self.status == 0
+    }
+    /// Last lines of stderr (or stdout), for error messages that must stay short.
+    pub fn tail(&self) -> String {
+        let text = if self.stderr.trim().is_empty() {
+            &self.stdout
+        } else {
+            &self.stderr
+        };
+        let lines: Vec<&str> = text.trim_end().lines().collect();
+        lines[lines.len().saturating_sub(8)..].join("\n")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStat {
+    pub kind: FileKind,
+    pub uid: u32,
+    pub gid: u32,
+    /// Permission bits only (0o7777).
+    pub mode: u32,
+}
+
+/// Host facts that steps and templates need. Gathered once per run.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Facts {
+    pub ram_mb: u64,
+    pub cpus: u32,
+    /// Free space on the filesystem holding /var, in MB.
+    pub var_free_mb: u64,
+    pub os_id: String,
+    pub os_version_id: String,
+    pub is_root: bool,
+}
+
+pub trait System {
+    /// Contents of a file, None when it does not exist.
+    fn read(&self, path: &Path) -> Result<Option<Vec<u8>>>;
+    /// lstat: does not follow a final symlink.
+    fn stat(&self, path: &Path) -> Result<Option<FileStat>>;
+    fn read_link(&self, path: &Path) -> Result<Option<PathBuf>>;
+    /// The atomic writer: temp file in the same directory, owner/mode, fsync, backup, rename.
+    fn write(&self, spec: &FileSpec, contents: &[u8]) -> Result<()>;
+    /// Atomically point `link` at `target` (new link renamed over the old one).
+    fn symlink(&self, target: &Path, link: &Path) -> Result<()>;
+    fn mkdir(&self, path: &Path, owner: (u32, u32), mode: u32) -> Result<()>;
+    fn chown_chmod(&self, path: &Path, owner: (u32, u32), mode: u32) -> Result<()>;
+    fn remove(&self, path: &Path) -> Result<()>;
+    /// Run a command to completion. A non-zero exit is not an error here: callers judge the status.
+    fn run(&self, cmd: &Cmd) -> Result<CmdOutput>;
+    fn uid(&self, user: &str) -> Result<Option<u32>>;
+    fn gid(&self, group: &str) -> Result<Option<u32>>;
+    fn http_get(&self, url: &str) -> Result<Vec<u8>>;
+    fn facts(&self) -> Facts;
+    /// Where backups of replaced files go.
+    fn backup_dir(&self) -> PathBuf {
+        PathBuf::from("/var/lib/matrix-provision/backup")
+    }
+}
+
+/// Run and require exit status 0; the error names the command and shows the end of its output.
+pub fn run_ok(sys: &dyn System, cmd: &Cmd) -> Result<CmdOutput> {
+    let out = sys.run(cmd)?;
+    if !out.ok() {
+        anyhow::bail!(
+            "`{}` exited with status {}:\n{}",
+            cmd.display(),
+            out.status,
+            out.tail()
+        );
+    }
+    Ok(out)
+}
+
+/// Resolve "user"/"group" names to ids; errors say which name is missing (usually: its package isn't installed yet).
+pub fn owner_ids(sys: &dyn System, user: &str, group: &str) -> Result<(u32, u32)> {
+    let uid = sys
+        .uid(user)?
+        .ok_or_else(|| anyhow::anyhow!("user `{user}` does not exist on this host"))?;
+    let gid = sys
+        .gid(group)?
+        .ok_or_else(|| anyhow::anyhow!("group `{group}` does not exist on this host"))?;
+    Ok((uid, gid))
+}

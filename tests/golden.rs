@@ -1,0 +1,639 @@
+//! Golden files for every config file matrix-provision renders.
+//!
+//! Each variant below is a hand-built host description; its expected files live in
+//! `tests/golden/<variant>/<path on the host>` and must match the rendering byte for byte.
+//!
+//! After an intended template change, regenerate them and review the diff:
+//!
+//! ```sh
+//! UPDATE_GOLDEN=1 cargo test --test golden
+//! git diff tests/golden
+//! ```
+//!
+//! Besides the byte comparison, what can be checked offline is checked: JSON parses as JSON, YAML
+//! parses as YAML with the expected keys, nginx braces balance. `tests/support/nginx-check.sh` runs
+//! the real `nginx -t` over the rendered vhosts where nginx is installed.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use matrix_provision::config::{
+    Acme, Element, Firewall, HostConfig, Registration, Sources, Synapse, Turn, ACME_DIRECTORY_URL,
+    ELEMENT_RELEASES_URL, MATRIX_KEYRING_URL, MATRIX_KEY_FINGERPRINT, MATRIX_REPO_URL,
+};
+use matrix_provision::render::{Facts, RenderContext, Renderer, Secrets};
+use yaml_rust2::{Yaml, YamlLoader};
+
+const POSTGRES_PASSWORD: &str = "golden-pg-password-0123456789";
+const TURN_SECRET: &str = "golden-turn-secret-abcdefghij";
+
+/// host.toml with every default, for server_name example.com.
+fn defaults() -> HostConfig {
+    HostConfig {
+        server_name: "example.com".into(),
+        acme: Acme {
+            enabled: true,
+            email: Some("admin@example.com".into()),
+        },
+        synapse: Synapse {
+            host: "matrix.example.com".into(),
+            registration: Registration::Closed,
+            federation: true,
+            presence: true,
+            max_upload_size_mb: 50,
+            report_stats: false,
+            expose_admin_api: false,
+            admin_user: None,
+        },
+        element: Element {
+            enabled: true,
+            host: "element.example.com".into(),
+            version: "latest".into(),
+            auto_update: true,
+            keep_releases: 3,
+        },
+        turn: Turn {
+            enabled: true,
+            host: "turn.example.com".into(),
+            min_port: 49152,
+            max_port: 65535,
+            user_quota: 12,
+            total_quota: 1200,
+            external_ip: None,
+        },
+        firewall: Firewall {
+            enabled: true,
+            extra_allowed_ports: vec![],
+        },
+        sources: Sources {
+            matrix_repo_url: MATRIX_REPO_URL.into(),
+            matrix_keyring_url: MATRIX_KEYRING_URL.into(),
+            matrix_key_fingerprint: MATRIX_KEY_FINGERPRINT.into(),
+            acme_directory_url: ACME_DIRECTORY_URL.into(),
+            acme_ca_bundle: None,
+            element_releases_url: ELEMENT_RELEASES_URL.into(),
+            element_signing_key: None,
+        },
+    }
+}
+
+fn facts(ram_mb: u64, cpus: u32) -> Facts {
+    Facts {
+        ram_mb,
+        cpus,
+        ssh_port: 22,
+        postgres_version: "15".into(),
+    }
+}
+
+fn context(config: HostConfig, facts: Facts) -> RenderContext {
+    RenderContext::new(
+        config,
+        facts,
+        Secrets {
+            postgres_password: POSTGRES_PASSWORD.into(),
+            turn_shared_secret: TURN_SECRET.into(),
+        },
+    )
+}
+
+/// The variants, by directory name under tests/golden/.
+fn variants() -> Vec<(&'static str, RenderContext)> {
+    // (a) delegated example.com → matrix.example.com, defaults except token registration (so that the
+    // three variants cover all three registration modes).
+    let mut a = defaults();
+    a.synapse.registration = Registration::Token;
+
+    // (b) Synapse serves server_name itself, private server: no federation, closed, no presence,
+    // coturn behind NAT, admin API exposed.
+    let mut b = defaults();
+    b.server_name = "chat.example.org".into();
+    b.synapse.host = "chat.example.org".into();
+    b.element.host = "element.example.org".into();
+    b.turn.host = "turn.example.org".into();
+    b.synapse.federation = false;
+    b.synapse.registration = Registration::Closed;
+    b.synapse.presence = false;
+    b.synapse.expose_admin_api = true;
+    b.synapse.max_upload_size_mb = 100;
+    b.turn.external_ip = Some("203.0.113.7".into());
+    b.turn.min_port = 50000;
+    b.turn.max_port = 50999;
+
+    // (c) open registration on a small VPS: 2 GB RAM, 1 CPU.
+    let mut c = defaults();
+    c.synapse.registration = Registration::Open;
+
+    // (d) Synapse alone: no Element, no TURN, on a large host (caps of the PostgreSQL formulas).
+    let mut d = defaults();
+    d.element.enabled = false;
+    d.turn.enabled = false;
+
+    vec![
+        ("a-delegated-defaults", context(a, facts(4096, 2))),
+        ("b-same-host-private", context(b, facts(8192, 4))),
+        ("c-open-small-vps", context(c, facts(2048, 1))),
+        ("d-synapse-only-big", context(d, facts(65536, 16))),
+    ]
+}
+
+/// Which templates a variant renders, and where each file goes on the host (mirrors the playbook).
+fn outputs(ctx: &RenderContext) -> Vec<(&'static str, String)> {
+    let c = &ctx.config;
+    let mut out = vec![
+        (
+            "apt/matrix-org.sources.j2",
+            "/etc/apt/sources.list.d/matrix-org.sources".to_string(),
+        ),
+        (
+            "synapse/mp-server.yaml.j2",
+            "/etc/matrix-synapse/conf.d/mp-server.yaml".into(),
+        ),
+        (
+            "synapse/mp-database.yaml.j2",
+            "/etc/matrix-synapse/conf.d/mp-database.yaml".into(),
+        ),
+        (
+            "synapse/mp-secrets.yaml.j2",
+            "/etc/matrix-synapse/conf.d/mp-secrets.yaml".into(),
+        ),
+        (
+            "synapse/mp-registration.yaml.j2",
+            "/etc/matrix-synapse/conf.d/mp-registration.yaml".into(),
+        ),
+        (
+            "synapse/mp-presence.yaml.j2",
+            "/etc/matrix-synapse/conf.d/mp-presence.yaml".into(),
+        ),
+        (
+            "postgres/matrix-provision.conf.j2",
+            format!(
+                "/etc/postgresql/{}/main/conf.d/matrix-provision.conf",
+                ctx.facts.postgres_version
+            ),
+        ),
+        (
+            "nginx/tls-params.conf.j2",
+            "/etc/nginx/snippets/matrix-provision-tls.conf".into(),
+        ),
+        (
+            "nginx/matrix-provision-http.conf.j2",
+            "/etc/nginx/sites-available/matrix-provision-http.conf".into(),
+        ),
+        (
+            "nginx/matrix-provision-synapse.conf.j2",
+            "/etc/nginx/sites-available/matrix-provision-synapse.conf".into(),
+        ),
+        (
+            "certbot/deploy-hook.sh.j2",
+            "/etc/letsencrypt/renewal-hooks/deploy/matrix-provision".into(),
+        ),
+    ];
+    if c.turn.enabled {
+        out.push((
+            "synapse/mp-turn.yaml.j2",
+            "/etc/matrix-synapse/conf.d/mp-turn.yaml".into(),
+        ));
+        out.push((
+            "coturn/turnserver.conf.j2",
+            "/etc/coturn/matrix-provision.conf".into(),
+        ));
+        out.push((
+            "coturn/override.conf.j2",
+            "/etc/systemd/system/coturn.service.d/matrix-provision.conf".into(),
+        ));
+    }
+    if c.element.enabled {
+        out.push((
+            "nginx/matrix-provision-element.conf.j2",
+            "/etc/nginx/sites-available/matrix-provision-element.conf".into(),
+        ));
+        out.push((
+            "element/config.json.j2",
+            "/var/www/element/config.json".into(),
+        ));
+        if c.element.auto_update {
+            out.push((
+                "systemd/matrix-element-update.service.j2",
+                "/etc/systemd/system/matrix-element-update.service".into(),
+            ));
+            out.push((
+                "systemd/matrix-element-update.timer.j2",
+                "/etc/systemd/system/matrix-element-update.timer".into(),
+            ));
+        }
+    }
+    if ctx.delegated {
+        out.push((
+            "nginx/matrix-provision-wellknown.conf.j2",
+            "/etc/nginx/sites-available/matrix-provision-wellknown.conf".into(),
+        ));
+    }
+    out
+}
+
+/// Rendered files of one variant, keyed by host path.
+fn render_variant(renderer: &Renderer, ctx: &RenderContext) -> BTreeMap<String, String> {
+    let value = ctx.to_value();
+    outputs(ctx)
+        .into_iter()
+        .map(|(template, dest)| {
+            let text = renderer
+                .render(template, &value)
+                .unwrap_or_else(|e| panic!("{e:#}"));
+            (dest, text)
+        })
+        .collect()
+}
+
+fn golden_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+/// Every file under `dir`, as host paths ("/etc/...").
+fn files_under(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(base, &path, out);
+            } else {
+                let rel = path.strip_prefix(base).unwrap();
+                out.push(format!("/{}", rel.display()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn rendered_configs_match_golden_files() {
+    let renderer = Renderer::new();
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let mut failures = Vec::new();
+
+    for (variant, ctx) in variants() {
+        let dir = golden_root().join(variant);
+        let rendered = render_variant(&renderer, &ctx);
+        if update {
+            // Start from scratch so files of templates that no longer apply disappear.
+            let _ = fs::remove_dir_all(&dir);
+        }
+        for (dest, text) in &rendered {
+            let path = dir.join(dest.trim_start_matches('/'));
+            if update {
+                fs::create_dir_all(path.parent().unwrap()).unwrap();
+                fs::write(&path, text).unwrap();
+                continue;
+            }
+            match fs::read_to_string(&path) {
+                Ok(expected) if expected == *text => {}
+                Ok(expected) => failures.push(format!(
+                    "{variant}{dest}: differs from {}\n{}",
+                    path.display(),
+                    first_difference(&expected, text)
+                )),
+                Err(e) => failures.push(format!("{variant}{dest}: {}: {e}", path.display())),
+            }
+        }
+        for stale in files_under(&dir) {
+            if !rendered.contains_key(&stale) {
+                failures.push(format!(
+                    "{variant}{stale}: golden file but nothing renders it"
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{}\n\nIf the change is intended: UPDATE_GOLDEN=1 cargo test --test golden",
+        failures.join("\n\n")
+    );
+}
+
+fn first_difference(expected: &str, actual: &str) -> String {
+    let (mut e, mut a) = (expected.lines(), actual.lines());
+    for n in 1.. {
+        match (e.next(), a.next()) {
+            (None, None) => return "  (only line endings differ)".into(),
+            (x, y) if x == y => continue,
+            (x, y) => {
+                return format!(
+                    "  line {n}:\n  - golden:   {}\n  + rendered: {}",
+                    x.unwrap_or("<end of file>"),
+                    y.unwrap_or("<end of file>")
+                )
+            }
+        }
+    }
+    unreachable!()
+}
+
+#[test]
+fn every_template_is_covered_by_a_variant() {
+    let covered: Vec<&str> = variants()
+        .iter()
+        .flat_map(|(_, ctx)| outputs(ctx).into_iter().map(|(t, _)| t))
+        .collect();
+    for name in Renderer::new().names() {
+        assert!(covered.contains(&name), "no golden variant renders {name}");
+    }
+}
+
+fn yaml(text: &str, what: &str) -> Yaml {
+    let mut docs =
+        YamlLoader::load_from_str(text).unwrap_or_else(|e| panic!("{what}: not YAML: {e}"));
+    assert_eq!(docs.len(), 1, "{what}: expected one YAML document");
+    docs.remove(0)
+}
+
+fn json(text: &str, what: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{what}: not JSON: {e}\n{text}"))
+}
+
+#[test]
+fn synapse_fragments_are_yaml_with_the_intended_settings() {
+    let renderer = Renderer::new();
+    for (variant, ctx) in variants() {
+        let files = render_variant(&renderer, &ctx);
+        let c = &ctx.config;
+        let get = |name: &str| {
+            let path = format!("/etc/matrix-synapse/conf.d/{name}");
+            yaml(&files[&path], &format!("{variant}{path}"))
+        };
+
+        let server = get("mp-server.yaml");
+        assert_eq!(
+            server["public_baseurl"].as_str(),
+            Some(format!("https://{}/", c.synapse.host).as_str())
+        );
+        let listener = &server["listeners"][0];
+        assert_eq!(listener["port"].as_i64(), Some(8008));
+        assert_eq!(listener["bind_addresses"][0].as_str(), Some("127.0.0.1"));
+        assert_eq!(listener["x_forwarded"].as_bool(), Some(true));
+        assert_eq!(listener["tls"].as_bool(), Some(false));
+        let names: Vec<&str> = listener["resources"][0]["names"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap())
+            .collect();
+        if c.synapse.federation {
+            assert_eq!(names, ["client", "federation"], "{variant}");
+            assert!(server["federation_domain_whitelist"].is_badvalue());
+        } else {
+            assert_eq!(names, ["client"], "{variant}");
+            assert_eq!(
+                server["federation_domain_whitelist"].as_vec(),
+                Some(&vec![])
+            );
+        }
+        assert_eq!(
+            server["max_upload_size"].as_str(),
+            Some(format!("{}M", c.synapse.max_upload_size_mb).as_str())
+        );
+        // debconf owns these two.
+        assert!(server["server_name"].is_badvalue() && server["report_stats"].is_badvalue());
+
+        let db = get("mp-database.yaml");
+        assert_eq!(db["database"]["name"].as_str(), Some("psycopg2"));
+        assert_eq!(
+            db["database"]["args"]["password"].as_str(),
+            Some(POSTGRES_PASSWORD)
+        );
+        assert_eq!(db["database"]["args"]["dbname"].as_str(), Some("synapse"));
+
+        let secrets = get("mp-secrets.yaml");
+        for key in [
+            "registration_shared_secret",
+            "macaroon_secret_key",
+            "form_secret",
+        ] {
+            assert_eq!(
+                secrets[format!("{key}_path").as_str()].as_str(),
+                Some(format!("/etc/matrix-synapse/secrets/{key}").as_str())
+            );
+            assert!(secrets[key].is_badvalue(), "{key} must not be inlined");
+        }
+
+        let reg = get("mp-registration.yaml");
+        let flag = |k: &str| reg[k].as_bool();
+        match c.synapse.registration {
+            Registration::Closed => {
+                assert_eq!(flag("enable_registration"), Some(false));
+                assert_eq!(flag("registration_requires_token"), None);
+            }
+            Registration::Token => {
+                assert_eq!(flag("enable_registration"), Some(true));
+                assert_eq!(flag("registration_requires_token"), Some(true));
+                assert_eq!(flag("enable_registration_without_verification"), None);
+            }
+            Registration::Open => {
+                assert_eq!(flag("enable_registration"), Some(true));
+                assert_eq!(flag("enable_registration_without_verification"), Some(true));
+                assert!(files["/etc/matrix-synapse/conf.d/mp-registration.yaml"].contains("DANGER"));
+            }
+        }
+
+        let presence = get("mp-presence.yaml");
+        assert_eq!(
+            presence["presence"]["enabled"].as_bool(),
+            Some(c.synapse.presence)
+        );
+
+        if c.turn.enabled {
+            let turn = get("mp-turn.yaml");
+            let uris: Vec<&str> = turn["turn_uris"]
+                .as_vec()
+                .unwrap()
+                .iter()
+                .map(|u| u.as_str().unwrap())
+                .collect();
+            let h = &c.turn.host;
+            assert_eq!(
+                uris,
+                [
+                    format!("turn:{h}:3478?transport=udp"),
+                    format!("turn:{h}:3478?transport=tcp"),
+                    format!("turns:{h}:5349?transport=tcp"),
+                ]
+            );
+            assert_eq!(
+                turn["turn_shared_secret_path"].as_str(),
+                Some("/etc/matrix-synapse/secrets/turn_shared_secret")
+            );
+            assert_eq!(turn["turn_allow_guests"].as_bool(), Some(false));
+        }
+    }
+}
+
+#[test]
+fn json_outputs_parse_and_point_at_synapse() {
+    let renderer = Renderer::new();
+    for (variant, ctx) in variants() {
+        let c = &ctx.config;
+        let base_url = format!("https://{}", c.synapse.host);
+        let files = render_variant(&renderer, &ctx);
+
+        if c.element.enabled {
+            let cfg = json(&files["/var/www/element/config.json"], variant);
+            let hs = &cfg["default_server_config"]["m.homeserver"];
+            assert_eq!(hs["base_url"], base_url.as_str());
+            assert_eq!(hs["server_name"], c.server_name.as_str());
+            assert_eq!(cfg["disable_guests"], true);
+            assert_eq!(cfg["room_directory"]["servers"][0], c.server_name.as_str());
+        }
+
+        // The .well-known bodies, from whichever vhost serves them.
+        let vhost = if ctx.delegated {
+            "/etc/nginx/sites-available/matrix-provision-wellknown.conf"
+        } else {
+            "/etc/nginx/sites-available/matrix-provision-synapse.conf"
+        };
+        let bodies = wellknown_bodies(&files[vhost]);
+        let client = json(&bodies["/.well-known/matrix/client"], variant);
+        assert_eq!(client["m.homeserver"]["base_url"], base_url.as_str());
+        if c.synapse.federation {
+            let server = json(&bodies["/.well-known/matrix/server"], variant);
+            assert_eq!(
+                server["m.server"],
+                format!("{}:443", c.synapse.host).as_str()
+            );
+        } else {
+            assert!(!bodies.contains_key("/.well-known/matrix/server"));
+        }
+    }
+}
+
+/// `location = PATH { ... return 200 'BODY'; }` → PATH → BODY.
+fn wellknown_bodies(vhost: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut current = None;
+    for line in vhost.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("location = /.well-known/matrix/") {
+            current = Some(format!(
+                "/.well-known/matrix/{}",
+                rest.trim_end_matches(" {")
+            ));
+        } else if let Some(body) = line.strip_prefix("return 200 '") {
+            let body = body.strip_suffix("';").expect("return line ends with ';");
+            out.insert(
+                current.take().expect("return inside a location"),
+                body.into(),
+            );
+        }
+    }
+    out
+}
+
+#[test]
+fn nginx_vhosts_are_balanced_and_route_as_intended() {
+    let renderer = Renderer::new();
+    for (variant, ctx) in variants() {
+        let c = &ctx.config;
+        let files = render_variant(&renderer, &ctx);
+        for (dest, text) in files.iter().filter(|(d, _)| d.starts_with("/etc/nginx/")) {
+            let mut depth = 0i32;
+            for ch in text.chars() {
+                depth += match ch {
+                    '{' => 1,
+                    '}' => -1,
+                    _ => 0,
+                };
+                assert!(depth >= 0, "{variant}{dest}: '}}' without '{{'");
+            }
+            assert_eq!(depth, 0, "{variant}{dest}: unbalanced braces");
+        }
+
+        let synapse = &files["/etc/nginx/sites-available/matrix-provision-synapse.conf"];
+        assert!(synapse.contains("location ~ ^(/_matrix|/_synapse/client) {"));
+        // proxy_pass without a URI part, or nginx normalises request paths.
+        assert!(synapse.contains("proxy_pass http://127.0.0.1:8008;"));
+        assert_eq!(
+            synapse.contains("location /_synapse/admin"),
+            c.synapse.expose_admin_api
+        );
+        assert_eq!(synapse.contains("listen 8448"), c.synapse.federation);
+        assert!(synapse.contains(&format!(
+            "client_max_body_size {}M;",
+            c.synapse.max_upload_size_mb
+        )));
+
+        let http = &files["/etc/nginx/sites-available/matrix-provision-http.conf"];
+        assert!(
+            !http.contains("ssl"),
+            "{variant}: port 80 must not need a certificate"
+        );
+        let names_line = http
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("server_name "))
+            .unwrap();
+        let names: Vec<&str> = names_line.trim_end_matches(';').split(' ').collect();
+        let mut expected = vec![c.synapse.host.as_str()];
+        if c.element.enabled {
+            expected.push(&c.element.host);
+        }
+        if c.turn.enabled {
+            expected.push(&c.turn.host);
+        }
+        if ctx.delegated {
+            expected.push(&c.server_name);
+        }
+        assert_eq!(names, expected, "{variant}: port 80 names");
+    }
+}
+
+#[test]
+fn secrets_appear_only_where_they_must() {
+    let renderer = Renderer::new();
+    for (variant, ctx) in variants() {
+        for (dest, text) in render_variant(&renderer, &ctx) {
+            let pg = dest == "/etc/matrix-synapse/conf.d/mp-database.yaml";
+            let turn = dest == "/etc/coturn/matrix-provision.conf";
+            assert_eq!(text.contains(POSTGRES_PASSWORD), pg, "{variant}{dest}");
+            assert_eq!(text.contains(TURN_SECRET), turn, "{variant}{dest}");
+        }
+    }
+}
+
+#[test]
+fn postgres_tuning_follows_the_documented_formulas() {
+    let renderer = Renderer::new();
+    let setting = |text: &str, key: &str| -> String {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key} = ")))
+            .unwrap_or_else(|| panic!("{key} missing"))
+            .to_string()
+    };
+    let cases = [
+        // ram_mb, cpus → shared_buffers, effective_cache_size, work_mem, maintenance, per_gather
+        (2048, 1, "512MB", "1024MB", "10MB", "128MB", "0"),
+        (4096, 2, "1024MB", "2048MB", "20MB", "256MB", "1"),
+        (65536, 16, "8192MB", "32768MB", "64MB", "1024MB", "4"),
+        (512, 1, "128MB", "256MB", "4MB", "64MB", "0"),
+    ];
+    for (ram, cpus, sb, ecs, wm, mwm, gather) in cases {
+        let ctx = context(defaults(), facts(ram, cpus));
+        let text = renderer
+            .render("postgres/matrix-provision.conf.j2", &ctx.to_value())
+            .unwrap();
+        let at = format!("{ram} MB / {cpus} CPU");
+        assert_eq!(setting(&text, "shared_buffers"), sb, "{at}");
+        assert_eq!(setting(&text, "effective_cache_size"), ecs, "{at}");
+        assert_eq!(setting(&text, "work_mem"), wm, "{at}");
+        assert_eq!(setting(&text, "maintenance_work_mem"), mwm, "{at}");
+        assert_eq!(
+            setting(&text, "max_parallel_workers_per_gather"),
+            gather,
+            "{at}"
+        );
+        assert_eq!(setting(&text, "random_page_cost"), "1.1");
+    }
+}

@@ -1,0 +1,109 @@
+//! The real playbooks, planned against a fake fresh Debian 12 host: the graph builds for every shape of
+//! host.toml, the plan lists the work, writes nothing, and no secret appears in it.
+
+use std::path::PathBuf;
+
+use matrix_provision::engine::{self, Ctx, Silent, Status};
+use matrix_provision::playbook::{self, Inputs};
+use matrix_provision::system::FakeSystem;
+
+fn fresh_host() -> FakeSystem {
+    let sys = FakeSystem::new();
+    sys.on_cmd("sshd -T", 0, "port 2222\n");
+    sys.on_cmd("ss ", 0, "");
+    sys.on_cmd("dpkg-query", 1, "");
+    sys.on_cmd("systemctl show", 1, "");
+    sys.on_cmd("runuser -u postgres", 2, "");
+    // The admin's host.toml and this binary: copied for the Element update timer.
+    sys.put("/root/host.toml", "server_name = \"example.com\"\n");
+    sys.put("/opt/build/matrix-provision", "\u{7f}ELF binary");
+    sys
+}
+
+fn inputs() -> Inputs {
+    Inputs {
+        config_path: PathBuf::from("/root/host.toml"),
+        self_exe: PathBuf::from("/opt/build/matrix-provision"),
+    }
+}
+
+const BASE: &str = "server_name = \"example.com\"\n[acme]\nemail = \"admin@example.com\"\n";
+
+fn plan(extra: &str) -> (FakeSystem, engine::Report, String) {
+    let config = matrix_provision::config::parse(&format!("{BASE}{extra}"), "host.toml").unwrap();
+    let sys = fresh_host();
+    let before = sys.snapshot();
+    let graph = playbook::build(&config, &inputs(), &sys, true).unwrap();
+    let ctx = Ctx::new(&sys, &graph.secrets);
+    let report = engine::run(&graph.nodes, &ctx, true, &mut Silent).unwrap();
+    assert_eq!(sys.snapshot(), before, "plan wrote to the host");
+    let json = serde_json::to_string(&report).unwrap();
+    for (name, value) in graph.secrets.exposed() {
+        assert!(!json.contains(&value), "secret {name} leaked into the plan");
+    }
+    (sys, report, json)
+}
+
+#[test]
+fn fresh_host_plan_lists_everything_and_writes_nothing() {
+    let (sys, report, json) = plan("");
+    let failed: Vec<_> = report
+        .outcomes
+        .iter()
+        .filter(|o| o.status == Status::Failed)
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(report.count(Status::Changed), 0);
+    let planned: Vec<&str> = report
+        .outcomes
+        .iter()
+        .filter(|o| o.status == Status::Planned)
+        .map(|o| o.id.as_str())
+        .collect();
+    for id in [
+        "matrix-keyring",
+        "packages",
+        "postgres-db",
+        "synapse-conf-database",
+        "cert-matrix.example.com",
+        "cert-example.com",
+        "coturn-conf",
+        "element-release",
+        "firewall",
+        "restart:matrix-synapse",
+    ] {
+        assert!(planned.contains(&id), "{id} missing from plan: {planned:?}");
+    }
+    // The database fragment holds the password: its diff is redacted, never shown.
+    assert!(json.contains("redacted"), "{json}");
+    // The SSH port comes from sshd's effective config and is allowed first.
+    let fw = report.outcomes.iter().find(|o| o.id == "firewall").unwrap();
+    assert!(fw.description.contains("SSH 2222"), "{}", fw.description);
+    assert!(sys
+        .commands()
+        .iter()
+        .all(|c| !c.starts_with("apt-get") && !c.starts_with("systemctl enable")));
+}
+
+#[test]
+fn optional_parts_leave_the_graph_when_turned_off() {
+    let (_, report, json) = plan(
+        "[turn]\nenabled = false\n[element]\nenabled = false\n[firewall]\nenabled = false\n[synapse]\nhost = \"example.com\"\nfederation = false\n",
+    );
+    assert!(!report.failed(), "{json}");
+    let ids: Vec<&str> = report.outcomes.iter().map(|o| o.id.as_str()).collect();
+    for gone in [
+        "coturn-conf",
+        "element-release",
+        "firewall",
+        "secret-turn_shared_secret",
+        "nginx-wellknown-vhost",
+        "cert-turn.example.com",
+    ] {
+        assert!(
+            !ids.contains(&gone),
+            "{gone} should not be planned: {ids:?}"
+        );
+    }
+    assert!(ids.contains(&"cert-example.com"));
+}
