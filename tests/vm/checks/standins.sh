@@ -50,9 +50,9 @@ cat /etc/letsencrypt/live/matrix.example.test/chain.pem >>/root/pebble-root.pem 
 t cert-chains-to-pebble openssl verify -CAfile /root/pebble-root.pem /etc/letsencrypt/live/matrix.example.test/cert.pem
 
 # Element release API and signatures.
-t element-latest sh -c 'curl -fsS http://127.0.0.1:8099/element/releases/latest | grep -q "\"tag_name\":\"v1.1.0\""'
-curl -fsS -o /root/e.tgz http://127.0.0.1:8099/element/download/v1.1.0/element-v1.1.0.tar.gz
-curl -fsS -o /root/e.tgz.asc http://127.0.0.1:8099/element/download/v1.1.0/element-v1.1.0.tar.gz.asc
+t element-latest sh -c 'curl -fsS http://127.0.0.1:8099/releases/latest | grep -q "\"tag_name\": *\"v1.1.0\""'
+curl -fsS -o /root/e.tgz http://127.0.0.1:8099/download/v1.1.0/element-v1.1.0.tar.gz
+curl -fsS -o /root/e.tgz.asc http://127.0.0.1:8099/download/v1.1.0/element-v1.1.0.tar.gz.asc
 t element-signature gpgv --keyring /srv/fixtures/element-test-key.gpg /root/e.tgz.asc /root/e.tgz
 t coturn-tools test -x /usr/bin/turnutils_uclient
 exit $rc

@@ -111,8 +111,16 @@ cache_key() {
 # cached NAME KEY BUILDER [ARGS...] : prints the artifact dir; runs BUILDER OUTDIR ARGS... when it is missing.
 # A failed build leaves no .ok, so the next run starts it again from scratch.
 cached() {
-  local name=$1 key=$2 builder=$3 dir="$CACHE/$1-$2"
+  local name=$1 key=$2 builder=$3 dir="$CACHE/$1-$2" lockfd
   if [ -f "$dir/.ok" ]; then
+    echo "$dir"
+    return 0
+  fi
+  # Two runs on one machine: the second waits for the first's build instead of clobbering it.
+  exec {lockfd}>"$CACHE/.lock-$name"
+  flock "$lockfd"
+  if [ -f "$dir/.ok" ]; then
+    exec {lockfd}>&-
     echo "$dir"
     return 0
   fi
@@ -125,14 +133,16 @@ cached() {
     _ "$VM_DIR" "$builder" "$dir.tmp" "${@:4}" >"$CACHE/$name-$key.log" 2>&1; then
     log "building $name failed; last lines of $CACHE/$name-$key.log:"
     tail -n 30 "$CACHE/$name-$key.log" >&2
+    exec {lockfd}>&-
     return 1
   fi
   mv "$dir.tmp" "$dir"
   touch "$dir/.ok"
-  # Older builds of the same artifact only take space.
+  # Older builds of the same artifact only take space, unless a running guest still has them mounted.
   local old
   for old in "$CACHE/$name"-*; do
-    [ "$old" = "$dir" ] || [ "$old" = "$CACHE/$name-$key.log" ] || rm -rf "$old"
+    [ "$old" = "$dir" ] || [ "$old" = "$CACHE/$name-$key.log" ] || grep -qF "$old" /proc/mounts || rm -rf "$old"
   done
+  exec {lockfd}>&-
   echo "$dir"
 }

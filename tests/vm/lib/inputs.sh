@@ -114,16 +114,14 @@ build_synapsedeb() {
   ls -la "$out"
 }
 
-# ---- test OpenPGP keys: one for the apt repo, one for Element releases --------------------------------
+# ---- test OpenPGP key for the apt repo --------------------------------------------------------------
 build_gpg() {
   local out=$1
   export GNUPGHOME=$out/home
   mkdir -m700 -p "$GNUPGHOME"
   gpg --batch --passphrase '' --quick-gen-key 'matrix-provision test repo <repo@example.test>' ed25519 sign never
-  gpg --batch --passphrase '' --quick-gen-key 'matrix-provision test element <element@example.test>' ed25519 sign never
   gpg --batch --with-colons --list-keys repo@example.test | awk -F: '/^fpr/ {print $10; exit}' >"$out/repo.fpr"
   gpg --batch --export repo@example.test >"$out/repo-keyring.gpg"
-  gpg --batch --export element@example.test >"$out/element-keyring.gpg"
   gpgconf --kill all || true
 }
 
@@ -212,23 +210,14 @@ build_pebble() {
 JSON
 }
 
-# ---- Element: two signed fake releases and a GitHub-like release API ---------------------------------
+# ---- Element: signed fake releases and a GitHub-like release API (tests/support/element-fixtures.sh) ----
+# Its download URLs name 127.0.0.1:8099, the guest's fixture server, which serves its www/ at the root.
 build_element() {
-  local out=$1 gpgdir=$2
-  GNUPGHOME=$gpgdir/home ELEMENT_KEY_UID=element@example.test \
-    ELEMENT_BASE_URL=http://127.0.0.1:8099/element \
-    "$(element_fixtures_script)" "$out/element"
-  cp "$gpgdir/element-keyring.gpg" "$out/element-test-key.gpg"
-  gpgconf --kill all || true
-}
-
-# The element helper's script once it is on main; ours until then.
-element_fixtures_script() {
-  if [ -x "$REPO_ROOT/tests/support/element-fixtures.sh" ] && [ -z "${MP_VM_OWN_ELEMENT_FIXTURES:-}" ]; then
-    echo "$REPO_ROOT/tests/support/element-fixtures.sh"
-  else
-    echo "$VM_DIR/fixtures/element-fixtures.sh"
-  fi
+  local out=$1
+  "$REPO_ROOT/tests/support/element-fixtures.sh" "$out/src" 8099
+  mv "$out/src/www" "$out/www"
+  cp "$out/src/keyring.gpg" "$out/element-test-key.gpg"
+  rm -rf "$out/src"
 }
 
 # ---- everything, as one fixtures tree the guest sees read-only at /srv/fixtures ----------------------
@@ -244,10 +233,11 @@ build_inputs() {
   fi
   synapsedeb=$(cached synapsedeb "$(cache_key build_synapsedeb "$VM_DIR/fixtures/synapse-deb" "$SYNAPSE_VERSION")" build_synapsedeb) || return 1
   gpgd=$(cached gpg "$(cache_key build_gpg)" build_gpg) || return 1
+  [ -x "$REPO_ROOT/tests/support/element-fixtures.sh" ] || { log "tests/support/element-fixtures.sh is missing"; return 1; }
   matrixrepo=$(cached matrixrepo "$(cache_key build_matrixrepo "${synapsedeb##*/}" "${gpgd##*/}")" build_matrixrepo "$synapsedeb" "$gpgd") || return 1
   mirror=$(cached mirror "$(cache_key build_mirror "${rootfs##*/}" "$MIRROR_PACKAGES")" build_mirror "$rootfs/rootfs") || return 1
   pebble=$(cached pebble "$(cache_key build_pebble /usr/bin/pebble)" build_pebble) || return 1
-  element=$(cached element "$(cache_key build_element "$(element_fixtures_script)" "${gpgd##*/}")" build_element "$gpgd") || return 1
+  element=$(cached element "$(cache_key build_element "$REPO_ROOT/tests/support/element-fixtures.sh")" build_element) || return 1
   REPO_FPR=$(cat "$gpgd/repo.fpr")
   # Hard links: instant, and the guest cannot follow symlinks out of its bind mount.
   FIXTURES=$RUN_DIR/fixtures
@@ -256,7 +246,7 @@ build_inputs() {
   cp -al "$mirror/debian" "$FIXTURES/debian"
   cp -al "$matrixrepo/matrix" "$FIXTURES/matrix"
   cp -al "$pebble" "$FIXTURES/pebble"
-  cp -al "$element/element" "$FIXTURES/element"
+  cp -al "$element/www/." "$FIXTURES/"
   cp -al "$element/element-test-key.gpg" "$FIXTURES/element-test-key.gpg"
   rm -f "$FIXTURES"/*/.ok
 }

@@ -8,7 +8,7 @@ APPLY_TIMEOUT_CONTAINER=${MP_VM_APPLY_TIMEOUT_CONTAINER:-1200}
 APPLY_TIMEOUT_QEMU=${MP_VM_APPLY_TIMEOUT_QEMU:-3600}
 LAST_FRESH_APPLY_S=0
 # Files whose content must survive a crashed run unchanged (globs, inside the guest).
-SECRET_GLOBS='/etc/matrix-synapse/secrets/* /etc/matrix-provision/secrets/* /etc/matrix-synapse/homeserver.signing.key /etc/turnserver.conf'
+SECRET_GLOBS='/etc/matrix-synapse/secrets/* /var/lib/matrix-provision/secrets/* /etc/matrix-synapse/homeserver.signing.key /etc/turnserver.conf'
 
 apply_timeout() { if [ "$(gtier "$1")" = qemu ]; then echo "$APPLY_TIMEOUT_QEMU"; else echo "$APPLY_TIMEOUT_CONTAINER"; fi; }
 
@@ -70,7 +70,12 @@ secrets_digest() {
   guest_run "$1" "for f in $SECRET_GLOBS; do [ -f \"\$f\" ] && sha256sum \"\$f\"; done; true" 2>/dev/null
 }
 
-snapshot() { guest_run "$1" 'python3 /root/checks/snapshot.py /etc /usr/local /var/www /opt /var/lib/dpkg/status /var/lib/postgresql'; }
+# snapshot NAME [ROOT...]: the configuration a run may touch (not data dirs, whose files change on their own).
+snapshot() {
+  local name=$1
+  shift
+  guest_run "$name" "python3 /root/checks/snapshot.py ${*:-/etc /usr/local /var/www /opt /var/lib/dpkg/status}"
+}
 
 # ---- scenarios -------------------------------------------------------------------------------------------
 
@@ -214,7 +219,8 @@ crash_once() {
 scenario_badinput() {
   local tier=$1 g=$1-badinput rc
   fresh_guest "$g" "$tier" || return 0
-  snapshot "$g" >"$RUN_DIR/logs/$g-before.snap"
+  local roots="/etc /usr/local /var/www /opt /var/lib/dpkg/status /var/lib/apt/lists /var/lib/matrix-provision"
+  snapshot "$g" $roots >"$RUN_DIR/logs/$g-before.snap"
   local field bad
   for bad in 'server_name:s/^server_name = .*/server_name = "not a domain!"/' \
     'presense:/^\[synapse\]/a presense = true' \
@@ -226,7 +232,7 @@ scenario_badinput() {
     if grep -q "$field" "$RUN_DIR/logs/$g-$field.log"; then pass "$g: the error names '$field'"; else
       fail "$g: the error names '$field'"; show_tail "$RUN_DIR/logs/$g-$field.log" 8; fi
   done
-  snapshot "$g" >"$RUN_DIR/logs/$g-after.snap"
+  snapshot "$g" $roots >"$RUN_DIR/logs/$g-after.snap"
   if diff -q "$RUN_DIR/logs/$g-before.snap" "$RUN_DIR/logs/$g-after.snap" >/dev/null; then pass "$g: no file changed"; else
     fail "$g: no file changed"; diff "$RUN_DIR/logs/$g-before.snap" "$RUN_DIR/logs/$g-after.snap" | head -20 | sed 's/^/      | /'; fi
   guest_destroy "$g"
