@@ -1,0 +1,239 @@
+# shellcheck shell=bash
+# The scenarios of issue 3, written once against lib/guest.sh. Each starts from a fresh guest, prints one
+# line per check (PASS/FAIL/SKIPPED) and tears its guest down. Product contract used here:
+#   matrix-provision validate|plan|apply FILE; plan: 0 converged, 2 changes pending; apply: 0 ok, 1 error;
+#   apply --detailed-exitcodes: 2 when it changed something; closing summary "N in sync, M changed, ...".
+
+APPLY_TIMEOUT_CONTAINER=${MP_VM_APPLY_TIMEOUT_CONTAINER:-1200}
+APPLY_TIMEOUT_QEMU=${MP_VM_APPLY_TIMEOUT_QEMU:-3600}
+LAST_FRESH_APPLY_S=0
+# Files whose content must survive a crashed run unchanged (globs, inside the guest).
+SECRET_GLOBS='/etc/matrix-synapse/secrets/* /var/lib/matrix-provision/secrets/* /etc/matrix-synapse/homeserver.signing.key /etc/turnserver.conf'
+
+apply_timeout() { if [ "$(gtier "$1")" = qemu ]; then echo "$APPLY_TIMEOUT_QEMU"; else echo "$APPLY_TIMEOUT_CONTAINER"; fi; }
+
+# glog NAME LOG TIMEOUT CMD: run CMD in the guest, output to $RUN_DIR/logs/LOG; prints nothing, returns CMD's rc.
+glog() {
+  local name=$1 logf=$RUN_DIR/logs/$2 to=$3
+  shift 3
+  mkdir -p "$RUN_DIR/logs"
+  local rc=0
+  GUEST_TIMEOUT=$to guest_run "$name" "$*" >"$logf" 2>&1 </dev/null || rc=$?
+  return $rc
+}
+
+# Show the end of a log under a failed check, so CI output says why.
+show_tail() { tail -n "${2:-15}" "$1" 2>/dev/null | sed 's/^/      | /'; }
+expect_rc() { # DESC WANT RC LOGNAME (under $RUN_DIR/logs)
+  if [ "$3" -eq "$2" ]; then pass "$1"; else fail "$1 (exit $3, want $2; log $RUN_DIR/logs/$4)"; show_tail "$RUN_DIR/logs/$4"; fi
+}
+
+host_toml() { sed "s/@REPO_FPR@/$REPO_FPR/" "$VM_DIR/host.toml.in"; }
+
+# A fresh guest with the fixture services up, the product binary and the test files in place.
+fresh_guest() {
+  local name=$1 tier=$2
+  phase "$name: boot" guest_up "$name" "$tier" || { fail "$name: guest boots"; return 1; }
+  if ! {
+    guest_copy "$name" "$VM_DIR/guest" /root/mp-guest &&
+      guest_copy "$name" "$VM_DIR/checks" /root/checks &&
+      host_toml | guest_run "$name" 'cat > /root/host.toml' &&
+      { [ -z "${MP_BIN:-}" ] || guest_copy "$name" "$MP_BIN" /usr/local/sbin/matrix-provision; } &&
+      GUEST_TIMEOUT=120 guest_run "$name" /root/mp-guest/prepare.sh
+  } >"$RUN_DIR/logs/$name-prepare.log" 2>&1; then
+    fail "$name: fixture services start in the guest"
+    show_tail "$RUN_DIR/logs/$name-prepare.log"
+    return 1
+  fi
+}
+
+# client_checks NAME LABEL [client.py args]: one PASS/FAIL line per client check.
+client_checks() {
+  local name=$1 label=$2 logf=$RUN_DIR/logs/$1-$2.log rc=0 line n=0
+  shift 2
+  phase "$name: $label" glog "$name" "$name-$label.log" 300 python3 /root/checks/client.py "$@" || rc=$?
+  while IFS= read -r line; do
+    case $line in
+      "PASS "*) pass "$name: $label: ${line#PASS }"; n=$((n + 1)) ;;
+      "FAIL "*) fail "$name: $label: ${line#FAIL }"; n=$((n + 1)) ;;
+      "SKIP "*) skip "$name: $label: ${line#SKIP }" ;;
+    esac
+  done <"$logf"
+  if [ $rc -ne 0 ] && [ $n -eq 0 ]; then fail "$name: $label: client.py ran (exit $rc)"; show_tail "$logf"; fi
+}
+
+services_active() {
+  guest_run "$1" 'systemctl is-active postgresql matrix-synapse coturn nginx' >/dev/null 2>&1
+}
+
+secrets_digest() {
+  guest_run "$1" "for f in $SECRET_GLOBS; do [ -f \"\$f\" ] && sha256sum \"\$f\"; done; true" 2>/dev/null
+}
+
+# snapshot NAME [ROOT...]: the configuration a run may touch (not data dirs, whose files change on their own).
+snapshot() {
+  local name=$1
+  shift
+  guest_run "$name" "python3 /root/checks/snapshot.py ${*:-/etc /usr/local /var/www /opt /var/lib/dpkg/status}"
+}
+
+# ---- scenarios -------------------------------------------------------------------------------------------
+
+# Without the product: the stand-ins work by hand (signed repo, debconf, Pebble, Element, mirror).
+scenario_standins() {
+  local tier=$1 g=$1-standins line rc=0
+  fresh_guest "$g" "$tier" || return 0
+  phase "$g: manual install" glog "$g" "$g.log" "$(apply_timeout "$g")" bash /root/checks/standins.sh "$REPO_FPR" || rc=$?
+  while IFS= read -r line; do
+    case $line in
+      "PASS "*) pass "$g: ${line#PASS }" ;;
+      "FAIL "*) fail "$g: ${line#FAIL }" ;;
+    esac
+  done <"$RUN_DIR/logs/$g.log"
+  [ $rc -eq 0 ] || grep -q '^FAIL ' "$RUN_DIR/logs/$g.log" || { fail "$g: standins.sh (exit $rc)"; show_tail "$RUN_DIR/logs/$g.log"; }
+  guest_destroy "$g"
+}
+
+# fresh → apply → apply again changes nothing → plan says converged → client checks [→ reboot → again].
+scenario_core() {
+  local tier=$1 with_reboot=${2:-} g=$1-core rc t0
+  fresh_guest "$g" "$tier" || return 0
+  rc=0; glog "$g" "$g-validate.log" 60 matrix-provision validate /root/host.toml || rc=$?
+  expect_rc "$g: validate accepts the test host.toml" 0 $rc "$g-validate.log"
+  rc=0; glog "$g" "$g-plan0.log" 300 matrix-provision plan /root/host.toml || rc=$?
+  expect_rc "$g: plan on a fresh host reports pending changes" 2 $rc "$g-plan0.log"
+  t0=$(date +%s)
+  rc=0; phase "$g: apply (fresh)" glog "$g" "$g-apply1.log" "$(apply_timeout "$g")" matrix-provision apply /root/host.toml || rc=$?
+  LAST_FRESH_APPLY_S=$(($(date +%s) - t0))
+  expect_rc "$g: apply on a fresh host" 0 $rc "$g-apply1.log"
+  if [ $rc -ne 0 ]; then guest_destroy "$g"; return 0; fi
+  rc=0; phase "$g: apply (rerun)" glog "$g" "$g-apply2.log" "$(apply_timeout "$g")" matrix-provision apply --detailed-exitcodes /root/host.toml || rc=$?
+  expect_rc "$g: second apply changes nothing (--detailed-exitcodes)" 0 $rc "$g-apply2.log"
+  if grep -Eq '(^|[^0-9])0 changed' "$RUN_DIR/logs/$g-apply2.log"; then pass "$g: second apply says 0 changed"; else
+    fail "$g: second apply says 0 changed"; show_tail "$RUN_DIR/logs/$g-apply2.log" 5; fi
+  rc=0; phase "$g: plan (converged)" glog "$g" "$g-plan1.log" 300 matrix-provision plan /root/host.toml || rc=$?
+  expect_rc "$g: plan on the converged host exits 0" 0 $rc "$g-plan1.log"
+  client_checks "$g" checks
+  if [ -n "$with_reboot" ]; then
+    if phase "$g: reboot" guest_reboot "$g"; then
+      pass "$g: guest reboots"
+      local i
+      for ((i = 0; i < 60; i++)); do services_active "$g" && break; sleep 2; done
+      client_checks "$g" checks-after-reboot
+    else
+      fail "$g: guest reboots"
+    fi
+  fi
+  guest_destroy "$g"
+}
+
+# Change one setting → plan shows that fragment and a Synapse restart → apply changes only that.
+scenario_change() {
+  local tier=$1 g=$1-change rc
+  fresh_guest "$g" "$tier" || return 0
+  rc=0; phase "$g: apply (fresh)" glog "$g" "$g-apply1.log" "$(apply_timeout "$g")" matrix-provision apply /root/host.toml || rc=$?
+  expect_rc "$g: apply on a fresh host" 0 $rc "$g-apply1.log"
+  [ $rc -eq 0 ] || { guest_destroy "$g"; return 0; }
+  snapshot "$g" >"$RUN_DIR/logs/$g-before.snap"
+  local pid0
+  pid0=$(guest_run "$g" 'systemctl show -p MainPID --value matrix-synapse')
+  # presence defaults to on; the test turns it off.
+  guest_run "$g" "sed -i '/^\[synapse\]/a presence = false' /root/host.toml"
+  rc=0; glog "$g" "$g-plan.log" 300 matrix-provision plan /root/host.toml || rc=$?
+  expect_rc "$g: plan after the change reports pending changes" 2 $rc "$g-plan.log"
+  if grep -qi presence "$RUN_DIR/logs/$g-plan.log" && grep -Eqi 'restart.*matrix-synapse|matrix-synapse.*restart' "$RUN_DIR/logs/$g-plan.log"; then
+    pass "$g: plan names the presence fragment and a matrix-synapse restart"
+  else
+    fail "$g: plan names the presence fragment and a matrix-synapse restart"; show_tail "$RUN_DIR/logs/$g-plan.log" 30
+  fi
+  snapshot "$g" >"$RUN_DIR/logs/$g-afterplan.snap"
+  if diff -q "$RUN_DIR/logs/$g-before.snap" "$RUN_DIR/logs/$g-afterplan.snap" >/dev/null; then pass "$g: plan wrote nothing"; else
+    fail "$g: plan wrote nothing"; diff "$RUN_DIR/logs/$g-before.snap" "$RUN_DIR/logs/$g-afterplan.snap" | head -20 | sed 's/^/      | /'; fi
+  rc=0; phase "$g: apply (change)" glog "$g" "$g-apply2.log" "$(apply_timeout "$g")" matrix-provision apply --detailed-exitcodes /root/host.toml || rc=$?
+  expect_rc "$g: apply of the change reports a change (--detailed-exitcodes)" 2 $rc "$g-apply2.log"
+  snapshot "$g" >"$RUN_DIR/logs/$g-after.snap"
+  # Changed or new paths, leaving out backups the atomic writer may keep.
+  local changed
+  changed=$(diff "$RUN_DIR/logs/$g-before.snap" "$RUN_DIR/logs/$g-after.snap" | sed -n 's/^[<>] \([^ ]*\) .*/\1/p' | sort -u |
+    grep -Ev '(\.bak|\.orig|~|\.dpkg-[a-z]+)$|/backups?/' || true)
+  if [ "$(wc -w <<<"$changed")" -eq 1 ] && [[ $changed == /etc/matrix-synapse/conf.d/* ]] && guest_run "$g" "grep -qs 'presence' $changed"; then
+    pass "$g: apply changed only the presence fragment ($changed)"
+  else
+    fail "$g: apply changed only the presence fragment (changed: $(echo $changed))"
+  fi
+  local pid1
+  pid1=$(guest_run "$g" 'systemctl show -p MainPID --value matrix-synapse')
+  if [ "$pid0" != "$pid1" ] && [ "$pid1" != 0 ]; then pass "$g: matrix-synapse was restarted"; else fail "$g: matrix-synapse was restarted (MainPID $pid0 -> $pid1)"; fi
+  rc=0; glog "$g" "$g-apply3.log" "$(apply_timeout "$g")" matrix-provision apply --detailed-exitcodes /root/host.toml || rc=$?
+  expect_rc "$g: apply again changes nothing" 0 $rc "$g-apply3.log"
+  guest_destroy "$g"
+}
+
+# SIGKILL apply (and its whole process group: apt, dpkg, ...) at several points, each on a fresh guest;
+# the rerun must converge, keep every secret that existed at the kill, and the client checks pass.
+scenario_crash() {
+  local tier=$1 points i=0 p
+  if [ -n "${MP_VM_CRASH_POINTS:-}" ]; then
+    points=${MP_VM_CRASH_POINTS//,/ }
+  elif [ "$LAST_FRESH_APPLY_S" -gt 0 ]; then
+    points="$((LAST_FRESH_APPLY_S * 15 / 100)) $((LAST_FRESH_APPLY_S * 45 / 100)) $((LAST_FRESH_APPLY_S * 80 / 100))"
+  else
+    points="10 40 80"
+  fi
+  for p in $points; do
+    i=$((i + 1))
+    crash_once "$tier" "$1-crash$i" "$p"
+  done
+}
+
+crash_once() {
+  local tier=$1 g=$2 at=$3 rc pid
+  fresh_guest "$g" "$tier" || return 0
+  # setsid: apply leads its own process group, so the kill takes its children with it.
+  guest_run "$g" 'setsid sh -c "echo \$\$ > /run/mp-apply.pid; exec matrix-provision apply /root/host.toml" >/root/apply-killed.log 2>&1 </dev/null &'
+  sleep "$at"
+  pid=$(guest_run "$g" 'cat /run/mp-apply.pid')
+  if guest_run "$g" "kill -0 $pid" 2>/dev/null; then
+    guest_run "$g" "kill -KILL -- -$pid"
+    pass "$g: apply killed with SIGKILL after ${at}s"
+  else
+    skip "$g: apply had already finished after ${at}s (nothing to kill)"
+  fi
+  guest_run "$g" 'cat /root/apply-killed.log' >"$RUN_DIR/logs/$g-killed.log" 2>&1 || true
+  local before after
+  before=$(secrets_digest "$g")
+  rc=0; phase "$g: apply (after kill)" glog "$g" "$g-rerun.log" "$(apply_timeout "$g")" matrix-provision apply /root/host.toml || rc=$?
+  expect_rc "$g: apply after the kill converges" 0 $rc "$g-rerun.log"
+  after=$(secrets_digest "$g")
+  local missing
+  missing=$(comm -23 <(sort <<<"$before") <(sort <<<"$after"))
+  if [ -z "$missing" ]; then pass "$g: secrets unchanged by the rerun ($(grep -c . <<<"$before") present at the kill)"; else
+    fail "$g: secrets unchanged by the rerun: $(awk '{print $2}' <<<"$missing" | tr '\n' ' ')"; fi
+  rc=0; glog "$g" "$g-rerun2.log" "$(apply_timeout "$g")" matrix-provision apply --detailed-exitcodes /root/host.toml || rc=$?
+  expect_rc "$g: then apply changes nothing" 0 $rc "$g-rerun2.log"
+  client_checks "$g" checks
+  guest_destroy "$g"
+}
+
+# Invalid host.toml → exit 1 naming the field, and not a file changed.
+scenario_badinput() {
+  local tier=$1 g=$1-badinput rc
+  fresh_guest "$g" "$tier" || return 0
+  local roots="/etc /usr/local /var/www /opt /var/lib/dpkg/status /var/lib/apt/lists /var/lib/matrix-provision"
+  snapshot "$g" $roots >"$RUN_DIR/logs/$g-before.snap"
+  local field bad
+  for bad in 'server_name:s/^server_name = .*/server_name = "not a domain!"/' \
+    'presense:/^\[synapse\]/a presense = true' \
+    'email:/^email = /d'; do
+    field=${bad%%:*}
+    guest_run "$g" "sed '${bad#*:}' /root/host.toml > /root/bad.toml"
+    rc=0; glog "$g" "$g-$field.log" 120 matrix-provision apply /root/bad.toml || rc=$?
+    expect_rc "$g: apply rejects a bad '$field'" 1 $rc "$g-$field.log"
+    if grep -q "$field" "$RUN_DIR/logs/$g-$field.log"; then pass "$g: the error names '$field'"; else
+      fail "$g: the error names '$field'"; show_tail "$RUN_DIR/logs/$g-$field.log" 8; fi
+  done
+  snapshot "$g" $roots >"$RUN_DIR/logs/$g-after.snap"
+  if diff -q "$RUN_DIR/logs/$g-before.snap" "$RUN_DIR/logs/$g-after.snap" >/dev/null; then pass "$g: no file changed"; else
+    fail "$g: no file changed"; diff "$RUN_DIR/logs/$g-before.snap" "$RUN_DIR/logs/$g-after.snap" | head -20 | sed 's/^/      | /'; fi
+  guest_destroy "$g"
+}
