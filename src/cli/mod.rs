@@ -5,6 +5,8 @@
 
 mod converge;
 pub mod element_update;
+mod token;
+mod user;
 mod validate;
 
 use std::process::ExitCode;
@@ -25,11 +27,11 @@ pub struct Cli {
     #[arg(short, long, global = true)]
     quiet: bool,
     #[command(subcommand)]
-    command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Subcommand)]
-enum Command {
+pub(crate) enum Command {
     /// Check host.toml and print every problem with its line and a fix. Touches nothing.
     Validate(validate::Args),
     /// Show exactly what apply would change (same as `apply --dry-run`). Writes nothing.
@@ -38,6 +40,10 @@ enum Command {
     Apply(converge::ApplyArgs),
     /// Install or update Element Web from a signed release (what the daily timer runs).
     ElementUpdate(element_update::Args),
+    /// Registration tokens: create, list, revoke (admin API on loopback).
+    Token(token::Args),
+    /// Accounts: add, list, reset-password, deactivate (admin API on loopback).
+    User(user::Args),
 }
 
 /// How loud the reporter is.
@@ -66,6 +72,8 @@ pub fn main() -> ExitCode {
                 Ok(1)
             }
         },
+        Command::Token(args) => token::execute(&args),
+        Command::User(args) => user::execute(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
