@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod element;
 pub mod engine;
 pub mod http;

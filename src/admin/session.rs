@@ -155,6 +155,20 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// The TURN URIs Synapse hands to clients (GET /_matrix/client/v3/voip/turnServer). The
+    /// short-lived credentials that come with them are dropped here.
+    pub fn turn_uris(&self) -> Result<Vec<String>> {
+        let v = self.call("GET", "/_matrix/client/v3/voip/turnServer", None)?;
+        Ok(v["uris"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|u| u.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     pub fn token_create(&self, new: &NewToken) -> Result<RegistrationToken> {
         let mut body = serde_json::Map::new();
         if let Some(t) = &new.token {

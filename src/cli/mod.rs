@@ -5,6 +5,7 @@
 
 mod converge;
 pub mod element_update;
+mod doctor;
 mod token;
 mod user;
 mod validate;
@@ -40,6 +41,8 @@ pub(crate) enum Command {
     Apply(converge::ApplyArgs),
     /// Install or update Element Web from a signed release (what the daily timer runs).
     ElementUpdate(element_update::Args),
+    /// Read-only health report: services, /health, certificates, firewall, database, disk. Exit 1 on any ✗.
+    Doctor(doctor::Args),
     /// Registration tokens: create, list, revoke (admin API on loopback).
     Token(token::Args),
     /// Accounts: add, list, reset-password, deactivate (admin API on loopback).
@@ -72,6 +75,7 @@ pub fn main() -> ExitCode {
                 Ok(1)
             }
         },
+        Command::Doctor(args) => doctor::execute(&args),
         Command::Token(args) => token::execute(&args),
         Command::User(args) => user::execute(&args),
     };
