@@ -52,8 +52,13 @@ pub struct HttpTransport {
 
 impl HttpTransport {
     pub fn loopback() -> HttpTransport {
+        HttpTransport::at(&format!("http://{SYNAPSE_ADDR}"))
+    }
+
+    /// Another base URL (a test Synapse on another loopback port).
+    pub fn at(base: &str) -> HttpTransport {
         HttpTransport {
-            base: format!("http://{SYNAPSE_ADDR}"),
+            base: base.trim_end_matches('/').to_string(),
             opts: crate::http::Options {
                 connect_timeout: std::time::Duration::from_secs(5),
                 read_timeout: std::time::Duration::from_secs(60),
