@@ -4,8 +4,8 @@
 //! changes pending, or `apply --detailed-exitcodes` changed something.
 
 mod converge;
-pub mod element_update;
 mod doctor;
+pub mod element_update;
 mod token;
 mod user;
 mod validate;

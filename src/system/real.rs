@@ -175,8 +175,6 @@ impl System for RealSystem {
             .map(|n| n.get() as u32)
             .unwrap_or(1);
         let var = self.map(Path::new("/var"));
-        // statvfs field types differ between platforms; the casts are not redundant everywhere.
-        #[allow(clippy::unnecessary_cast)]
         let var_free_mb = nix::sys::statvfs::statvfs(&var)
             .map(|s| s.blocks_available() * s.fragment_size() / (1024 * 1024))
             .unwrap_or(0);
