@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, Result};
 
 use crate::admin::{HttpTransport, NewToken, RegistrationToken, Session};
+use crate::config::{HostConfig, Registration};
 use crate::system::RealSystem;
 
 pub const DEFAULT_CONFIG: &str = "/etc/matrix-provision/host.toml";
@@ -18,10 +19,27 @@ pub struct ConfigArg {
 }
 
 impl ConfigArg {
+    pub fn load(&self) -> Result<HostConfig> {
+        crate::config::load(&self.config).map_err(|e| anyhow!("{e}"))
+    }
     pub fn server_name(&self) -> Result<String> {
-        crate::config::load(&self.config)
-            .map(|c| c.server_name)
-            .map_err(|e| anyhow!("{e}"))
+        self.load().map(|c| c.server_name)
+    }
+}
+
+/// Tokens only matter when Synapse asks for them; say so instead of letting the admin wonder.
+fn registration_note(config: &HostConfig) -> Option<String> {
+    match config.synapse.registration {
+        Registration::Token => None,
+        Registration::Closed => Some(
+            "note: synapse.registration = \"closed\" in host.toml, so nobody can register with a token; \
+             set it to \"token\" and run apply"
+                .into(),
+        ),
+        Registration::Open => Some(
+            "note: synapse.registration = \"open\" in host.toml, so registration needs no token at all"
+                .into(),
+        ),
     }
 }
 
@@ -179,7 +197,7 @@ pub fn execute(args: &Args) -> Result<u8> {
             token,
             config,
         } => {
-            config.server_name()?;
+            let config = config.load()?;
             let new = NewToken {
                 token: token.clone(),
                 uses_allowed: *n,
@@ -192,6 +210,9 @@ pub fn execute(args: &Args) -> Result<u8> {
                 uses(&t),
                 describe_expiry(t.expiry_time, now_ms())
             );
+            if let Some(note) = registration_note(&config) {
+                eprintln!("{note}");
+            }
         }
         Action::List { json, config } => {
             config.server_name()?;
@@ -276,6 +297,18 @@ mod tests {
             parse(&["token", "revoke"]).is_err(),
             "revoke needs the token"
         );
+    }
+
+    #[test]
+    fn tokens_without_token_registration_get_a_note() {
+        let mut c = crate::config::parse(
+            "server_name = \"ex.org\"\n[acme]\nemail = \"a@ex.org\"\n",
+            "host.toml",
+        )
+        .unwrap();
+        assert_eq!(registration_note(&c), None, "token is the default");
+        c.synapse.registration = Registration::Closed;
+        assert!(registration_note(&c).unwrap().contains("closed"));
     }
 
     #[test]
