@@ -177,6 +177,10 @@ fn admin_account_tokens_and_users_against_real_synapse() {
     let again = format!("{:#}", fresh.token_delete(&token.token).unwrap_err());
     assert!(again.contains("no registration token"), "{again}");
 
-    // 6. TURN URIs (empty unless the test Synapse has turn_uris).
-    fresh.turn_uris().unwrap();
+    // 6. TURN: the test Synapse has turn_uris and a turn_shared_secret.
+    let offer = fresh.turn_server().unwrap();
+    assert!(
+        !offer.uris.is_empty() && !offer.username.is_empty(),
+        "{offer:?}"
+    );
 }

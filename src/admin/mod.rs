@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 pub use credentials::Credentials;
 pub use fake::FakeTransport;
 pub use mac::registration_mac;
-pub use session::{NewToken, RegistrationToken, Session, UserInfo};
+pub use session::{NewToken, RegistrationToken, Session, TurnOffer, UserInfo};
 
 use crate::http::Reply;
 use crate::secrets::Secret;

@@ -17,6 +17,14 @@ pub struct Session<'a> {
     creds: RefCell<Credentials>,
 }
 
+/// TURN servers and credentials as Synapse offers them to clients (empty `uris`: no TURN configured).
+#[derive(Debug, Clone)]
+pub struct TurnOffer {
+    pub uris: Vec<String>,
+    pub username: String,
+    pub password: Secret,
+}
+
 /// A registration token as Synapse lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegistrationToken {
@@ -155,18 +163,22 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// The TURN URIs Synapse hands to clients (GET /_matrix/client/v3/voip/turnServer). The
-    /// short-lived credentials that come with them are dropped here.
-    pub fn turn_uris(&self) -> Result<Vec<String>> {
+    /// What Synapse hands a calling client (GET /_matrix/client/v3/voip/turnServer): the TURN URIs and
+    /// short-lived credentials derived from turn_shared_secret.
+    pub fn turn_server(&self) -> Result<TurnOffer> {
         let v = self.call("GET", "/_matrix/client/v3/voip/turnServer", None)?;
-        Ok(v["uris"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|u| u.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default())
+        Ok(TurnOffer {
+            uris: v["uris"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|u| u.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            username: v["username"].as_str().unwrap_or_default().to_string(),
+            password: Secret::from_stored(v["password"].as_str().unwrap_or_default()),
+        })
     }
 
     pub fn token_create(&self, new: &NewToken) -> Result<RegistrationToken> {

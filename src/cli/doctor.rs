@@ -1,11 +1,12 @@
 //! `doctor host.toml`: the read-only health report. Exit 1 when any check fails.
 
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Result};
 
-use crate::admin::{HttpTransport, Session};
+use crate::admin::{HttpTransport, Session, TurnOffer};
+use crate::doctor::turn::{self, TurnCredentials};
 use crate::doctor::{self, Check, Doctor, Level};
 use crate::element::{self, ElementSource, Wanted};
 use crate::system::RealSystem;
@@ -40,7 +41,14 @@ pub fn execute(args: &Args) -> Result<u8> {
     let sys = RealSystem::new("/");
     let transport = HttpTransport::loopback();
     let session = Session::open(&sys, &transport).ok();
-    let turn = || session.as_ref().map_or(Ok(Vec::new()), |s| s.turn_uris());
+    let offer = || match &session {
+        Some(s) => s.turn_server(),
+        None => Err(anyhow!("no admin session")),
+    };
+    // coturn listens on every address; loopback tests it without depending on hairpin NAT.
+    let relay = |c: &TurnCredentials| {
+        turn::allocate(([127, 0, 0, 1], 3478).into(), c, Duration::from_secs(2))
+    };
     let source = ElementSource::from_config(&config);
     let latest = || element::resolve(&source, &Wanted::Latest).map(|r| r.tag);
     let now = SystemTime::now()
@@ -52,9 +60,10 @@ pub fn execute(args: &Args) -> Result<u8> {
         sys: &sys,
         now,
         latest_element: (!args.offline).then_some(&latest as &dyn Fn() -> Result<String>),
-        turn_uris: session
+        turn_offer: session
             .is_some()
-            .then_some(&turn as &dyn Fn() -> Result<Vec<String>>),
+            .then_some(&offer as &dyn Fn() -> Result<TurnOffer>),
+        turn_relay: Some(&relay),
         public: !args.offline,
     }
     .run();

@@ -2,11 +2,14 @@
 //! or ✗ with the command that fixes or explains it. Everything goes through [`System`]: commands
 //! (`systemctl show`, `openssl`, `ufw`, `psql`, `df`) and HTTP GETs, so every check is unit-tested.
 
+pub mod turn;
+
 use std::path::Path;
 
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::admin::TurnOffer;
 use crate::config::HostConfig;
 use crate::system::{Cmd, System};
 
@@ -61,6 +64,10 @@ impl Check {
     }
 }
 
+/// Allocates a relay with the given credentials and returns the relayed address.
+pub type RelayProbe<'a> =
+    dyn Fn(&turn::TurnCredentials) -> anyhow::Result<std::net::SocketAddr> + 'a;
+
 /// Answers that need the outside world (the Element releases API); tests stand in for them.
 pub struct Doctor<'a> {
     pub config: &'a HostConfig,
@@ -69,8 +76,10 @@ pub struct Doctor<'a> {
     pub now: i64,
     /// The latest Element release tag; None: do not ask.
     pub latest_element: Option<&'a dyn Fn() -> anyhow::Result<String>>,
-    /// The TURN URIs Synapse hands to clients (as the admin account); None: no credentials to ask with.
-    pub turn_uris: Option<&'a dyn Fn() -> anyhow::Result<Vec<String>>>,
+    /// What Synapse offers a calling client (asked as the admin account); None: no credentials to ask with.
+    pub turn_offer: Option<&'a dyn Fn() -> anyhow::Result<TurnOffer>>,
+    /// Allocate a relay on our coturn with those credentials; returns the relayed address.
+    pub turn_relay: Option<&'a RelayProbe<'a>>,
     /// Also check what the world sees: .well-known on server_name, federation keys on 8448.
     pub public: bool,
 }
@@ -93,7 +102,7 @@ impl Doctor<'_> {
             out.push(self.federation_keys());
         }
         if c.turn.enabled {
-            out.push(self.turn());
+            out.extend(self.turn());
         }
         if c.firewall.enabled {
             out.push(self.firewall());
@@ -284,34 +293,53 @@ impl Doctor<'_> {
         }
     }
 
-    fn turn(&self) -> Check {
+    /// Synapse's TURN offer, then a relay allocation on coturn with exactly those credentials.
+    fn turn(&self) -> Vec<Check> {
         let name = "TURN credentials from Synapse";
-        let Some(ask) = self.turn_uris else {
-            return Check::bad(
+        let Some(ask) = self.turn_offer else {
+            return vec![Check::bad(
                 Level::Warn,
                 name,
                 "not checked: no admin credentials (or doctor is not running as root)",
                 "set synapse.admin_user in host.toml, run apply, and run doctor as root",
-            );
+            )];
         };
         let hint = "check turn_uris and turn_shared_secret_path in /etc/matrix-synapse/conf.d/mp-turn.yaml, then systemctl restart matrix-synapse";
-        match ask() {
-            Ok(uris) if uris.is_empty() => Check::fail(name, "Synapse offers no TURN server", hint),
-            Ok(uris) if uris.iter().all(|u| u.contains(&self.config.turn.host)) => Check::ok(
-                name,
-                format!("{} URIs for {}", uris.len(), self.config.turn.host),
-            ),
-            Ok(uris) => Check::fail(
-                name,
-                format!(
-                    "Synapse offers {}, not {}",
-                    uris.join(", "),
-                    self.config.turn.host
-                ),
-                hint,
-            ),
-            Err(e) => Check::fail(name, format!("{e:#}"), hint),
+        let host = &self.config.turn.host;
+        let offer = match ask() {
+            Ok(o) => o,
+            Err(e) => return vec![Check::fail(name, format!("{e:#}"), hint)],
+        };
+        if offer.uris.is_empty() || offer.username.is_empty() {
+            return vec![Check::fail(name, "Synapse offers no TURN server", hint)];
         }
+        if !offer.uris.iter().all(|u| u.contains(host.as_str())) {
+            return vec![Check::fail(
+                name,
+                format!("Synapse offers {}, not {host}", offer.uris.join(", ")),
+                hint,
+            )];
+        }
+        let mut out = vec![Check::ok(
+            name,
+            format!("{} URIs for {host}", offer.uris.len()),
+        )];
+        if let Some(relay) = self.turn_relay {
+            let name = "TURN relay allocation";
+            let creds = turn::TurnCredentials {
+                username: offer.username.clone(),
+                password: offer.password.expose().to_string(),
+            };
+            out.push(match relay(&creds) {
+                Ok(addr) => Check::ok(name, format!("coturn relays via {addr}")),
+                Err(e) => Check::fail(
+                    name,
+                    format!("{e:#}"),
+                    "systemctl status coturn; journalctl -u coturn -n 50",
+                ),
+            });
+        }
+        out
     }
 
     fn firewall(&self) -> Check {
@@ -597,18 +625,34 @@ mod tests {
 
     fn run(sys: &FakeSystem, latest: Option<&dyn Fn() -> anyhow::Result<String>>) -> Vec<Check> {
         let config = config();
-        let turn = || {
-            Ok(vec![
-                "turn:turn.example.org:3478?transport=udp".to_string(),
-                "turns:turn.example.org:5349?transport=tcp".to_string(),
-            ])
+        let offer = || {
+            Ok(TurnOffer {
+                uris: vec![
+                    "turn:turn.example.org:3478?transport=udp".to_string(),
+                    "turns:turn.example.org:5349?transport=tcp".to_string(),
+                ],
+                username: "1700000000:@admin:example.org".into(),
+                password: crate::secrets::Secret::from_stored("pw"),
+            })
+        };
+        // A marker file in the fake root plays "coturn is down".
+        let relay = |c: &turn::TurnCredentials| {
+            assert_eq!(
+                c.password, "pw",
+                "the relay is tried with Synapse's credentials"
+            );
+            if sys.get("/coturn-down").is_some() {
+                anyhow::bail!("127.0.0.1:3478: no answer to a TURN request")
+            }
+            Ok("203.0.113.7:49160".parse().unwrap())
         };
         Doctor {
             config: &config,
             sys,
             now: NOW,
             latest_element: latest,
-            turn_uris: Some(&turn),
+            turn_offer: Some(&offer),
+            turn_relay: Some(&relay),
             public: true,
         }
         .run()
@@ -640,6 +684,7 @@ mod tests {
             "postgres database collation",
             "disk: media store",
             "TURN credentials from Synapse",
+            "TURN relay allocation",
         ] {
             find(&checks, name);
         }
@@ -662,7 +707,15 @@ mod tests {
                 },
             )
         });
+        sys.put("/coturn-down", "");
         let checks = run(&sys, None);
+        let relay = find(&checks, "TURN relay allocation");
+        assert_eq!(relay.level, Level::Fail);
+        assert!(relay
+            .hint
+            .as_deref()
+            .unwrap()
+            .contains("systemctl status coturn"));
         let c = find(&checks, "service coturn");
         assert_eq!(c.level, Level::Fail);
         assert_eq!(c.detail, "inactive (dead)");
@@ -685,7 +738,8 @@ mod tests {
                 sys: &sys,
                 now,
                 latest_element: None,
-                turn_uris: None,
+                turn_offer: None,
+                turn_relay: None,
                 public: false,
             }
             .certificate("matrix.example.org")
