@@ -1,7 +1,8 @@
 //! The admin client against a real Synapse on loopback. Ignored by default (it needs a running Synapse):
 //!
 //!   MP_SYNAPSE_URL=http://127.0.0.1:18008 MP_SYNAPSE_SECRET=<registration_shared_secret> \
-//!   MP_SERVER_NAME=test.local cargo test --test synapse_live -- --ignored --test-threads=1
+//!   MP_SERVER_NAME=test.local [MP_TURN_ADDR=127.0.0.1:3478] \
+//!   cargo test --test synapse_live -- --ignored --test-threads=1
 //!
 //! Synapse must allow registration with tokens (enable_registration + registration_requires_token).
 //! Files go under a temp dir (RealSystem rooted there), never to the host's /var/lib.
@@ -183,4 +184,23 @@ fn admin_account_tokens_and_users_against_real_synapse() {
         !offer.uris.is_empty() && !offer.username.is_empty(),
         "{offer:?}"
     );
+    // With MP_TURN_ADDR (a coturn sharing the test Synapse's turn_shared_secret): allocate a relay.
+    if let Ok(addr) = std::env::var("MP_TURN_ADDR") {
+        use matrix_provision::doctor::turn::{allocate, TurnCredentials};
+        let addr = addr.parse().unwrap();
+        let creds = TurnCredentials {
+            username: offer.username.clone(),
+            password: offer.password.expose().to_string(),
+        };
+        let relayed = allocate(addr, &creds, std::time::Duration::from_secs(2)).unwrap();
+        eprintln!("coturn relayed via {relayed}");
+        let wrong = TurnCredentials {
+            username: offer.username.clone(),
+            password: "not-the-password".into(),
+        };
+        let err = allocate(addr, &wrong, std::time::Duration::from_secs(2))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("static-auth-secret"), "{err}");
+    }
 }
