@@ -19,7 +19,7 @@ impl Step for SecretStep {
         let stored = ctx
             .sys
             .read(&self.path)?
-            .is_some_and(|b| b.iter().any(|c| !c.is_ascii_whitespace()));
+            .is_some_and(|b| !b.trim_ascii().is_empty());
         if !stored {
             return Ok(Change::create(format!(
                 "generate secret `{}` into {} ({})",
