@@ -142,35 +142,18 @@ impl Doctor<'_> {
         let hint = format!(
             "systemctl status {unit}; journalctl -u {unit} -n 50; then systemctl start {unit}"
         );
-        let cmd = Cmd::new("systemctl").args([
-            "show",
-            "-p",
-            "LoadState",
-            "-p",
-            "ActiveState",
-            "-p",
-            "SubState",
-            unit,
-        ]);
-        let out = match self.sys.run(&cmd) {
-            Ok(o) if o.ok() => o.stdout,
-            Ok(o) => return Check::fail(name, short(&o), hint),
+        let state = match crate::steps::service::unit_state_of(self.sys, unit) {
+            Ok(s) => s,
             Err(e) => return Check::fail(name, format!("{e:#}"), hint),
         };
-        let get = |k: &str| {
-            out.lines()
-                .find_map(|l| l.strip_prefix(&format!("{k}=")))
-                .unwrap_or("")
-                .to_string()
-        };
-        if get("LoadState") == "not-found" {
+        if state.load == "not-found" {
             return Check::fail(
                 name,
                 "not installed",
                 "run `matrix-provision apply host.toml`",
             );
         }
-        let (active, sub) = (get("ActiveState"), get("SubState"));
+        let (active, sub) = (state.active, state.sub);
         if active == "active" {
             Check::ok(name, format!("active ({sub})"))
         } else {
@@ -381,19 +364,9 @@ impl Doctor<'_> {
 
     fn collation(&self) -> Check {
         let name = "postgres database collation";
-        let cmd = Cmd::new("runuser").args([
-            "-u",
-            "postgres",
-            "--",
-            "psql",
-            "-X",
-            "-A",
-            "-t",
-            "-d",
-            "postgres",
-            "-c",
-            "SELECT pg_encoding_to_char(encoding) || '|' || datcollate || '|' || datctype FROM pg_database WHERE datname = 'synapse'",
-        ]);
+        let cmd = crate::steps::postgres::psql(
+            "SELECT pg_encoding_to_char(encoding) || '|' || datcollate || '|' || datctype FROM pg_database WHERE datname = 'synapse';",
+        );
         let out = match self.sys.run(&cmd) {
             Ok(o) if o.ok() => o.stdout,
             Ok(o) => {
@@ -699,13 +672,13 @@ mod tests {
     fn a_stopped_coturn_fails_with_the_hint() {
         let sys = healthy();
         sys.on(|c| {
-            (c.display() == "systemctl show -p LoadState -p ActiveState -p SubState coturn").then(
-                || crate::system::CmdOutput {
+            (c.display()
+                == "systemctl show -p LoadState -p ActiveState -p SubState -p UnitFileState coturn")
+                .then(|| crate::system::CmdOutput {
                     status: 0,
                     stdout: "LoadState=loaded\nActiveState=inactive\nSubState=dead\n".into(),
                     stderr: String::new(),
-                },
-            )
+                })
         });
         sys.put("/coturn-down", "");
         let checks = run(&sys, None);
