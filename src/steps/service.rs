@@ -30,6 +30,8 @@ pub fn unit_state_of(sys: &dyn crate::system::System, unit: &str) -> Result<Unit
             "-p",
             "ActiveState",
             "-p",
+            "SubState",
+            "-p",
             "UnitFileState",
             unit,
         ]),
