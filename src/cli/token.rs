@@ -61,9 +61,13 @@ pub struct Args {
 pub enum Action {
     /// Create a registration token and print it.
     Create {
-        /// How many accounts may register with it (default: unlimited).
-        #[arg(long)]
-        uses: Option<u64>,
+        /// How many accounts may register with it. One by default: a token handed to one person
+        /// should not let a crowd in if it leaks.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        uses: u64,
+        /// No limit on the number of registrations (instead of --uses).
+        #[arg(long, conflicts_with = "uses")]
+        unlimited: bool,
         /// Valid for this long: 30m, 12h, 7d, 2w (default: forever).
         #[arg(long, value_parser = parse_duration)]
         expires: Option<Duration>,
@@ -193,6 +197,7 @@ pub fn execute(args: &Args) -> Result<u8> {
     match &args.action {
         Action::Create {
             uses: n,
+            unlimited,
             expires,
             token,
             config,
@@ -200,7 +205,7 @@ pub fn execute(args: &Args) -> Result<u8> {
             let config = config.load()?;
             let new = NewToken {
                 token: token.clone(),
-                uses_allowed: *n,
+                uses_allowed: (!*unlimited).then_some(*n),
                 expiry_time_ms: expires.map(|d| now_ms() + d.as_millis() as i64),
             };
             let t = with_session(|s| s.token_create(&new))?;
@@ -269,11 +274,13 @@ mod tests {
         {
             Action::Create {
                 uses,
+                unlimited,
                 expires,
                 token,
                 config,
             } => {
-                assert_eq!(uses, Some(5));
+                assert_eq!(uses, 5);
+                assert!(!unlimited);
                 assert_eq!(expires, Some(Duration::from_secs(7 * 86_400)));
                 assert_eq!(token.as_deref(), Some("party"));
                 assert_eq!(config.config, PathBuf::from("/tmp/h.toml"));
@@ -290,9 +297,25 @@ mod tests {
     }
 
     #[test]
+    fn a_token_is_single_use_unless_asked_otherwise() {
+        match parse(&["token", "create"]).unwrap() {
+            Action::Create {
+                uses, unlimited, ..
+            } => assert_eq!((uses, unlimited), (1, false)),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["token", "create", "--unlimited"]).unwrap() {
+            Action::Create { unlimited, .. } => assert!(unlimited),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn bad_arguments_are_refused() {
         assert!(parse(&["token", "create", "--expires", "7x"]).is_err());
         assert!(parse(&["token", "create", "--uses", "-1"]).is_err());
+        assert!(parse(&["token", "create", "--uses", "0"]).is_err());
+        assert!(parse(&["token", "create", "--uses", "2", "--unlimited"]).is_err());
         assert!(
             parse(&["token", "revoke"]).is_err(),
             "revoke needs the token"
