@@ -10,6 +10,28 @@ pub struct PackagesStep {
     pub names: Vec<String>,
 }
 
+/// How long to wait for another apt/dpkg (unattended-upgrades, or the orphan of a killed run) to finish.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+const DPKG_LOCKS: [&str; 2] = ["/var/lib/dpkg/lock-frontend", "/var/lib/dpkg/lock"];
+
+fn wait_for_dpkg(ctx: &Ctx, limit: std::time::Duration) -> Result<()> {
+    let start = std::time::Instant::now();
+    loop {
+        let mut holder = None;
+        for lock in DPKG_LOCKS {
+            holder = holder.or(ctx.sys.lock_holder(std::path::Path::new(lock))?);
+        }
+        match holder {
+            None => return Ok(()),
+            Some(pid) if start.elapsed() >= limit => bail!(
+                "another package manager (pid {pid}) has held the dpkg lock for {} s; let it finish (see `ps -p {pid}`) and run again",
+                limit.as_secs()
+            ),
+            Some(_) => std::thread::sleep(std::time::Duration::from_millis(500)),
+        }
+    }
+}
+
 /// Packages of `names` that dpkg does not report as installed ("ii").
 pub fn missing(ctx: &Ctx, names: &[String]) -> Result<Vec<String>> {
     let out = ctx.sys.run(
@@ -43,16 +65,20 @@ impl Step for PackagesStep {
     }
 
     fn apply(&self, ctx: &Ctx, _change: &Change) -> Result<()> {
-        let missing = missing(ctx, &self.names)?;
+        wait_for_dpkg(ctx, LOCK_WAIT)?;
         // A run killed during dpkg leaves packages half-configured, and apt refuses to work until they are
-        // finished; this is a no-op when nothing is pending.
-        run_ok(
-            ctx.sys,
-            &Cmd::new("dpkg")
-                .args(["--configure", "-a", "--force-confold", "--force-confdef"])
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )
-        .context("finishing an interrupted dpkg run (dpkg --configure -a)")?;
+        // finished. `dpkg --audit` (read-only) says whether that is the case.
+        let audit = run_ok(ctx.sys, &Cmd::new("dpkg").arg("--audit"))?;
+        if !audit.stdout.trim().is_empty() {
+            run_ok(
+                ctx.sys,
+                &Cmd::new("dpkg")
+                    .args(["--configure", "-a", "--force-confold", "--force-confdef"])
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )
+            .context("finishing an interrupted dpkg run (dpkg --configure -a)")?;
+        }
+        let missing = missing(ctx, &self.names)?;
         // Wait for unattended-upgrades or an admin's apt instead of failing on the lock.
         let update = ctx.sys.run(&Cmd::new("apt-get").args([
             "update",
@@ -114,7 +140,11 @@ mod tests {
             "Hit:1 http://deb.debian.org bookworm InRelease\n",
         );
         sys.on_cmd("apt-get install", 0, "");
-        sys.on_cmd("dpkg --configure -a", 0, "");
+        sys.on_cmd("dpkg --audit", 0, "");
+        // An apt of someone else's holds the lock for two looks, then finishes.
+        sys.locks
+            .borrow_mut()
+            .insert("/var/lib/dpkg/lock-frontend".into(), vec![4242, 4242]);
         let secrets = SecretStore::new();
         let ctx = Ctx::new(&sys, &secrets);
         let step = PackagesStep {
@@ -130,6 +160,16 @@ mod tests {
             .collect();
         assert_eq!(install.len(), 1);
         assert!(
+            !sys.commands()
+                .iter()
+                .any(|c| c.starts_with("dpkg --configure")),
+            "nothing was interrupted"
+        );
+        assert!(
+            sys.locks.borrow()[std::path::Path::new("/var/lib/dpkg/lock-frontend")].is_empty(),
+            "waited for the other apt"
+        );
+        assert!(
             install[0].ends_with("--force-confold -o Dpkg::Options::=--force-confdef coturn ufw"),
             "{}",
             install[0]
@@ -140,6 +180,12 @@ mod tests {
     fn a_signature_problem_in_apt_update_stops_before_install() {
         let sys = FakeSystem::new();
         sys.on_cmd("dpkg-query", 1, "");
+        // A killed run left a half-configured package: it is finished before apt runs.
+        sys.on_cmd(
+            "dpkg --audit",
+            0,
+            "The following packages are only half configured:\n nginx\n",
+        );
         sys.on_cmd("dpkg --configure -a", 0, "");
         sys.on_cmd(
             "apt-get update",

@@ -18,6 +18,8 @@ pub struct FakeSystem {
     pub ran: RefCell<Vec<Cmd>>,
     pub urls: RefCell<HashMap<String, Vec<u8>>>,
     pub facts: Facts,
+    /// Lock files a fake process holds (path → pid); each query releases one hold, like a process finishing.
+    pub locks: RefCell<HashMap<PathBuf, Vec<i32>>>,
 }
 
 impl Default for FakeSystem {
@@ -35,6 +37,7 @@ impl FakeSystem {
             responders: RefCell::new(Vec::new()),
             ran: RefCell::new(Vec::new()),
             urls: RefCell::new(HashMap::new()),
+            locks: RefCell::new(HashMap::new()),
             facts: Facts {
                 ram_mb: 4096,
                 cpus: 2,
@@ -158,5 +161,12 @@ impl System for FakeSystem {
     }
     fn facts(&self) -> Facts {
         self.facts.clone()
+    }
+    fn lock_holder(&self, path: &Path) -> Result<Option<i32>> {
+        Ok(self
+            .locks
+            .borrow_mut()
+            .get_mut(path)
+            .and_then(|holds| holds.pop()))
     }
 }

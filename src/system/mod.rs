@@ -126,6 +126,8 @@ pub trait System {
     fn gid(&self, group: &str) -> Result<Option<u32>>;
     fn http_get(&self, url: &str) -> Result<Vec<u8>>;
     fn facts(&self) -> Facts;
+    /// PID of a process holding an fcntl write lock on `path` (how dpkg and apt lock their databases).
+    fn lock_holder(&self, path: &Path) -> Result<Option<i32>>;
     /// Where backups of replaced files go.
     fn backup_dir(&self) -> PathBuf {
         PathBuf::from("/var/lib/matrix-provision/backup")

@@ -168,6 +168,24 @@ impl System for RealSystem {
         crate::http::get(url, &crate::http::Options::default())
     }
 
+    fn lock_holder(&self, path: &Path) -> Result<Option<i32>> {
+        let file = match fs::File::open(self.map(path)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+        };
+        // F_GETLK asks who would block a write lock, without taking one.
+        let mut probe: nix::libc::flock = unsafe { std::mem::zeroed() };
+        probe.l_type = nix::libc::F_WRLCK as i16;
+        probe.l_whence = nix::libc::SEEK_SET as i16;
+        nix::fcntl::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            nix::fcntl::FcntlArg::F_GETLK(&mut probe),
+        )
+        .with_context(|| format!("checking the lock on {}", path.display()))?;
+        Ok((probe.l_type != nix::libc::F_UNLCK as i16).then_some(probe.l_pid))
+    }
+
     fn facts(&self) -> Facts {
         let mut sys = sysinfo::System::new();
         sys.refresh_memory();
