@@ -28,7 +28,8 @@ expect_rc() { # DESC WANT RC LOGNAME (under $RUN_DIR/logs)
   if [ "$3" -eq "$2" ]; then pass "$1"; else fail "$1 (exit $3, want $2; log $RUN_DIR/logs/$4)"; show_tail "$RUN_DIR/logs/$4"; fi
 }
 
-host_toml() { sed "s/@REPO_FPR@/$REPO_FPR/" "$VM_DIR/host.toml.in"; }
+# examples/host.toml, pointed at the stand-ins (host.toml.sed).
+host_toml() { sed -f "$VM_DIR/host.toml.sed" -e "s/@REPO_FPR@/$REPO_FPR/" "$VM_DIR/../../examples/host.toml"; }
 
 # A fresh guest with the fixture services up, the product binary and the test files in place.
 fresh_guest() {
@@ -156,10 +157,13 @@ scenario_change() {
   local changed
   changed=$(diff "$RUN_DIR/logs/$g-before.snap" "$RUN_DIR/logs/$g-after.snap" | sed -n 's/^[<>] \([^ ]*\) .*/\1/p' | sort -u |
     grep -Ev '(\.bak|\.orig|~|\.dpkg-[a-z]+)$|/backups?/' || true)
-  if [ "$(wc -w <<<"$changed")" -eq 1 ] && [[ $changed == /etc/matrix-synapse/conf.d/* ]] && guest_run "$g" "grep -qs 'presence' $changed"; then
-    pass "$g: apply changed only the presence fragment ($changed)"
+  # Exactly what presence feeds: Synapse's fragment, Element's config (it hides presence where the server has
+  # none) and the update timer's copy of host.toml.
+  local want="/etc/matrix-provision/host.toml /etc/matrix-synapse/conf.d/mp-presence.yaml /var/www/element/config.json"
+  if [ "$(echo $changed)" = "$want" ] && guest_run "$g" "grep -qs 'enabled: false' /etc/matrix-synapse/conf.d/mp-presence.yaml"; then
+    pass "$g: apply changed only what presence feeds ($(echo $changed))"
   else
-    fail "$g: apply changed only the presence fragment (changed: $(echo $changed))"
+    fail "$g: apply changed only what presence feeds (changed: $(echo $changed); want: $want)"
   fi
   local pid1
   pid1=$(guest_run "$g" 'systemctl show -p MainPID --value matrix-synapse')
