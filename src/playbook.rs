@@ -178,6 +178,15 @@ struct HandlerDef {
 pub struct Graph {
     pub nodes: Vec<Node>,
     pub secrets: SecretStore,
+    /// Every file rendered from a template, as the playbooks place it (golden tests compare these).
+    pub rendered: Vec<RenderedFile>,
+}
+
+pub struct RenderedFile {
+    pub template: String,
+    pub dest: PathBuf,
+    pub owner: Owner,
+    pub contents: String,
 }
 
 /// Facts that only the host can tell (RAM, CPUs, the SSH port), gathered once per run.
@@ -275,11 +284,19 @@ pub fn build(
     .to_value();
     let renderer = Renderer::new();
     let mut nodes = Vec::new();
+    let mut rendered = Vec::new();
     for file in files {
         for def in file.step {
             let description = def.description.clone().unwrap_or_else(|| def.id.clone());
-            let step = make_step(def.kind, config, &renderer, &render_ctx, dry_run)
-                .with_context(|| format!("step `{}`", def.id))?;
+            let step = make_step(
+                def.kind,
+                config,
+                &renderer,
+                &render_ctx,
+                dry_run,
+                &mut rendered,
+            )
+            .with_context(|| format!("step `{}`", def.id))?;
             nodes.push(Node {
                 id: def.id,
                 description,
@@ -316,7 +333,11 @@ pub fn build(
             });
         }
     }
-    Ok(Graph { nodes, secrets })
+    Ok(Graph {
+        nodes,
+        secrets,
+        rendered,
+    })
 }
 
 fn make_step(
@@ -325,6 +346,7 @@ fn make_step(
     renderer: &Renderer,
     ctx: &minijinja::Value,
     dry_run: bool,
+    rendered: &mut Vec<RenderedFile>,
 ) -> Result<Box<dyn Step>> {
     Ok(match kind {
         Kind::Preflight => Box::new(PreflightStep {
@@ -339,12 +361,23 @@ fn make_step(
             owner,
             mode,
             sensitive,
-        } => Box::new(FileStep {
-            path: dest,
-            owner: Owner::parse(&owner, &mode)?,
-            contents: Contents::Fixed(renderer.render(&template, ctx)?.into_bytes()),
-            sensitive,
-        }),
+        } => {
+            let owner = Owner::parse(&owner, &mode)?;
+            let contents = renderer.render(&template, ctx)?;
+            let step = FileStep {
+                path: dest.clone(),
+                owner: owner.clone(),
+                contents: Contents::Fixed(contents.clone().into_bytes()),
+                sensitive,
+            };
+            rendered.push(RenderedFile {
+                template,
+                dest,
+                owner,
+                contents,
+            });
+            Box::new(step)
+        }
         Kind::Copy {
             src,
             dest,
