@@ -21,6 +21,10 @@ pub struct Args {
     /// Only look at this host: skip .well-known, federation on 8448 and the latest Element release.
     #[arg(long)]
     pub offline: bool,
+    /// Verify this host's own HTTPS endpoints against this PEM bundle instead of the public roots
+    /// (for certificates from a private ACME CA such as step-ca, or Pebble in tests).
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn line(c: &Check) -> String {
@@ -38,7 +42,7 @@ fn line(c: &Check) -> String {
 
 pub fn execute(args: &Args) -> Result<u8> {
     let config = crate::config::load(&args.file).map_err(|e| anyhow!("{e}"))?;
-    let sys = RealSystem::new("/");
+    let sys = RealSystem::new("/").with_ca_bundle(args.ca_file.clone());
     let transport = HttpTransport::loopback();
     let session = Session::open(&sys, &transport).ok();
     let offer = || match &session {

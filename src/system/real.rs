@@ -12,11 +12,21 @@ use super::{atomic, Cmd, CmdOutput, Facts, FileKind, FileSpec, FileStat, System}
 
 pub struct RealSystem {
     root: PathBuf,
+    http: crate::http::Options,
 }
 
 impl RealSystem {
     pub fn new(root: impl Into<PathBuf>) -> RealSystem {
-        RealSystem { root: root.into() }
+        RealSystem {
+            root: root.into(),
+            http: crate::http::Options::default(),
+        }
+    }
+
+    /// Trust only this PEM bundle for HTTPS (a private CA that issued this host's certificates).
+    pub fn with_ca_bundle(mut self, bundle: Option<PathBuf>) -> RealSystem {
+        self.http.ca_bundle = bundle;
+        self
     }
 
     /// The path on this machine for a host path.
@@ -165,7 +175,7 @@ impl System for RealSystem {
     }
 
     fn http_get(&self, url: &str) -> Result<Vec<u8>> {
-        crate::http::get(url, &crate::http::Options::default())
+        crate::http::get(url, &self.http)
     }
 
     fn lock_holder(&self, path: &Path) -> Result<Option<i32>> {
