@@ -146,6 +146,15 @@ scenario_change() {
   else
     fail "$g: plan names the presence fragment and a matrix-synapse restart"; show_tail "$RUN_DIR/logs/$g-plan.log" 30
   fi
+  # Exactly: one step (the presence fragment) plus handlers (ids "restart:…", "reload:…", "systemd:…").
+  local ids steps
+  ids=$(guest_run "$g" 'matrix-provision plan --json /root/host.toml 2>/dev/null | python3 /root/checks/plan_ids.py' 2>/dev/null) || true
+  steps=$(grep -Ev '^(restart|reload|systemd):' <<<"$ids" || true)
+  if [ "$(grep -c . <<<"$steps")" -eq 1 ] && grep -qi presence <<<"$steps" && grep -Eq '^restart:.*synapse' <<<"$ids"; then
+    pass "$g: plan --json lists exactly the presence step and a Synapse restart"
+  else
+    fail "$g: plan --json lists exactly the presence step and a Synapse restart (got: $(tr '\n' ' ' <<<"$ids"))"
+  fi
   snapshot "$g" >"$RUN_DIR/logs/$g-afterplan.snap"
   if diff -q "$RUN_DIR/logs/$g-before.snap" "$RUN_DIR/logs/$g-afterplan.snap" >/dev/null; then pass "$g: plan wrote nothing"; else
     fail "$g: plan wrote nothing"; diff "$RUN_DIR/logs/$g-before.snap" "$RUN_DIR/logs/$g-afterplan.snap" | head -20 | sed 's/^/      | /'; fi
