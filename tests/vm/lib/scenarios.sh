@@ -178,10 +178,14 @@ scenario_change() {
   guest_destroy "$g"
 }
 
-# SIGKILL apply (and its whole process group: apt, dpkg, ...) at several points, each on a fresh guest;
-# the rerun must converge, keep every secret that existed at the kill, and the client checks pass.
+# SIGKILL apply at several points, each on a fresh guest; the rerun must converge, keep every secret that
+# existed at the kill, change nothing when run once more, and the client checks pass. Two kinds of kill, by turns:
+#   apply   SIGKILL to apply's process group: apply dies, a dpkg that apt started (in its own session) runs on,
+#           so the rerun meets a held dpkg lock (an admin's apply killed by the OOM killer or `kill -9`);
+#   tree    SIGKILL to every process of the run (its cgroup), dpkg included: packages are left half
+#           configured, as after a power cut.
 scenario_crash() {
-  local tier=$1 points i=0 p
+  local tier=$1 points i=0 p mode
   if [ -n "${MP_VM_CRASH_POINTS:-}" ]; then
     points=${MP_VM_CRASH_POINTS//,/ }
   elif [ "$LAST_FRESH_APPLY_S" -gt 0 ]; then
@@ -191,20 +195,25 @@ scenario_crash() {
   fi
   for p in $points; do
     i=$((i + 1))
-    crash_once "$tier" "$1-crash$i" "$p"
+    if [ $((i % 2)) -eq 1 ]; then mode=apply; else mode=tree; fi
+    crash_once "$tier" "$1-crash$i" "$p" "$mode"
   done
 }
 
 crash_once() {
-  local tier=$1 g=$2 at=$3 rc pid
+  local tier=$1 g=$2 at=$3 mode=$4 rc pid
   fresh_guest "$g" "$tier" || return 0
-  # setsid: apply leads its own process group, so the kill takes its children with it.
-  guest_run "$g" 'setsid sh -c "echo \$\$ > /run/mp-apply.pid; exec matrix-provision apply /root/host.toml" >/root/apply-killed.log 2>&1 </dev/null &'
+  # A transient scope gives the run its own cgroup; setsid makes apply lead its own process group.
+  guest_run "$g" 'setsid sh -c "echo \$\$ > /run/mp-apply.pid; exec systemd-run --quiet --scope --unit=mp-apply matrix-provision apply /root/host.toml" >/root/apply-killed.log 2>&1 </dev/null &'
   sleep "$at"
   pid=$(guest_run "$g" 'cat /run/mp-apply.pid')
   if guest_run "$g" "kill -0 $pid" 2>/dev/null; then
-    guest_run "$g" "kill -KILL -- -$pid"
-    pass "$g: apply killed with SIGKILL after ${at}s"
+    if [ "$mode" = tree ]; then
+      guest_run "$g" 'systemctl kill --signal=KILL mp-apply.scope'
+    else
+      guest_run "$g" "kill -KILL -- -$pid"
+    fi
+    pass "$g: apply killed ($mode) with SIGKILL after ${at}s"
   else
     skip "$g: apply had already finished after ${at}s (nothing to kill)"
   fi
