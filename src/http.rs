@@ -1,4 +1,5 @@
-//! Blocking HTTP(S) GET for the whole crate: release metadata, tarballs, apt keyrings.
+//! Blocking HTTP(S) for the whole crate: GET for release metadata, tarballs, apt keyrings; [`request`]
+//! for JSON APIs (the Synapse admin API on loopback).
 //!
 //! One place decides timeouts, the size cap, which CAs are trusted and how failures read, so every
 //! download error looks the same: `GET <url>: <what happened>[, check <config key>]`.
@@ -116,7 +117,59 @@ fn fetch(url: &str, opts: &Options, sink: &mut dyn Write) -> Result<u64> {
     Ok(total)
 }
 
+/// The status and body of an API call. Any HTTP status is a reply, not an error: APIs answer
+/// "401 token expired" or "404 no such user" in their bodies and the caller decides what each means.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn ok(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// `method` (GET, POST, PUT, DELETE) `url` with an optional bearer token and JSON body.
+/// Errors only when no HTTP answer came back (refused, timed out, DNS) or the body exceeds the limit.
+pub fn request(
+    method: &str,
+    url: &str,
+    bearer: Option<&str>,
+    json: Option<&[u8]>,
+    opts: &Options,
+) -> Result<Reply> {
+    let agent = agent_with(opts, false)?;
+    let mut builder = ureq::http::Request::builder().method(method).uri(url);
+    if let Some(token) = bearer {
+        builder = builder.header("Authorization", format!("Bearer {token}"));
+    }
+    if json.is_some() {
+        builder = builder.header("Content-Type", "application/json");
+    }
+    let invalid = || format!("{method} {url}: not a valid request");
+    // No body at all (not an empty one) for GET and DELETE.
+    let sent = match json {
+        Some(body) => agent.run(builder.body(body.to_vec()).with_context(invalid)?),
+        None => agent.run(builder.body(()).with_context(invalid)?),
+    };
+    let mut response = sent.map_err(|e| describe_error(method, url, opts, e))?;
+    let status = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(opts.max_bytes)
+        .read_to_vec()
+        .map_err(|e| describe_error(method, url, opts, e))?;
+    Ok(Reply { status, body })
+}
+
 fn agent(opts: &Options) -> Result<ureq::Agent> {
+    agent_with(opts, true)
+}
+
+fn agent_with(opts: &Options, status_as_error: bool) -> Result<ureq::Agent> {
     let mut tls = ureq::tls::TlsConfig::builder();
     if let Some(bundle) = &opts.ca_bundle {
         tls = tls.root_certs(load_bundle(bundle)?);
@@ -127,6 +180,7 @@ fn agent(opts: &Options) -> Result<ureq::Agent> {
         .timeout_per_read(Some(opts.read_timeout))
         .timeout_global(Some(opts.total_timeout))
         .tls_config(tls.build())
+        .http_status_as_error(status_as_error)
         .build();
     Ok(config.new_agent())
 }
@@ -151,6 +205,10 @@ fn load_bundle(path: &Path) -> Result<ureq::tls::RootCerts> {
 }
 
 fn request_error(url: &str, opts: &Options, err: ureq::Error) -> anyhow::Error {
+    describe_error("GET", url, opts, err)
+}
+
+fn describe_error(method: &str, url: &str, opts: &Options, err: ureq::Error) -> anyhow::Error {
     let check = opts
         .config_key
         .as_deref()
@@ -172,5 +230,96 @@ fn request_error(url: &str, opts: &Options, err: ureq::Error) -> anyhow::Error {
         ureq::Error::BadUri(u) => format!("not a valid URL ({u}){check}"),
         other => format!("{other}{check}"),
     };
-    anyhow!("GET {url}: {what}")
+    anyhow!("{method} {url}: {what}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpListener;
+
+    /// One-shot HTTP server on loopback: answers `status` + `body` and hands back the request it got.
+    fn serve_once(status: &str, body: &'static str) -> (String, std::thread::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let status = status.to_string();
+        let handle = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+                head.push_str(&line);
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut content = vec![0; length];
+            reader.read_exact(&mut content).unwrap();
+            let mut stream = stream;
+            write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            head + &String::from_utf8_lossy(&content)
+        });
+        (url, handle)
+    }
+
+    #[test]
+    fn request_returns_error_statuses_as_replies_and_sends_token_and_json() {
+        let (url, server) = serve_once("401 Unauthorized", r#"{"errcode":"M_UNKNOWN_TOKEN"}"#);
+        let reply = request(
+            "POST",
+            &format!("{url}/x"),
+            Some("tok"),
+            Some(br#"{"a":1}"#),
+            &Options::default(),
+        )
+        .unwrap();
+        assert_eq!(reply.status, 401);
+        assert!(!reply.ok());
+        assert_eq!(reply.body, br#"{"errcode":"M_UNKNOWN_TOKEN"}"#);
+        let seen = server.join().unwrap();
+        assert!(seen.starts_with("POST /x HTTP/1.1"), "{seen}");
+        assert!(
+            seen.contains("authorization: Bearer tok")
+                || seen.contains("Authorization: Bearer tok"),
+            "{seen}"
+        );
+        assert!(seen.ends_with(r#"{"a":1}"#), "{seen}");
+    }
+
+    #[test]
+    fn request_without_body_and_refused_connection() {
+        let (url, server) = serve_once("200 OK", "{}");
+        let reply = request("GET", &format!("{url}/h"), None, None, &Options::default()).unwrap();
+        assert!(reply.ok());
+        assert!(server.join().unwrap().starts_with("GET /h HTTP/1.1"));
+        // A port nobody listens on any more.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let err = request(
+            "DELETE",
+            &format!("http://127.0.0.1:{port}/t"),
+            None,
+            None,
+            &Options::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("DELETE http://127.0.0.1:"), "{err}");
+        assert!(err.contains("connection refused"), "{err}");
+    }
 }

@@ -5,8 +5,10 @@
 //! touching the host only through `system::System`. `render` fills `templates/`; `report` is the one
 //! place that prints a run; `element` installs and updates Element Web.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod element;
 pub mod engine;
 pub mod http;

@@ -13,6 +13,7 @@ use crate::engine::{Node, Step};
 use crate::render::{self, RenderContext, Renderer};
 use crate::secrets::SecretStore;
 use crate::steps::{
+    admin_user::AdminUserStep,
     apt_keyring::AptKeyringStep,
     certificate::{Acme, CertificateStep},
     debconf::DebconfStep,
@@ -149,6 +150,9 @@ enum Kind {
     },
     Firewall {
         allow: Vec<String>,
+    },
+    AdminUser {
+        name: String,
     },
 }
 
@@ -405,5 +409,10 @@ fn make_step(
         Kind::Element => Box::new(ElementStep::from_config(config)),
         Kind::SystemUser { name, home } => Box::new(SystemUserStep { name, home }),
         Kind::Firewall { allow } => Box::new(FirewallStep { allow }),
+        Kind::AdminUser { name } => Box::new(AdminUserStep {
+            localpart: name,
+            server_name: config.server_name.clone(),
+            transport: Box::new(crate::admin::HttpTransport::loopback()),
+        }),
     })
 }

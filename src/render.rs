@@ -162,7 +162,8 @@ impl Default for Paths {
     fn default() -> Self {
         Paths {
             secrets_dir: "/etc/matrix-synapse/secrets".into(),
-            acme_webroot: "/var/lib/matrix-provision/acme".into(),
+            // Under /var/www, not the private state dir: nginx (www-data) must be able to read challenges.
+            acme_webroot: "/var/www/letsencrypt".into(),
             element_root: "/var/www/element".into(),
             coturn_cert_dir: "/etc/coturn/certs".into(),
             letsencrypt_live: "/etc/letsencrypt/live".into(),
@@ -301,6 +302,18 @@ mod tests {
             )
             .unwrap();
         assert_eq!(out, "a<b>&'\"\n");
+    }
+
+    #[test]
+    fn raise_fails_the_render_with_its_message() {
+        let mut r = Renderer::new();
+        r.env
+            .add_template("t/raise.j2", "{{ raise('unknown mode ' ~ m) }}")
+            .unwrap();
+        let ctx = Value::from_serialize(serde_json::json!({"m": "weird"}));
+        let err = r.render("t/raise.j2", &ctx).unwrap_err().to_string();
+        assert!(err.contains("unknown mode weird"), "{err}");
+        assert!(err.contains("t/raise.j2"), "{err}");
     }
 
     #[test]

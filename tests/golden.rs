@@ -637,3 +637,82 @@ fn postgres_tuning_follows_the_documented_formulas() {
         assert_eq!(setting(&text, "random_page_cost"), "1.1");
     }
 }
+
+/// Runs the rendered certbot hook with `install`, `systemctl` and `nginx` replaced by stubs that log
+/// their arguments; returns (exit success, logged calls).
+fn run_deploy_hook(hook: &str, renewed_domains: &str, nginx_ok: bool) -> (bool, Vec<String>) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    fs::create_dir(&bin).unwrap();
+    let log = dir.path().join("calls.log");
+    for (tool, status) in [
+        ("install", 0),
+        ("systemctl", 0),
+        ("nginx", if nginx_ok { 0 } else { 1 }),
+    ] {
+        let stub = bin.join(tool);
+        fs::write(
+            &stub,
+            format!("#!/bin/sh\necho \"{tool} $*\" >>\"$CALLS\"\nexit {status}\n"),
+        )
+        .unwrap();
+        fs::set_permissions(&stub, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let script = dir.path().join("hook");
+    fs::write(&script, hook).unwrap();
+    let status = std::process::Command::new("/bin/sh")
+        .arg(&script)
+        .env_clear()
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .env("CALLS", &log)
+        .env("RENEWED_LINEAGE", "/etc/letsencrypt/live/lineage")
+        .env("RENEWED_DOMAINS", renewed_domains)
+        .status()
+        .unwrap();
+    let calls = fs::read_to_string(&log).unwrap_or_default();
+    (status.success(), calls.lines().map(String::from).collect())
+}
+
+#[test]
+fn deploy_hook_refreshes_coturn_cert_only_for_the_turn_name_and_gates_reload_on_nginx_t() {
+    let renderer = Renderer::new();
+    let ctx = context(defaults(), facts(4096, 2));
+    let hook = renderer
+        .render("certbot/deploy-hook.sh.j2", &ctx.to_value())
+        .unwrap();
+
+    let (ok, calls) = run_deploy_hook(&hook, "turn.example.com", true);
+    assert!(ok, "{calls:?}");
+    assert_eq!(
+        calls,
+        [
+            "install -d -o root -g turnserver -m 0750 /etc/coturn/certs",
+            "install -o root -g turnserver -m 0640 /etc/letsencrypt/live/lineage/fullchain.pem /etc/coturn/certs/fullchain.pem",
+            "install -o root -g turnserver -m 0640 /etc/letsencrypt/live/lineage/privkey.pem /etc/coturn/certs/privkey.pem",
+            "systemctl try-restart coturn.service",
+            "nginx -t -q",
+            "systemctl reload nginx.service",
+        ]
+    );
+
+    // One certificate for several names, the TURN name among them.
+    let (_, calls) = run_deploy_hook(&hook, "matrix.example.com turn.example.com", true);
+    assert!(calls.contains(&"systemctl try-restart coturn.service".to_string()));
+
+    // Other certificates, including a name that merely starts like the TURN host.
+    for domains in ["matrix.example.com", "turn.example.com.evil.net", ""] {
+        let (ok, calls) = run_deploy_hook(&hook, domains, true);
+        assert!(ok);
+        assert_eq!(
+            calls,
+            ["nginx -t -q", "systemctl reload nginx.service"],
+            "{domains:?}"
+        );
+    }
+
+    // A broken nginx configuration is never reloaded, and certbot hears about it.
+    let (ok, calls) = run_deploy_hook(&hook, "matrix.example.com", false);
+    assert!(!ok);
+    assert_eq!(calls, ["nginx -t -q"]);
+}

@@ -4,7 +4,10 @@
 //! changes pending, or `apply --detailed-exitcodes` changed something.
 
 mod converge;
+mod doctor;
 pub mod element_update;
+mod token;
+mod user;
 mod validate;
 
 use std::process::ExitCode;
@@ -25,11 +28,11 @@ pub struct Cli {
     #[arg(short, long, global = true)]
     quiet: bool,
     #[command(subcommand)]
-    command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Subcommand)]
-enum Command {
+pub(crate) enum Command {
     /// Check host.toml and print every problem with its line and a fix. Touches nothing.
     Validate(validate::Args),
     /// Show exactly what apply would change (same as `apply --dry-run`). Writes nothing.
@@ -38,6 +41,12 @@ enum Command {
     Apply(converge::ApplyArgs),
     /// Install or update Element Web from a signed release (what the daily timer runs).
     ElementUpdate(element_update::Args),
+    /// Read-only health report: services, /health, certificates, firewall, database, disk. Exit 1 on any ✗.
+    Doctor(doctor::Args),
+    /// Registration tokens: create, list, revoke (admin API on loopback).
+    Token(token::Args),
+    /// Accounts: add, list, reset-password, deactivate (admin API on loopback).
+    User(user::Args),
 }
 
 /// How loud the reporter is.
@@ -66,6 +75,9 @@ pub fn main() -> ExitCode {
                 Ok(1)
             }
         },
+        Command::Doctor(args) => doctor::execute(&args),
+        Command::Token(args) => token::execute(&args),
+        Command::User(args) => user::execute(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1,5 +1,6 @@
 //! Step kinds: one file per kind of thing on the host. Each checks real state and returns a typed change.
 
+pub mod admin_user;
 pub mod apt_keyring;
 pub mod certificate;
 pub mod debconf;

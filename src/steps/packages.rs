@@ -1,7 +1,7 @@
 //! Debian packages: dpkg is the authority on what is installed, apt-get installs what is missing in one
 //! non-interactive transaction that keeps the admin's conffiles (`--force-confold`).
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::engine::{Change, Ctx, Step};
 use crate::system::{run_ok, Cmd};
@@ -44,7 +44,22 @@ impl Step for PackagesStep {
 
     fn apply(&self, ctx: &Ctx, _change: &Change) -> Result<()> {
         let missing = missing(ctx, &self.names)?;
-        let update = ctx.sys.run(&Cmd::new("apt-get").args(["update", "-q"]))?;
+        // A run killed during dpkg leaves packages half-configured, and apt refuses to work until they are
+        // finished; this is a no-op when nothing is pending.
+        run_ok(
+            ctx.sys,
+            &Cmd::new("dpkg")
+                .args(["--configure", "-a", "--force-confold", "--force-confdef"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+        .context("finishing an interrupted dpkg run (dpkg --configure -a)")?;
+        // Wait for unattended-upgrades or an admin's apt instead of failing on the lock.
+        let update = ctx.sys.run(&Cmd::new("apt-get").args([
+            "update",
+            "-q",
+            "-o",
+            "DPkg::Lock::Timeout=300",
+        ]))?;
         // apt-get update exits 0 on some fetch and signature problems; its W:/E: lines tell the truth.
         let problems: Vec<&str> = update
             .stdout
@@ -99,6 +114,7 @@ mod tests {
             "Hit:1 http://deb.debian.org bookworm InRelease\n",
         );
         sys.on_cmd("apt-get install", 0, "");
+        sys.on_cmd("dpkg --configure -a", 0, "");
         let secrets = SecretStore::new();
         let ctx = Ctx::new(&sys, &secrets);
         let step = PackagesStep {
@@ -124,6 +140,7 @@ mod tests {
     fn a_signature_problem_in_apt_update_stops_before_install() {
         let sys = FakeSystem::new();
         sys.on_cmd("dpkg-query", 1, "");
+        sys.on_cmd("dpkg --configure -a", 0, "");
         sys.on_cmd(
             "apt-get update",
             0,

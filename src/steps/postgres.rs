@@ -14,7 +14,8 @@ pub struct PostgresStep {
     pub password_secret: String,
 }
 
-fn psql(sql: &str) -> Cmd {
+/// psql as the postgres superuser over the local socket; the SQL goes on stdin (never in argv).
+pub fn psql(sql: &str) -> Cmd {
     Cmd::new("runuser")
         .args([
             "-u",

@@ -99,17 +99,9 @@ impl PreflightStep {
             .is_some()
             || ctx
                 .sys
-                .run(&Cmd::new("runuser").args([
-                    "-u",
-                    "postgres",
-                    "--",
-                    "psql",
-                    "-X",
-                    "-A",
-                    "-t",
-                    "-c",
-                    "SELECT 1 FROM pg_database WHERE datname = 'synapse'",
-                ]))
+                .run(&super::postgres::psql(
+                    "SELECT 1 FROM pg_database WHERE datname = 'synapse';",
+                ))
                 .map(|o| o.stdout.trim() == "1")
                 .unwrap_or(false);
         if has_key && has_db {

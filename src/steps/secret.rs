@@ -16,7 +16,11 @@ pub struct SecretStep {
 
 impl Step for SecretStep {
     fn check(&self, ctx: &Ctx) -> Result<Change> {
-        if !ctx.secrets.is_stored(&self.name) || ctx.sys.stat(&self.path)?.is_none() {
+        let stored = ctx
+            .sys
+            .read(&self.path)?
+            .is_some_and(|b| !b.trim_ascii().is_empty());
+        if !stored {
             return Ok(Change::create(format!(
                 "generate secret `{}` into {} ({})",
                 self.name,
@@ -24,7 +28,10 @@ impl Step for SecretStep {
                 self.owner.describe()
             )));
         }
-        let stat = ctx.sys.stat(&self.path)?.context("secret vanished")?;
+        let stat = ctx
+            .sys
+            .stat(&self.path)?
+            .context("secret vanished while checking")?;
         let (uid, gid) = owner_ids(ctx.sys, &self.owner.user, &self.owner.group)?;
         if (stat.uid, stat.gid, stat.mode) != (uid, gid, self.owner.mode) {
             return Ok(Change::modify(format!(
@@ -81,6 +88,8 @@ mod tests {
         let c = step.check(&ctx).unwrap();
         assert!(!c.summary.contains(&first));
         step.apply(&ctx, &c).unwrap();
+        // The engine re-checks with the same store right after apply: it must see the stored file.
+        assert!(step.check(&ctx).unwrap().is_in_sync());
         // A second run loads the stored value instead of generating a new one.
         let mut again = SecretStore::new();
         again.load(&sys, "turn", Path::new("/etc/s/turn")).unwrap();

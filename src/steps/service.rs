@@ -12,18 +12,25 @@ use crate::system::{run_ok, Cmd};
 pub struct UnitState {
     pub load: String,
     pub active: String,
+    pub sub: String,
     pub enabled: String,
 }
 
 pub fn unit_state(ctx: &Ctx, unit: &str) -> Result<UnitState> {
+    unit_state_of(ctx.sys, unit)
+}
+
+pub fn unit_state_of(sys: &dyn crate::system::System, unit: &str) -> Result<UnitState> {
     let out = run_ok(
-        ctx.sys,
+        sys,
         &Cmd::new("systemctl").args([
             "show",
             "-p",
             "LoadState",
             "-p",
             "ActiveState",
+            "-p",
+            "SubState",
             "-p",
             "UnitFileState",
             unit,
@@ -39,6 +46,7 @@ pub fn unit_state(ctx: &Ctx, unit: &str) -> Result<UnitState> {
     Ok(UnitState {
         load: get("LoadState"),
         active: get("ActiveState"),
+        sub: get("SubState"),
         enabled: get("UnitFileState"),
     })
 }

@@ -1,0 +1,134 @@
+//! `doctor host.toml`: the read-only health report. Exit 1 when any check fails.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, Result};
+
+use crate::admin::{HttpTransport, Session, TurnOffer};
+use crate::doctor::turn::{self, TurnCredentials};
+use crate::doctor::{self, Check, Doctor, Level};
+use crate::element::{self, ElementSource, Wanted};
+use crate::system::RealSystem;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Path to host.toml.
+    pub file: PathBuf,
+    /// Print the checks as one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Only look at this host: skip .well-known, federation on 8448 and the latest Element release.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+fn line(c: &Check) -> String {
+    let mark = match c.level {
+        Level::Ok => "✓",
+        Level::Warn => "!",
+        Level::Fail => "✗",
+    };
+    let mut s = format!("{mark} {}: {}", c.name, c.detail);
+    if let Some(h) = &c.hint {
+        s.push_str(&format!("\n    fix: {h}"));
+    }
+    s
+}
+
+pub fn execute(args: &Args) -> Result<u8> {
+    let config = crate::config::load(&args.file).map_err(|e| anyhow!("{e}"))?;
+    let sys = RealSystem::new("/");
+    let transport = HttpTransport::loopback();
+    let session = Session::open(&sys, &transport).ok();
+    let offer = || match &session {
+        Some(s) => s.turn_server(),
+        None => Err(anyhow!("no admin session")),
+    };
+    // coturn listens on every address; loopback tests it without depending on hairpin NAT.
+    let relay = |c: &TurnCredentials| {
+        turn::allocate(([127, 0, 0, 1], 3478).into(), c, Duration::from_secs(2))
+    };
+    let source = ElementSource::from_config(&config);
+    let latest = || element::resolve(&source, &Wanted::Latest).map(|r| r.tag);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let checks = Doctor {
+        config: &config,
+        sys: &sys,
+        now,
+        latest_element: (!args.offline).then_some(&latest as &dyn Fn() -> Result<String>),
+        turn_offer: session
+            .is_some()
+            .then_some(&offer as &dyn Fn() -> Result<TurnOffer>),
+        turn_relay: Some(&relay),
+        public: !args.offline,
+    }
+    .run();
+    let failed = doctor::failed(&checks);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"ok": !failed, "checks": checks}))?
+        );
+    } else {
+        for c in &checks {
+            println!("{}", line(c));
+        }
+        let count = |l| checks.iter().filter(|c| c.level == l).count();
+        println!(
+            "\n{} checks: {} ok, {} warnings, {} failed",
+            checks.len(),
+            count(Level::Ok),
+            count(Level::Warn),
+            count(Level::Fail)
+        );
+    }
+    Ok(u8::from(failed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    #[test]
+    fn parses_file_json_and_offline() {
+        let cli = Cli::try_parse_from([
+            "matrix-provision",
+            "doctor",
+            "h.toml",
+            "--json",
+            "--offline",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Doctor(a) => {
+                assert_eq!(a.file, PathBuf::from("h.toml"));
+                assert!(a.json && a.offline);
+            }
+            _ => panic!("not doctor"),
+        }
+        assert!(
+            Cli::try_parse_from(["matrix-provision", "doctor"]).is_err(),
+            "the file is required"
+        );
+    }
+
+    #[test]
+    fn failures_show_their_fix() {
+        let c = Check {
+            name: "service coturn".into(),
+            level: Level::Fail,
+            detail: "inactive (dead)".into(),
+            hint: Some("systemctl status coturn".into()),
+        };
+        assert_eq!(
+            line(&c),
+            "✗ service coturn: inactive (dead)\n    fix: systemctl status coturn"
+        );
+    }
+}
