@@ -250,9 +250,12 @@ crash_once() {
   missing=$(comm -23 <(sort <<<"$before") <(sort <<<"$after"))
   if [ -z "$missing" ]; then pass "$g: secrets unchanged by the rerun ($(grep -c . <<<"$before") present at the kill)"; else
     fail "$g: secrets unchanged by the rerun: $(awk '{print $2}' <<<"$missing" | tr '\n' ' ')"; fi
-  rc=0; glog "$g" "$g-rerun2.log" "$(apply_timeout "$g")" matrix-provision apply --detailed-exitcodes /root/host.toml || rc=$?
-  expect_rc "$g: then apply changes nothing" 0 $rc "$g-rerun2.log"
-  client_checks "$g" checks
+  # Without a converged host the client checks would only repeat that failure eleven times.
+  if [ $rc -eq 0 ]; then
+    rc=0; glog "$g" "$g-rerun2.log" "$(apply_timeout "$g")" matrix-provision apply --detailed-exitcodes /root/host.toml || rc=$?
+    expect_rc "$g: then apply changes nothing" 0 $rc "$g-rerun2.log"
+    client_checks "$g" checks
+  fi
   guest_destroy "$g"
 }
 
