@@ -218,7 +218,9 @@ scenario_crash() {
   fi
   for p in $points; do
     i=$((i + 1))
-    if [ $((i % 2)) -eq 1 ]; then mode=apply; else mode=tree; fi
+    # MP_VM_CRASH_MODES="apply" (or "tree") limits the kinds; they take turns over the points.
+    local modes=(${MP_VM_CRASH_MODES:-apply tree})
+    mode=${modes[$(((i - 1) % ${#modes[@]}))]}
     crash_once "$tier" "$1-crash$i" "$p" "$mode"
   done
 }
