@@ -23,7 +23,9 @@ glog() {
   shift 3
   mkdir -p "$RUN_DIR/logs"
   local rc=0
-  GUEST_TIMEOUT=$to guest_run "$name" "$*" >"$logf" 2>&1 </dev/null || rc=$?
+  # In the background + wait: a TERM/INT to the harness is handled at once, not after a long apply.
+  GUEST_TIMEOUT=$to guest_run "$name" "$*" >"$logf" 2>&1 </dev/null &
+  wait $! || rc=$?
   return $rc
 }
 
