@@ -56,7 +56,7 @@ fresh_guest() {
     guest_copy "$name" "$VM_DIR/guest" /root/mp-guest &&
       guest_copy "$name" "$VM_DIR/checks" /root/checks &&
       host_toml | guest_run "$name" 'cat > /root/host.toml' &&
-      { [ -z "${MP_BIN:-}" ] || guest_copy "$name" "$MP_BIN" /usr/local/sbin/matrix-provision; } &&
+      { [ ! -x "${MP_BIN:-}" ] || guest_copy "$name" "$MP_BIN" /usr/local/sbin/matrix-provision; } &&
       GUEST_TIMEOUT=120 guest_run "$name" /root/mp-guest/prepare.sh
   } >"$RUN_DIR/logs/$name-prepare.log" 2>&1; then
     fail "$name: fixture services start in the guest"
