@@ -124,7 +124,9 @@ def registration_token(http):
     """`matrix-provision token create` once the product has it (issue 5); the admin API until then."""
     mp = shutil.which("matrix-provision")
     if mp and subprocess.run([mp, "token", "--help"], capture_output=True).returncode == 0:
-        out = subprocess.run([mp, "token", "create", "--config", "/root/host.toml"], capture_output=True, text=True)
+        out = subprocess.run(
+            [mp, "token", "create", "--uses", "1", "--config", "/root/host.toml"], capture_output=True, text=True
+        )
         if out.returncode == 0 and out.stdout.strip():
             return out.stdout.strip().split()[-1], "matrix-provision token create"
     tok = admin_token(http)

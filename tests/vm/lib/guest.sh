@@ -72,8 +72,16 @@ guest_reboot() {
     qemu)
       guest_run "$name" 'systemctl reboot' >/dev/null 2>&1 || true
       qemu_ssh_close "$name"
-      sleep 5
-      qemu_wait_ssh "$name" "$GUEST_BOOT_TIMEOUT_QEMU"
+      # sshd of the old boot may still answer for a moment: wait for a new boot id.
+      local deadline=$(($(date +%s) + GUEST_BOOT_TIMEOUT_QEMU)) id
+      while [ "$(date +%s)" -lt "$deadline" ]; do
+        sleep 3
+        qemu_wait_ssh "$name" $((deadline - $(date +%s))) || return 1
+        id=$(guest_boot_id "$name") || true
+        [ -z "$id" ] || [ "$id" = "$old" ] || break
+        qemu_ssh_close "$name"
+      done
+      guest_wait_booted "$name" 300 || return 1
       ;;
   esac
   local new
