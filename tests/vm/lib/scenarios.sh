@@ -293,7 +293,7 @@ scenario_badinput() {
 scenario_element() {
   local tier=$1 g=$1-element rc
   fresh_guest "$g" "$tier" || return 0
-  guest_run "$g" 'printf "\n[element]\nversion = \"v1.0.0\"\n" >> /root/host.toml'
+  guest_run "$g" "sed -i '/^\\[element\\]/a version = \"v1.0.0\"' /root/host.toml"
   rc=0; phase "$g: apply (fresh)" glog "$g" "$g-apply1.log" "$(apply_timeout "$g")" matrix-provision apply /root/host.toml || rc=$?
   expect_rc "$g: apply with element.version = v1.0.0" 0 $rc "$g-apply1.log"
   [ $rc -eq 0 ] || { guest_destroy "$g"; return 0; }
