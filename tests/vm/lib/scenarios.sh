@@ -289,7 +289,8 @@ scenario_badinput() {
 }
 
 # Element pinned to v1.0.0 → apply serves it; element-update to v1.1.0, a tampered release refused with the
-# live one untouched, rollback; config.json stays ours throughout; the update timer is enabled.
+# live one untouched, rollback; config.json stays ours throughout; the update timer is enabled, and its
+# service, run for real, takes "latest" (v1.1.0) as the unprivileged matrix-element user.
 scenario_element() {
   local tier=$1 g=$1-element rc
   fresh_guest "$g" "$tier" || return 0
@@ -316,6 +317,13 @@ scenario_element() {
   element_serves "$g" v1.0.0
   rc=0; glog "$g" "$g-apply2.log" "$(apply_timeout "$g")" matrix-provision apply --detailed-exitcodes /root/host.toml || rc=$?
   expect_rc "$g: apply after the rollback to the pinned version changes nothing" 0 $rc "$g-apply2.log"
+  # Follow "latest" and let the timer's own service (unprivileged, hardened, host.toml by LoadCredential) update.
+  guest_run "$g" "sed -i 's/^version = \"v1.0.0\"/version = \"latest\"/' /root/host.toml"
+  rc=0; glog "$g" "$g-apply3.log" "$(apply_timeout "$g")" matrix-provision apply /root/host.toml || rc=$?
+  expect_rc "$g: apply with element.version = latest" 0 $rc "$g-apply3.log"
+  rc=0; glog "$g" "$g-timer.log" 300 'systemctl start matrix-element-update.service; r=$?; journalctl -u matrix-element-update.service --no-pager -o cat | tail -n 20; exit $r' || rc=$?
+  expect_rc "$g: matrix-element-update.service (the timer's job) runs" 0 $rc "$g-timer.log"
+  element_serves "$g" v1.1.0
   guest_destroy "$g"
 }
 
