@@ -90,6 +90,14 @@ secrets_digest() {
 }
 
 # snapshot NAME [ROOT...]: the configuration a run may touch (not data dirs, whose files change on their own).
+# set_toml_key NAME SECTION KEY VALUE: in the guest's /root/host.toml, drop KEY's lines (commented or not) from
+# [SECTION] and set KEY = VALUE right under the header (the section is added when the file has none).
+set_toml_key() {
+  local name=$1 section=$2 key=$3 value=$4
+  guest_run "$name" "grep -q '^\[$section\]' /root/host.toml || printf '\n[$section]\n' >> /root/host.toml
+    sed -i -e '/^\[$section\]/,/^\[/{/^#\? *$key *=/d}' -e '/^\[$section\]/a $key = $value' /root/host.toml"
+}
+
 snapshot() {
   local name=$1
   shift
@@ -157,7 +165,7 @@ scenario_change() {
   local pid0
   pid0=$(guest_run "$g" 'systemctl show -p MainPID --value matrix-synapse')
   # presence defaults to on; the test turns it off.
-  guest_run "$g" "sed -i '/^\[synapse\]/a presence = false' /root/host.toml"
+  set_toml_key "$g" synapse presence false
   rc=0; glog "$g" "$g-plan.log" 300 matrix-provision plan /root/host.toml || rc=$?
   expect_rc "$g: plan after the change reports pending changes" 2 $rc "$g-plan.log"
   if grep -qi presence "$RUN_DIR/logs/$g-plan.log" && grep -Eqi 'restart.*matrix-synapse|matrix-synapse.*restart' "$RUN_DIR/logs/$g-plan.log"; then
@@ -294,7 +302,7 @@ scenario_badinput() {
 scenario_element() {
   local tier=$1 g=$1-element rc
   fresh_guest "$g" "$tier" || return 0
-  guest_run "$g" "sed -i '/^\\[element\\]/a version = \"v1.0.0\"' /root/host.toml"
+  set_toml_key "$g" element version '"v1.0.0"'
   rc=0; phase "$g: apply (fresh)" glog "$g" "$g-apply1.log" "$(apply_timeout "$g")" matrix-provision apply /root/host.toml || rc=$?
   expect_rc "$g: apply with element.version = v1.0.0" 0 $rc "$g-apply1.log"
   [ $rc -eq 0 ] || { guest_destroy "$g"; return 0; }
@@ -318,7 +326,7 @@ scenario_element() {
   rc=0; glog "$g" "$g-apply2.log" "$(apply_timeout "$g")" matrix-provision apply --detailed-exitcodes /root/host.toml || rc=$?
   expect_rc "$g: apply after the rollback to the pinned version changes nothing" 0 $rc "$g-apply2.log"
   # Follow "latest" and let the timer's own service (unprivileged, hardened, host.toml by LoadCredential) update.
-  guest_run "$g" "sed -i 's/^version = \"v1.0.0\"/version = \"latest\"/' /root/host.toml"
+  set_toml_key "$g" element version '"latest"'
   rc=0; glog "$g" "$g-apply3.log" "$(apply_timeout "$g")" matrix-provision apply /root/host.toml || rc=$?
   expect_rc "$g: apply with element.version = latest" 0 $rc "$g-apply3.log"
   rc=0; glog "$g" "$g-timer.log" 300 'systemctl start matrix-element-update.service; r=$?; journalctl -u matrix-element-update.service --no-pager -o cat | tail -n 20; exit $r' || rc=$?
