@@ -348,7 +348,7 @@ fn is_complete(dir: &Path) -> bool {
     dir.join("index.html").is_file()
 }
 
-/// Creates the root and archive/, takes the lock, removes leftovers of a killed run.
+/// Creates the root, takes the lock, creates archive/, removes leftovers of a killed run.
 fn prepare(inst: &Installation) -> Result<Flock<File>> {
     let root = &inst.root;
     if !root.is_dir() {
@@ -357,6 +357,8 @@ fn prepare(inst: &Installation) -> Result<Flock<File>> {
         set_mode(root, 0o755)?;
     }
     let owner = owner_for(root)?;
+    // Lock before creating anything else: two runs must not race on archive/ either.
+    let lock = lock(root, owner)?;
     let archive = inst.archive();
     if !archive.is_dir() {
         fs::create_dir(&archive)
@@ -364,7 +366,6 @@ fn prepare(inst: &Installation) -> Result<Flock<File>> {
         set_mode(&archive, 0o755)?;
         chown(&archive, owner)?;
     }
-    let lock = lock(root, owner)?;
     clean_stale(inst);
     Ok(lock)
 }
