@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use rand::distributions::{Alphanumeric, DistString};
@@ -38,17 +38,11 @@ impl fmt::Display for Secret {
     }
 }
 
-struct Entry {
-    secret: Secret,
-    path: PathBuf,
-    stored: bool,
-}
-
 /// Every secret of the run, read from disk or freshly generated (in memory until its secret step stores it),
 /// so that a plan renders files with the very values apply will write.
 #[derive(Default)]
 pub struct SecretStore {
-    entries: BTreeMap<String, Entry>,
+    entries: BTreeMap<String, Secret>,
 }
 
 impl SecretStore {
@@ -63,39 +57,23 @@ impl SecretStore {
             .with_context(|| format!("reading secret `{name}`"))?
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
             .filter(|s| !s.trim().is_empty());
-        let entry = match stored {
-            Some(s) => Entry {
-                secret: Secret::from_stored(&s),
-                path: path.to_path_buf(),
-                stored: true,
-            },
-            None => Entry {
-                secret: Secret::generate(),
-                path: path.to_path_buf(),
-                stored: false,
-            },
+        let secret = match stored {
+            Some(s) => Secret::from_stored(&s),
+            None => Secret::generate(),
         };
-        self.entries.insert(name.to_string(), entry);
+        self.entries.insert(name.to_string(), secret);
         Ok(())
     }
 
     pub fn get(&self, name: &str) -> Option<&Secret> {
-        self.entries.get(name).map(|e| &e.secret)
-    }
-
-    pub fn path(&self, name: &str) -> Option<&Path> {
-        self.entries.get(name).map(|e| e.path.as_path())
-    }
-
-    pub fn is_stored(&self, name: &str) -> bool {
-        self.entries.get(name).is_some_and(|e| e.stored)
+        self.entries.get(name)
     }
 
     /// Name → value, for template rendering only.
     pub fn exposed(&self) -> BTreeMap<String, String> {
         self.entries
             .iter()
-            .map(|(k, e)| (k.clone(), e.secret.expose().to_string()))
+            .map(|(k, secret)| (k.clone(), secret.expose().to_string()))
             .collect()
     }
 
@@ -103,13 +81,13 @@ impl SecretStore {
     pub fn appears_in(&self, text: &str) -> bool {
         self.entries
             .values()
-            .any(|e| text.contains(e.secret.expose()))
+            .any(|secret| text.contains(secret.expose()))
     }
 
     /// Replace every secret in `text` with `[redacted]` (for error messages and logs).
     pub fn redact(&self, text: &str) -> String {
-        self.entries.values().fold(text.to_string(), |t, e| {
-            t.replace(e.secret.expose(), "[redacted]")
+        self.entries.values().fold(text.to_string(), |t, secret| {
+            t.replace(secret.expose(), "[redacted]")
         })
     }
 }
@@ -134,7 +112,11 @@ mod tests {
         store.load(&sys, "a", Path::new("/etc/s/a")).unwrap();
         store.load(&sys, "b", Path::new("/etc/s/b")).unwrap();
         assert_eq!(store.get("a").unwrap().expose(), "stored-value");
-        assert!(store.is_stored("a") && !store.is_stored("b"));
+        assert_eq!(
+            store.get("b").unwrap().expose().len(),
+            64,
+            "b is freshly generated"
+        );
         let b = store.get("b").unwrap().expose().to_string();
         assert!(store.appears_in(&format!("password: {b}\n")));
         assert_eq!(store.redact(&format!("x {b} y")), "x [redacted] y");
