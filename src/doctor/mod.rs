@@ -142,7 +142,7 @@ impl Doctor<'_> {
         let hint = format!(
             "systemctl status {unit}; journalctl -u {unit} -n 50; then systemctl start {unit}"
         );
-        let state = match crate::steps::service::unit_state_of(self.sys, unit) {
+        let state = match crate::steps::service::unit_state(self.sys, unit) {
             Ok(s) => s,
             Err(e) => return Check::fail(name, format!("{e:#}"), hint),
         };

@@ -16,11 +16,7 @@ pub struct UnitState {
     pub enabled: String,
 }
 
-pub fn unit_state(ctx: &Ctx, unit: &str) -> Result<UnitState> {
-    unit_state_of(ctx.sys, unit)
-}
-
-pub fn unit_state_of(sys: &dyn crate::system::System, unit: &str) -> Result<UnitState> {
+pub fn unit_state(sys: &dyn crate::system::System, unit: &str) -> Result<UnitState> {
     let out = run_ok(
         sys,
         &Cmd::new("systemctl").args([
@@ -64,7 +60,7 @@ pub struct DisabledStep {
 
 impl Step for DisabledStep {
     fn check(&self, ctx: &Ctx) -> Result<Change> {
-        let s = unit_state(ctx, &self.unit)?;
+        let s = unit_state(ctx.sys, &self.unit)?;
         if s.load == "not-found" || (s.enabled != "enabled" && s.active != "active") {
             return Ok(Change::in_sync());
         }
@@ -82,7 +78,7 @@ impl Step for DisabledStep {
 
 impl Step for ServiceStep {
     fn check(&self, ctx: &Ctx) -> Result<Change> {
-        let s = unit_state(ctx, &self.unit)?;
+        let s = unit_state(ctx.sys, &self.unit)?;
         if s.load == "not-found" {
             bail!(
                 "unit {} is not installed (its package should provide it)",
