@@ -80,6 +80,8 @@ pub struct Outcome {
     pub id: String,
     pub description: String,
     pub status: Status,
+    /// A restart/reload/daemon-reload rather than a step.
+    pub handler: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub change: Option<Change>,
     /// Why it failed, was skipped, or (for handlers) why it runs.
@@ -103,7 +105,7 @@ impl Report {
     pub fn handlers_run(&self) -> Vec<&str> {
         self.outcomes
             .iter()
-            .filter(|o| o.status == Status::Changed && o.id.contains(':'))
+            .filter(|o| o.status == Status::Changed && o.handler)
             .map(|o| o.id.as_str())
             .collect()
     }
@@ -185,6 +187,7 @@ fn outcome(node: &Node, status: Status, change: Option<Change>, reason: Option<S
         id: node.id.clone(),
         description: node.description.clone(),
         status,
+        handler: node.handler,
         change,
         reason,
         millis: 0,
