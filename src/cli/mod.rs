@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "matrix-provision",
-    version,
+    version = env!("MP_LONG_VERSION"),
     about = "Converge a Debian 12 host to a Matrix homeserver (Synapse, PostgreSQL, coturn, nginx, certbot, Element)"
 )]
 pub struct Cli {
@@ -85,5 +85,21 @@ pub fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn version_names_the_release_and_the_commit() {
+        let v = super::Cli::command().render_version();
+        assert!(
+            v.starts_with(&format!("matrix-provision {} (", env!("CARGO_PKG_VERSION"))),
+            "{v}"
+        );
+        // build.rs: "(commit <hash>)" in a checkout, else it says why there is none.
+        assert!(v.contains("commit"), "{v}");
     }
 }
