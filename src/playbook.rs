@@ -231,7 +231,7 @@ fn definitions(
         config => config,
         delegated => config.delegated(),
         facts => facts,
-        paths => render::Paths::default(),
+        paths => render::Paths::for_exe(&inputs.self_exe),
         cert_names => cert_names(config),
         config_path => inputs.config_path.display().to_string(),
         self_exe => inputs.self_exe.display().to_string(),
@@ -273,15 +273,16 @@ pub fn build(
             .map(|s| s.expose().to_string())
             .unwrap_or_default())
     };
-    let render_ctx = RenderContext::new(
+    let mut render_ctx = RenderContext::new(
         config.clone(),
         facts,
         render::Secrets {
             postgres_password: secret("postgres_password")?,
             turn_shared_secret: secret("turn_shared_secret")?,
         },
-    )
-    .to_value();
+    );
+    render_ctx.paths = render::Paths::for_exe(&inputs.self_exe);
+    let render_ctx = render_ctx.to_value();
     let renderer = Renderer::new();
     let mut nodes = Vec::new();
     let mut rendered = Vec::new();

@@ -154,8 +154,25 @@ pub struct Paths {
     pub letsencrypt_live: String,
     /// The copy of host.toml the Element update timer reads.
     pub host_config: String,
-    /// Where apply installs this binary for the timer.
+    /// The binary the update timer runs: the package's own when apply runs from it, else where apply
+    /// installs a copy of itself.
     pub binary: String,
+}
+
+/// Where the .deb installs the binary (Cargo.toml `[package.metadata.deb]`).
+pub const PACKAGED_BINARY: &str = "/usr/sbin/matrix-provision";
+
+impl Paths {
+    /// The standard paths for a run of the binary at `self_exe`. Run from the package, the timer uses the
+    /// package's binary itself: a copy in /usr/local/bin would go stale at the next package upgrade and,
+    /// being first in PATH, shadow the upgraded one for the admin too.
+    pub fn for_exe(self_exe: &std::path::Path) -> Paths {
+        let mut paths = Paths::default();
+        if self_exe == std::path::Path::new(PACKAGED_BINARY) {
+            paths.binary = PACKAGED_BINARY.into();
+        }
+        paths
+    }
 }
 
 impl Default for Paths {

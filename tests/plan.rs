@@ -107,3 +107,43 @@ fn optional_parts_leave_the_graph_when_turned_off() {
     }
     assert!(ids.contains(&"cert-example.com"));
 }
+
+/// Run from the .deb, the update timer runs the package's binary and apply copies nothing; run from
+/// anywhere else, apply installs a copy of itself for the timer.
+#[test]
+fn update_timer_runs_the_packaged_binary_or_a_copy() {
+    let config = matrix_provision::config::parse(BASE, "host.toml").unwrap();
+    for (exe, copied, runs) in [
+        (
+            "/usr/sbin/matrix-provision",
+            false,
+            "/usr/sbin/matrix-provision",
+        ),
+        (
+            "/opt/build/matrix-provision",
+            true,
+            "/usr/local/bin/matrix-provision",
+        ),
+    ] {
+        let sys = fresh_host();
+        sys.put(exe, "\u{7f}ELF binary");
+        let inputs = Inputs {
+            self_exe: PathBuf::from(exe),
+            ..inputs()
+        };
+        let graph = playbook::build(&config, &inputs, &sys, true).unwrap();
+        let has_copy = graph.nodes.iter().any(|n| n.id == "self-binary");
+        assert_eq!(has_copy, copied, "self-binary step for {exe}");
+        let unit = graph
+            .rendered
+            .iter()
+            .find(|f| f.dest.ends_with("matrix-element-update.service"))
+            .expect("the update service is rendered");
+        assert!(
+            unit.contents
+                .contains(&format!("ExecStart={runs} element-update")),
+            "{exe}: {}",
+            unit.contents
+        );
+    }
+}
