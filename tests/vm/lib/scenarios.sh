@@ -38,7 +38,61 @@ expect_rc() { # DESC WANT RC LOGNAME (under $RUN_DIR/logs)
 # examples/host.toml, pointed at the stand-ins (host.toml.sed).
 host_toml() { sed -f "$VM_DIR/host.toml.sed" -e "s/@REPO_FPR@/$REPO_FPR/" "$VM_DIR/../../examples/host.toml"; }
 
-# A fresh guest with the fixture services up, the product binary and the test files in place.
+# build_product_deb: packaging/build-deb for the binary under test, once per binary: the package is kept in
+# target/vm-deb/<hash of the binary>/, so a run with an unchanged build reuses it. Sets MP_DEB.
+build_product_deb() {
+  local sum dir
+  sum=$(sha256sum <"$MP_BIN" | cut -c1-16)
+  dir=$REPO_ROOT/target/vm-deb/$sum
+  if [ ! -f "$dir/.ok" ]; then
+    if ! cargo deb --version >/dev/null 2>&1; then
+      [ -n "$INSTALL" ] || { log "cargo-deb is missing (cargo install cargo-deb --locked)"; return 1; }
+      log "installing cargo-deb (a build tool) from crates.io"
+      cargo install cargo-deb --locked >"$RUN_DIR/logs/cargo-install-deb.log" 2>&1 || return 1
+    fi
+    rm -rf "$REPO_ROOT/target/vm-deb"
+    mkdir -p "$dir"
+    "$REPO_ROOT/packaging/build-deb" --no-build --out "$dir" >"$RUN_DIR/logs/build-deb.log" 2>&1 || return 1
+    touch "$dir/.ok"
+  fi
+  MP_DEB=$(ls "$dir"/matrix-provision_*.deb)
+  log "package: ${MP_DEB#"$REPO_ROOT"/}"
+}
+
+# The product into a fresh guest: the .deb with dpkg -i (its Depends are all in a fresh Debian 12), or a
+# binary given with --binary, copied in.
+install_product() {
+  local name=$1
+  if [ -n "${MP_DEB:-}" ]; then
+    guest_copy "$name" "$MP_DEB" /root/matrix-provision.deb &&
+      guest_run "$name" 'dpkg -i /root/matrix-provision.deb'
+  elif [ -x "${MP_BIN:-}" ]; then
+    guest_copy "$name" "$MP_BIN" /usr/local/sbin/matrix-provision
+  fi
+}
+
+# What the package gives an admin: /usr/sbin/matrix-provision naming this build, man pages, completion.
+package_checks() {
+  local g=$1 out want
+  [ -n "${MP_DEB:-}" ] || { skip "$g: package checks (--binary given: no .deb)"; return 0; }
+  out=$(guest_run "$g" 'command -v matrix-provision; matrix-provision --version' 2>&1 || true)
+  want=$("$MP_BIN" --version)
+  check "$g: dpkg -i gives /usr/sbin/matrix-provision, '$want'" [ "$out" = "/usr/sbin/matrix-provision"$'\n'"$want" ]
+  # man-db is not in a minimal guest: the page is where man looks, and it is a section-8 page of that name.
+  out=$(guest_run "$g" 'dpkg -L matrix-provision | grep -c "^/usr/share/man/man8/matrix-provision.*\.8\.gz$";
+    zcat /usr/share/man/man8/matrix-provision-apply.8.gz | grep "^\.TH"' 2>&1 || true)
+  check "$g: man pages, one per subcommand ($(head -1 <<<"$out") pages; $(tail -1 <<<"$out"))" \
+    grep -q '^\.TH matrix-provision-apply 8' <<<"$out"
+  # Tab completion as bash does it: the package's completion function completes "ap" to "apply".
+  out=$(guest_run "$g" 'source /usr/share/bash-completion/completions/matrix-provision
+    COMP_WORDS=(matrix-provision ap); COMP_CWORD=1; COMP_LINE="matrix-provision ap"; COMP_POINT=${#COMP_LINE}
+    _matrix__provision matrix-provision ap matrix-provision; echo "${COMPREPLY[*]}"' 2>&1 || true)
+  check "$g: bash completes 'matrix-provision ap' to '$out'" [ "$out" = apply ]
+  out=$(guest_run "$g" 'ls /usr/share/zsh/vendor-completions/_matrix-provision /usr/share/fish/vendor_completions.d/matrix-provision.fish /usr/share/doc/matrix-provision/examples/host.toml' 2>&1 || true)
+  check "$g: zsh and fish completions, examples/host.toml under /usr/share/doc" [ "$(grep -c ^/ <<<"$out")" -eq 3 ]
+}
+
+# A fresh guest with the fixture services up, the product installed and the test files in place.
 fresh_guest() {
   local name=$1 tier=$2
   if ! phase "$name: boot" guest_up "$name" "$tier"; then
@@ -57,7 +111,7 @@ fresh_guest() {
     guest_copy "$name" "$VM_DIR/guest" /root/mp-guest &&
       guest_copy "$name" "$VM_DIR/checks" /root/checks &&
       host_toml | guest_run "$name" 'cat > /root/host.toml' &&
-      { [ ! -x "${MP_BIN:-}" ] || guest_copy "$name" "$MP_BIN" /usr/local/sbin/matrix-provision; } &&
+      install_product "$name" &&
       GUEST_TIMEOUT=120 guest_run "$name" /root/mp-guest/prepare.sh
   } >"$RUN_DIR/logs/$name-prepare.log" 2>&1; then
     fail "$name: fixture services start in the guest"
@@ -125,6 +179,7 @@ scenario_standins() {
 scenario_core() {
   local tier=$1 with_reboot=${2:-} g=$1-core rc t0
   fresh_guest "$g" "$tier" || return 0
+  package_checks "$g"
   rc=0; glog "$g" "$g-validate.log" 60 matrix-provision validate /root/host.toml || rc=$?
   expect_rc "$g: validate accepts the test host.toml" 0 $rc "$g-validate.log"
   rc=0; glog "$g" "$g-plan0.log" 300 matrix-provision plan /root/host.toml || rc=$?
@@ -134,6 +189,13 @@ scenario_core() {
   LAST_FRESH_APPLY_S=$(($(date +%s) - t0))
   expect_rc "$g: apply on a fresh host" 0 $rc "$g-apply1.log"
   if [ $rc -ne 0 ]; then guest_destroy "$g"; return 0; fi
+  if [ -n "${MP_DEB:-}" ]; then
+    # The packaged binary is what the update timer runs: no second copy that a package upgrade would leave stale.
+    local exec
+    exec=$(guest_run "$g" 'systemctl show -p ExecStart --value matrix-element-update.service | grep -o "path=[^ ;]*"; ls /usr/local/bin' 2>&1 || true)
+    check "$g: the update timer runs the package's /usr/sbin/matrix-provision, no copy in /usr/local/bin ($(tr '\n' ' ' <<<"$exec"))" \
+      [ "$exec" = path=/usr/sbin/matrix-provision ]
+  fi
   rc=0; phase "$g: apply (rerun)" glog "$g" "$g-apply2.log" "$(apply_timeout "$g")" matrix-provision apply --detailed-exitcodes /root/host.toml || rc=$?
   expect_rc "$g: second apply changes nothing (--detailed-exitcodes)" 0 $rc "$g-apply2.log"
   if grep -Eq '(^|[^0-9])0 changed' "$RUN_DIR/logs/$g-apply2.log"; then pass "$g: second apply says 0 changed"; else
