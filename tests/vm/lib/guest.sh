@@ -153,7 +153,12 @@ nspawn_create() {
 nspawn_start() {
   local name=$1 d pid leader=
   d=$(gdir "$name")
-  setsid systemd-nspawn -D "$d/merged" -M "$name" --register=no --keep-unit -b --console=pipe \
+  # Our netns is private to the guest, as with --private-network, so grant what that would (that option
+  # cannot go with --network-namespace-path): CAP_NET_ADMIN and a writable /proc/sys/net. Without them ufw
+  # fails inside the guest (iptables, sysctl) for anything not entered with nsenter, e.g. over SSH.
+  SYSTEMD_NSPAWN_API_VFS_WRITABLE=network \
+    setsid systemd-nspawn -D "$d/merged" -M "$name" --register=no --keep-unit -b --console=pipe \
+    --capability=CAP_NET_ADMIN \
     --resolv-conf=off --timezone=off --link-journal=no \
     --network-namespace-path="/run/netns/$(cat "$d/netns")" \
     --bind-ro="$FIXTURES:/srv/fixtures" \
