@@ -25,8 +25,8 @@ impl ElementStep {
 }
 
 impl Step for ElementStep {
-    fn check(&self, _ctx: &Ctx) -> Result<Change> {
-        let installed = element::installed_version(&self.inst)?;
+    fn check(&self, ctx: &Ctx) -> Result<Change> {
+        let installed = element::installed_version(ctx.sys, &self.inst)?;
         let from = &self.source.releases_url;
         match (installed, self.version.as_str()) {
             (None, wanted) => Ok(Change::create(format!(
@@ -40,9 +40,10 @@ impl Step for ElementStep {
         }
     }
 
-    fn apply(&self, _ctx: &Ctx, _change: &Change) -> Result<()> {
+    fn apply(&self, ctx: &Ctx, _change: &Change) -> Result<()> {
         let wanted = Wanted::parse(&self.version)?;
-        element::update(&self.inst, &self.source, &wanted)?;
+        // Run as root on the updater's tree, this hands the work to that user (element::update).
+        element::update(ctx.sys, &self.inst, &self.source, &wanted)?;
         Ok(())
     }
 }
