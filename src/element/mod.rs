@@ -24,6 +24,8 @@
 
 mod extract;
 mod release;
+#[cfg(test)]
+mod tests;
 mod verify;
 
 use std::fmt;
