@@ -21,11 +21,11 @@ json.dump(d, open("/var/tmp/hostile/releases/latest", "w"))
 PY
 }
 
-live_is() { # NAME TAG: current still points at TAG
+live_is() { # NAME TAG WHEN: current points at TAG
   local got
   got=$(guest_run "$1" 'readlink /var/www/element/current' 2>&1 || true)
-  if [ "$got" = "archive/element-$2" ]; then pass "$1: $3: the live release is still $2"; else
-    fail "$1: $3: the live release is still $2 (current -> $got)"; fi
+  if [ "$got" = "archive/element-$2" ]; then pass "$1: $3: the live release is $2"; else
+    fail "$1: $3: the live release is $2 (current -> $got)"; fi
 }
 
 scenario_hostile() {
