@@ -594,7 +594,7 @@ fn delegate(
         keyring,
         ca_bundle: source.http.ca_bundle.clone(),
     };
-    let exe = std::env::current_exe().context("finding this program to run it as the updater")?;
+    let exe = runnable_self(sys)?;
     let cmd = Cmd::new("setpriv")
         .args([
             format!("--reuid={uid}"),
@@ -622,6 +622,36 @@ fn delegate(
     }
     serde_json::from_str(out.stdout.trim())
         .with_context(|| format!("reading the result of the Element update run {who}"))
+}
+
+/// This program, at a path the tree's owner can execute: where it runs from when every directory above it
+/// lets others through (not e.g. /root/.cargo/bin), else apply's copy for the update timer when that is the
+/// same program.
+fn runnable_self(sys: &dyn System) -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("finding this program to run it as the updater")?;
+    let runnable = |p: &Path| -> Result<bool> {
+        let mut ok = sys.stat(p)?.is_some_and(|s| s.mode & 0o001 != 0);
+        for dir in p.ancestors().skip(1) {
+            ok &= sys
+                .stat(dir)?
+                .is_some_and(|s| s.kind == FileKind::Dir && s.mode & 0o001 != 0);
+        }
+        Ok(ok)
+    };
+    if runnable(&exe)? {
+        return Ok(exe);
+    }
+    let copy = PathBuf::from(crate::render::Paths::default().binary);
+    if runnable(&copy)? && sys.read(&copy)? == sys.read(&exe)? {
+        return Ok(copy);
+    }
+    bail!(
+        "{} cannot be run by the Element tree's owner (a directory above it is closed to other users), and \
+         {} is not a copy of it; install matrix-provision there (apply does, with element.auto_update = true) \
+         or run it from a directory others can enter",
+        exe.display(),
+        copy.display()
+    )
 }
 
 /// Creates the root, takes the lock, creates archive/, removes leftovers of a killed run.

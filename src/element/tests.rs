@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use super::*;
@@ -153,6 +153,18 @@ impl Host {
     }
 }
 
+/// This test program as the fake host sees it: at its own path, executable by anyone.
+fn install_self(sys: &FakeSystem) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let exe = std::env::current_exe().unwrap();
+    let at = sys.path(exe.to_str().unwrap());
+    std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+    std::fs::write(&at, b"this program").unwrap();
+    std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(sys.root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    exe
+}
+
 fn inst() -> Installation {
     Installation::new(ROOT, 3)
 }
@@ -200,6 +212,7 @@ fn the_lock_must_be_a_regular_file() {
 fn root_hands_the_work_to_the_trees_owner_and_touches_nothing() {
     let mut h = Host::new();
     h.sys.facts.is_root = true;
+    let exe = install_self(&h.sys);
     h.sys.owners.borrow_mut().insert(ROOT.into(), (998, 997));
     // The owner's traps: an archive/ that leads to /etc, a lock that leads to a root file.
     std::fs::create_dir_all(h.sys.path("/etc")).unwrap();
@@ -237,6 +250,7 @@ fn root_hands_the_work_to_the_trees_owner_and_touches_nothing() {
             "--"
         ]
     );
+    assert_eq!(c.args[5], exe.to_str().unwrap());
     assert_eq!(c.args.last().map(String::as_str), Some("element-job"));
     let job: Job = serde_json::from_slice(c.stdin.as_ref().unwrap()).unwrap();
     assert_eq!(job.root, Path::new(ROOT));
@@ -251,6 +265,7 @@ fn root_hands_the_work_to_the_trees_owner_and_touches_nothing() {
 fn root_passes_on_the_owners_refusal() {
     let mut h = Host::new();
     h.sys.facts.is_root = true;
+    install_self(&h.sys);
     h.sys.owners.borrow_mut().insert(ROOT.into(), (998, 998));
     h.sys.on(|c| {
         (c.program == "setpriv").then(|| CmdOutput {
@@ -511,4 +526,41 @@ fn the_job_runs_only_unprivileged() {
     };
     let e = run_job(&h.sys, &job).unwrap_err();
     assert!(e.to_string().contains("does not run as root"), "{e}");
+}
+
+/// A program under a directory closed to others (root's home) cannot be run by the owner: the installed copy
+/// is used when it is the same program, else a clear error, and nothing runs.
+#[test]
+fn the_owner_runs_a_copy_of_this_program_it_can_reach() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut h = Host::new();
+    h.sys.facts.is_root = true;
+    h.sys.owners.borrow_mut().insert(ROOT.into(), (998, 998));
+    let exe = install_self(&h.sys);
+    let closed = h.sys.path(exe.parent().unwrap().to_str().unwrap());
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let copy = h.sys.path("/usr/local/bin/matrix-provision");
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    std::fs::write(&copy, b"another version").unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let msg = err(h.update("latest"));
+    assert!(
+        msg.contains("cannot be run by the Element tree's owner"),
+        "{msg}"
+    );
+    assert!(h.sys.commands().is_empty());
+
+    std::fs::write(&copy, b"this program").unwrap();
+    h.sys.on(|c| {
+        (c.program == "setpriv").then(|| CmdOutput {
+            status: 1,
+            stdout: String::new(),
+            stderr: "error: stop here".into(),
+        })
+    });
+    assert!(err(h.update("latest")).starts_with("stop here"));
+    assert_eq!(
+        h.sys.ran.borrow()[0].args[5],
+        "/usr/local/bin/matrix-provision"
+    );
 }

@@ -110,6 +110,15 @@ mod tests {
         )
         .unwrap();
         sys.owners.borrow_mut().insert(root.into(), (998, 998));
+        // This program, where the fake host can see it and anyone may run it.
+        let exe = std::env::current_exe().unwrap();
+        let at = sys.path(exe.to_str().unwrap());
+        std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+        std::fs::write(&at, b"me").unwrap();
+        for p in [at.as_path(), sys.root.path()] {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
         let secrets = SecretStore::new();
         let ctx = Ctx::new(&sys, &secrets);
         assert_eq!(step("latest").check(&ctx).unwrap(), Change::in_sync());
