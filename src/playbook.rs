@@ -43,6 +43,10 @@ pub const PLAYBOOKS: &[(&str, &str)] = &[
         include_str!("../playbooks/30-nginx-tls.toml"),
     ),
     (
+        "35-certbot.toml",
+        include_str!("../playbooks/35-certbot.toml"),
+    ),
+    (
         "40-coturn.toml",
         include_str!("../playbooks/40-coturn.toml"),
     ),
@@ -90,6 +94,9 @@ enum Kind {
         mode: String,
         #[serde(default)]
         sensitive: bool,
+        /// argv of the service's config test, run with the candidate in place (see steps::file).
+        #[serde(default)]
+        validate: Vec<String>,
     },
     Copy {
         src: PathBuf,
@@ -98,6 +105,8 @@ enum Kind {
         mode: String,
         #[serde(default)]
         sensitive: bool,
+        #[serde(default)]
+        validate: Vec<String>,
     },
     Dir {
         path: PathBuf,
@@ -108,6 +117,8 @@ enum Kind {
     Symlink {
         link: PathBuf,
         target: PathBuf,
+        #[serde(default)]
+        validate: Vec<String>,
     },
     Secret {
         name: String,
@@ -316,8 +327,7 @@ pub fn build(
                     h.id
                 ),
             };
-            let validate = (!h.validate.is_empty())
-                .then(|| Cmd::new(&h.validate[0]).args(h.validate[1..].iter().cloned()));
+            let validate = command(&h.validate);
             nodes.push(Node {
                 description: format!("{} {}", h.action, h.unit),
                 id: h.id,
@@ -338,6 +348,12 @@ pub fn build(
         secrets,
         rendered,
     })
+}
+
+/// An argv from a playbook as a command; empty means none.
+fn command(argv: &[String]) -> Option<Cmd> {
+    let (program, args) = argv.split_first()?;
+    Some(Cmd::new(program).args(args.iter().cloned()))
 }
 
 fn make_step(
@@ -361,6 +377,7 @@ fn make_step(
             owner,
             mode,
             sensitive,
+            validate,
         } => {
             let owner = Owner::parse(&owner, &mode)?;
             let contents = renderer.render(&template, ctx)?;
@@ -369,6 +386,7 @@ fn make_step(
                 owner: owner.clone(),
                 contents: Contents::Fixed(contents.clone().into_bytes()),
                 sensitive,
+                validate: command(&validate),
             };
             rendered.push(RenderedFile {
                 template,
@@ -384,17 +402,27 @@ fn make_step(
             owner,
             mode,
             sensitive,
+            validate,
         } => Box::new(FileStep {
             path: dest,
             owner: Owner::parse(&owner, &mode)?,
             contents: Contents::CopyOf(src),
             sensitive,
+            validate: command(&validate),
         }),
         Kind::Dir { path, owner, mode } => Box::new(DirStep {
             path,
             owner: Owner::parse(&owner, &mode)?,
         }),
-        Kind::Symlink { link, target } => Box::new(SymlinkStep { link, target }),
+        Kind::Symlink {
+            link,
+            target,
+            validate,
+        } => Box::new(SymlinkStep {
+            link,
+            target,
+            validate: command(&validate),
+        }),
         Kind::Secret {
             name,
             path,
