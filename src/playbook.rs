@@ -191,6 +191,31 @@ pub struct Graph {
     pub secrets: SecretStore,
     /// Every file rendered from a template, as the playbooks place it (golden tests compare these).
     pub rendered: Vec<RenderedFile>,
+    /// Directories our atomic writer writes into: where a killed run may have left temp files.
+    pub write_dirs: std::collections::BTreeSet<PathBuf>,
+}
+
+impl Graph {
+    /// Remove the temp files a killed run left where we write (apply calls it under the run lock, before
+    /// any step). A leftover executable in renewal-hooks/deploy/ would otherwise sit there for good.
+    pub fn sweep_leftovers(&self, sys: &dyn System) -> Result<Vec<PathBuf>> {
+        let mut removed = Vec::new();
+        for dir in &self.write_dirs {
+            removed.extend(sys.sweep_temps(dir)?);
+        }
+        Ok(removed)
+    }
+}
+
+/// The directory a file-writing step writes into.
+fn written_dir(kind: &Kind) -> Option<PathBuf> {
+    let path = match kind {
+        Kind::Template { dest, .. } | Kind::Copy { dest, .. } => dest,
+        Kind::Symlink { link, .. } => link,
+        Kind::Secret { path, .. } | Kind::AptKeyring { dest: path, .. } => path,
+        _ => return None,
+    };
+    path.parent().map(PathBuf::from)
 }
 
 pub struct RenderedFile {
@@ -294,11 +319,15 @@ pub fn build(
     )
     .to_value();
     let renderer = Renderer::new();
+    // The state directory: the pending-handlers file and the admin's credentials are written there.
+    let mut write_dirs =
+        std::collections::BTreeSet::from([PathBuf::from("/var/lib/matrix-provision")]);
     let mut nodes = Vec::new();
     let mut rendered = Vec::new();
     for file in files {
         for def in file.step {
             let description = def.description.clone().unwrap_or_else(|| def.id.clone());
+            write_dirs.extend(written_dir(&def.kind));
             let step = make_step(
                 def.kind,
                 config,
@@ -347,6 +376,7 @@ pub fn build(
         nodes,
         secrets,
         rendered,
+        write_dirs,
     })
 }
 

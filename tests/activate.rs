@@ -133,3 +133,33 @@ fn deploy_hook_restarts_coturn_even_when_nginx_rejects_its_config() {
     assert_ne!(status, 0);
     assert_eq!(run_hook(false, true).0, 0, "all consumers served: exit 0");
 }
+
+#[test]
+fn temp_files_a_killed_run_left_are_swept_where_we_write() {
+    let text = "server_name = \"example.org\"\n[acme]\nemail = \"a@example.org\"\n";
+    let config = config::parse(text, "host.toml").unwrap_or_else(|e| panic!("{e}"));
+    let sys = FakeSystem::new();
+    sys.on_cmd("sshd -T", 0, "port 22\n");
+    // What a run killed between chmod and rename leaves: an executable in certbot's hook directory.
+    let hook_tmp = "/etc/letsencrypt/renewal-hooks/deploy/.matrix-provision.mp-tmp-AbCd1234";
+    sys.put(hook_tmp, "#!/bin/sh\n");
+    sys.put(
+        "/etc/nginx/sites-enabled/.matrix-provision-http.conf.mp-tmp",
+        "",
+    );
+    sys.put(
+        "/etc/letsencrypt/renewal-hooks/deploy/admins-own-hook",
+        "#!/bin/sh\n",
+    );
+    let inputs = Inputs {
+        config_path: "/root/host.toml".into(),
+        self_exe: "/usr/local/bin/matrix-provision".into(),
+    };
+    let g = playbook::build(&config, &inputs, &sys, false).unwrap();
+    let removed = g.sweep_leftovers(&sys).unwrap();
+    assert_eq!(removed.len(), 2, "{removed:?}");
+    assert!(sys.get(hook_tmp).is_none());
+    assert!(sys
+        .get("/etc/letsencrypt/renewal-hooks/deploy/admins-own-hook")
+        .is_some());
+}

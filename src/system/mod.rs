@@ -128,6 +128,8 @@ pub trait System {
     fn facts(&self) -> Facts;
     /// PID of a process holding an fcntl write lock on `path` (how dpkg and apt lock their databases).
     fn lock_holder(&self, path: &Path) -> Result<Option<i32>>;
+    /// Remove the temp files a killed run left in `dir` (hidden `.…mp-tmp…` names); their host paths.
+    fn sweep_temps(&self, dir: &Path) -> Result<Vec<PathBuf>>;
     /// Where backups of replaced files go.
     fn backup_dir(&self) -> PathBuf {
         PathBuf::from("/var/lib/matrix-provision/backup")
