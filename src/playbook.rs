@@ -303,6 +303,14 @@ pub fn build(
             secrets.load(sys, name, path)?;
         }
     }
+    // The admin's password and token are no template's input, but they are secrets all the same. An
+    // unreadable file (plan as a normal user) just means there is nothing to redact yet.
+    if let Ok(Some(admin)) = crate::admin::Credentials::load(sys) {
+        secrets.remember(&admin.password);
+        if let Some(token) = &admin.access_token {
+            secrets.remember(token);
+        }
+    }
     let secret = |name: &str| -> Result<String> {
         Ok(secrets
             .get(name)

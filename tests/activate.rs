@@ -163,3 +163,26 @@ fn temp_files_a_killed_run_left_are_swept_where_we_write() {
         .get("/etc/letsencrypt/renewal-hooks/deploy/admins-own-hook")
         .is_some());
 }
+
+#[test]
+fn the_admin_password_and_token_are_redacted_like_every_secret() {
+    let text = "server_name = \"example.org\"\n[acme]\nemail = \"a@example.org\"\n[synapse]\nadmin_user = \"admin\"\n";
+    let config = config::parse(text, "host.toml").unwrap_or_else(|e| panic!("{e}"));
+    let sys = FakeSystem::new();
+    sys.on_cmd("sshd -T", 0, "port 22\n");
+    sys.put(
+        "/var/lib/matrix-provision/admin.json",
+        r#"{"user_id":"@admin:example.org","password":"Adm1nPassw0rd","access_token":"syt_YWRtaW4_token"}"#,
+    );
+    let inputs = Inputs {
+        config_path: "/root/host.toml".into(),
+        self_exe: "/usr/local/bin/matrix-provision".into(),
+    };
+    let g = playbook::build(&config, &inputs, &sys, true).unwrap();
+    let line = "login Adm1nPassw0rd failed; Authorization: Bearer syt_YWRtaW4_token";
+    assert_eq!(
+        g.secrets.redact(line),
+        "login [redacted] failed; Authorization: Bearer [redacted]"
+    );
+    assert!(g.secrets.appears_in("password: Adm1nPassw0rd\n"));
+}
