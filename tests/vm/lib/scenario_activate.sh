@@ -24,7 +24,7 @@ PY
 }
 
 scenario_rejected() {
-  local tier=$1 g=$1-rejected rc cfg=/root/host.toml vhost=/etc/nginx/sites-available/matrix-provision-element.conf before after
+  local tier=$1 g=$1-rejected rc cfg=/root/host.toml vhost=/etc/nginx/sites-available/matrix-provision-element.conf before after out
   fresh_guest "$g" "$tier" || return 0
   rc=0; phase "$g: apply (fresh)" glog "$g" "$g-apply.log" "$(apply_timeout "$g")" matrix-provision apply $cfg || rc=$?
   expect_rc "$g: apply on a fresh host" 0 $rc "$g-apply.log"
@@ -32,6 +32,12 @@ scenario_rejected() {
   guest_run "$g" 'curl -fsS --cacert /srv/fixtures/pebble/ca.pem https://localhost:15000/roots/0 > /root/pebble-roots.pem'
   before=$(guest_run "$g" "sha256sum $vhost; readlink /etc/nginx/sites-enabled/matrix-provision-element.conf" 2>&1 || true)
 
+  # The role's password is stored as the SCRAM verifier apply computed (no plain password was sent).
+  out=$(guest_run "$g" "runuser -u postgres -- psql -Atc \"select rolpassword like 'SCRAM-SHA-256\\\$4096:%' from pg_authid where rolname = 'synapse'\"" 2>&1 || true)
+  check "$g: the synapse role holds a SCRAM-SHA-256 verifier ($out)" [ "$out" = t ]
+  # What a run killed between chmod and rename left behind: an executable temp file among certbot's hooks.
+  local leftover=/etc/letsencrypt/renewal-hooks/deploy/.matrix-provision.mp-tmp-KiLLeD01
+  guest_run "$g" "install -m 0755 /dev/null $leftover"
   guest_run "$g" "cp $cfg /root/host.toml.orig"
   set_toml_key "$g" element host '"chat.example.test"'
   rc=0; phase "$g: apply (rejected change)" glog "$g" "$g-apply-bad.log" 600 matrix-provision apply $cfg || rc=$?
@@ -43,6 +49,8 @@ scenario_rejected() {
   else
     fail "$g: the failure names the step (nginx-element-vhost) and nginx's message"; show_tail "$log" 30
   fi
+  rc=0; guest_run "$g" "test ! -e $leftover" || rc=$?
+  check "$g: apply swept the leftover temp file from renewal-hooks/deploy/" [ $rc -eq 0 ]
   after=$(guest_run "$g" "sha256sum $vhost; readlink /etc/nginx/sites-enabled/matrix-provision-element.conf" 2>&1 || true)
   check "$g: the old Element vhost stays live, byte for byte" [ "$before" = "$after" ]
   rc=0; guest_run "$g" 'nginx -t -q' >/dev/null 2>&1 || rc=$?
