@@ -104,8 +104,8 @@ impl Step for FileStep {
             self.validate.as_ref(),
             &self.path,
             || match &previous {
-                Some((spec, old)) => ctx.sys.write(spec, old),
-                None => ctx.sys.remove(&self.path),
+                Some((spec, old)) => ctx.sys.write(spec, old).map(|()| PUT_BACK),
+                None => ctx.sys.remove(&self.path).map(|()| REMOVED),
             },
         )
     }
@@ -130,6 +130,9 @@ impl FileStep {
     }
 }
 
+const PUT_BACK: &str = "the previous version is back in place and still serving";
+const REMOVED: &str = "it is removed again, as before this run";
+
 /// Validate before activate. nginx and Synapse judge a whole configuration tree (includes, conf.d), so the
 /// candidate is tested where it will live; nothing reloads in between (handlers run later, and apply holds
 /// the run lock), and a rejected candidate is replaced by the previous state before the step fails.
@@ -137,7 +140,7 @@ fn validate_or_restore(
     ctx: &Ctx,
     validate: Option<&Cmd>,
     path: &Path,
-    restore: impl FnOnce() -> Result<()>,
+    restore: impl FnOnce() -> Result<&'static str>,
 ) -> Result<()> {
     let Some(v) = validate else {
         return Ok(());
@@ -153,7 +156,7 @@ fn validate_or_restore(
         Err(e) => format!("could not run: {e:#}"),
     };
     let restored = match restore() {
-        Ok(()) => "the previous version is back in place and still serving".to_string(),
+        Ok(what) => what.to_string(),
         Err(e) => format!("restoring the previous version failed too ({e:#}); see /var/lib/matrix-provision/backup"),
     };
     bail!(
@@ -280,8 +283,8 @@ impl Step for SymlinkStep {
             self.validate.as_ref(),
             &self.link,
             || match &previous {
-                Some(old) => ctx.sys.symlink(old, &self.link),
-                None => ctx.sys.remove(&self.link),
+                Some(old) => ctx.sys.symlink(old, &self.link).map(|()| PUT_BACK),
+                None => ctx.sys.remove(&self.link).map(|()| REMOVED),
             },
         )
     }
@@ -466,7 +469,11 @@ mod tests {
         let ctx = Ctx::new(&sys, &secrets);
         nginx_rejects(&sys, "bogus");
         let bad = validated("/etc/nginx/conf.d/new.conf", "bogus;\n");
-        assert!(bad.apply(&ctx, &bad.check(&ctx).unwrap()).is_err());
+        let err = format!(
+            "{:#}",
+            bad.apply(&ctx, &bad.check(&ctx).unwrap()).unwrap_err()
+        );
+        assert!(err.contains("removed again"), "{err}");
         assert_eq!(sys.get("/etc/nginx/conf.d/new.conf"), None);
         let ok = validated("/etc/nginx/conf.d/new.conf", "gzip on;\n");
         ok.apply(&ctx, &ok.check(&ctx).unwrap()).unwrap();
