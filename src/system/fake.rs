@@ -205,6 +205,9 @@ impl System for FakeSystem {
     fn facts(&self) -> Facts {
         self.facts.clone()
     }
+    fn sweep_temps(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        self.files.sweep_temps(dir)
+    }
     fn lock_holder(&self, path: &Path) -> Result<Option<i32>> {
         Ok(self
             .locks

@@ -151,6 +151,8 @@ pub trait System {
     fn free_bytes(&self, path: &Path) -> Result<u64>;
     /// HTTP GET with explicit options (size cap, timeouts, the host.toml key named in errors).
     fn http_fetch(&self, url: &str, opts: &crate::http::Options) -> Result<Vec<u8>>;
+    /// Remove the temp files a killed run left in `dir` (hidden `.…mp-tmp…` names); their host paths.
+    fn sweep_temps(&self, dir: &Path) -> Result<Vec<PathBuf>>;
     /// Where backups of replaced files go.
     fn backup_dir(&self) -> PathBuf {
         PathBuf::from("/var/lib/matrix-provision/backup")

@@ -108,11 +108,7 @@ impl System for RealSystem {
 
     fn symlink(&self, target: &Path, link: &Path) -> Result<()> {
         let real = self.map(link);
-        let tmp = real.with_file_name(format!(
-            ".{}.mp-tmp",
-            real.file_name().unwrap_or_default().to_string_lossy()
-        ));
-        let _ = fs::remove_file(&tmp);
+        let tmp = atomic::temp_path(&real);
         std::os::unix::fs::symlink(target, &tmp)
             .and_then(|()| fs::rename(&tmp, &real))
             .with_context(|| format!("linking {} -> {}", link.display(), target.display()))
@@ -176,6 +172,15 @@ impl System for RealSystem {
 
     fn http_get(&self, url: &str) -> Result<Vec<u8>> {
         crate::http::get(url, &self.http)
+    }
+
+    fn sweep_temps(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        let removed = atomic::sweep_temps(&self.map(dir))?;
+        Ok(removed
+            .iter()
+            .filter_map(|p| p.file_name())
+            .map(|n| dir.join(n))
+            .collect())
     }
 
     fn lock_holder(&self, path: &Path) -> Result<Option<i32>> {
