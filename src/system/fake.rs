@@ -20,6 +20,8 @@ pub struct FakeSystem {
     pub facts: Facts,
     /// Lock files a fake process holds (path → pid); each query releases one hold, like a process finishing.
     pub locks: RefCell<HashMap<PathBuf, Vec<i32>>>,
+    /// The run's environment as `env_var` reports it (empty: no SSH session, nothing else).
+    pub env: RefCell<HashMap<String, String>>,
 }
 
 impl Default for FakeSystem {
@@ -38,6 +40,7 @@ impl FakeSystem {
             ran: RefCell::new(Vec::new()),
             urls: RefCell::new(HashMap::new()),
             locks: RefCell::new(HashMap::new()),
+            env: RefCell::new(HashMap::new()),
             facts: Facts {
                 ram_mb: 4096,
                 cpus: 2,
@@ -161,6 +164,9 @@ impl System for FakeSystem {
     }
     fn facts(&self) -> Facts {
         self.facts.clone()
+    }
+    fn env_var(&self, name: &str) -> Option<String> {
+        self.env.borrow().get(name).cloned()
     }
     fn lock_holder(&self, path: &Path) -> Result<Option<i32>> {
         Ok(self
