@@ -189,13 +189,13 @@ pub struct RenderedFile {
     pub contents: String,
 }
 
-/// Facts that only the host can tell (RAM, CPUs, the SSH port), gathered once per run.
+/// Facts that only the host can tell (RAM, CPUs), gathered once per run. (The SSH ports are the
+/// firewall step's to find, at check time.)
 pub fn facts(sys: &dyn System) -> render::Facts {
     let f = sys.facts();
     render::Facts {
         ram_mb: f.ram_mb,
         cpus: f.cpus,
-        ssh_port: crate::steps::firewall::ssh_ports(sys)[0],
         postgres_version: "15".into(),
     }
 }
@@ -441,7 +441,10 @@ fn make_step(
         Kind::Disabled { unit } => Box::new(DisabledStep { unit }),
         Kind::Element => Box::new(ElementStep::from_config(config)),
         Kind::SystemUser { name, home } => Box::new(SystemUserStep { name, home }),
-        Kind::Firewall { allow } => Box::new(FirewallStep { allow }),
+        Kind::Firewall { allow } => Box::new(FirewallStep {
+            ssh_ports: config.firewall.ssh_ports.clone(),
+            allow,
+        }),
         Kind::AdminUser { name } => Box::new(AdminUserStep {
             localpart: name,
             server_name: config.server_name.clone(),

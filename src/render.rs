@@ -115,8 +115,6 @@ pub struct RenderContext {
 pub struct Facts {
     pub ram_mb: u64,
     pub cpus: u32,
-    /// sshd's effective port (for ufw; templates don't use it yet).
-    pub ssh_port: u16,
     /// Major version, "15" on Debian 12; part of the PostgreSQL conf.d path.
     pub postgres_version: String,
 }

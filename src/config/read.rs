@@ -16,6 +16,7 @@ pub(super) enum Kind {
     Int,
     Str,
     StrList,
+    IntList,
 }
 
 /// (key, kind, example value as TOML for hints).
@@ -71,6 +72,7 @@ pub(super) const SCHEMA: &[(&str, &[Field])] = &[
         "firewall",
         &[
             ("enabled", Kind::Bool, "true"),
+            ("ssh_ports", Kind::IntList, "[22]"),
             ("extra_allowed_ports", Kind::StrList, "[\"2222/tcp\"]"),
         ],
     ),
@@ -128,6 +130,7 @@ pub(super) enum Scalar {
     Str(String),
     /// Well-typed entries with their index in the written array (wrong-typed ones are reported and dropped).
     StrList(Vec<(usize, Val<String>)>),
+    IntList(Vec<(usize, Val<i64>)>),
 }
 
 /// host.toml after the first pass: the values that were present and well-typed, by dotted path.
@@ -180,6 +183,14 @@ impl Raw {
     pub fn str_list(&self, path: &str) -> Option<Vec<(usize, Val<String>)>> {
         self.map(path, |s| match s {
             Scalar::StrList(v) => Some(v.clone()),
+            _ => None,
+        })
+        .map(|v| v.value)
+    }
+
+    pub fn int_list(&self, path: &str) -> Option<Vec<(usize, Val<i64>)>> {
+        self.map(path, |s| match s {
+            Scalar::IntList(v) => Some(v.clone()),
             _ => None,
         })
         .map(|v| v.value)
@@ -364,6 +375,38 @@ fn read_value(
             }
             Some(Scalar::StrList(items))
         }
+        (Kind::IntList, Some(Value::Array(a))) => {
+            let mut items = Vec::new();
+            for (i, v) in a.iter().enumerate() {
+                let elem_line = issues.line(v.span()).or(line);
+                let elem_src = issues.snippet(v.span()).unwrap_or_default();
+                match v.as_integer() {
+                    Some(n) => items.push((
+                        i,
+                        Val {
+                            value: n,
+                            line: elem_line,
+                            src: elem_src,
+                        },
+                    )),
+                    None => {
+                        // A quoted number is plain intent; anything else gets the example.
+                        let hint = match v.as_str().map(|s| s.trim().parse::<u16>()) {
+                            Some(Ok(n)) => format!("write it without quotes: {n}"),
+                            _ => "write a port number, e.g. 22".to_string(),
+                        };
+                        issues.push(
+                            elem_line,
+                            &format!("{path}[{i}]"),
+                            Some(&elem_src),
+                            format!("expected a whole number, found {}", value_type_name(v)),
+                            Some(hint),
+                        );
+                    }
+                }
+            }
+            Some(Scalar::IntList(items))
+        }
         _ => None,
     };
     match scalar {
@@ -401,6 +444,7 @@ fn type_hint(key: &str, kind: Kind, example: &str, item: &Item) -> String {
             Some(format!("{}", *f.value() as i64))
         }
         (Kind::StrList, Some(Value::String(s))) => Some(format!("[\"{}\"]", s.value())),
+        (Kind::IntList, Some(Value::Integer(n))) => Some(format!("[{}]", n.value())),
         _ => None,
     };
     format!("write {key} = {}", fixed.as_deref().unwrap_or(example))
@@ -512,6 +556,7 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::Int => "a whole number",
         Kind::Str => "a string in quotes",
         Kind::StrList => "a list of strings",
+        Kind::IntList => "a list of whole numbers",
     }
 }
 

@@ -313,6 +313,7 @@ pub(super) fn validate(raw: &Raw, issues: &mut Issues<'_>) -> HostConfig {
     let extra_ports = extra_ports(&mut v);
     let firewall = Firewall {
         enabled: v.boolean("firewall.enabled", true),
+        ssh_ports: ssh_ports(&mut v),
         extra_allowed_ports: extra_ports
             .iter()
             .map(|(_, p, _)| p.value.clone())
@@ -525,6 +526,25 @@ fn extra_ports(v: &mut Validator<'_, '_>) -> Vec<(usize, Val<String>, PortSpec)>
         }
     }
     ok
+}
+
+/// TCP ports, each 1..=65535; None when the key is absent (an empty list is a choice: "detect only, and
+/// I vouch that SSH needs nothing else").
+fn ssh_ports(v: &mut Validator<'_, '_>) -> Option<Vec<u16>> {
+    let list = v.raw.int_list("firewall.ssh_ports")?;
+    let mut ports = Vec::new();
+    for (i, entry) in &list {
+        match u16::try_from(entry.value) {
+            Ok(p) if p > 0 => ports.push(p),
+            _ => v.fail(
+                &format!("firewall.ssh_ports[{i}]"),
+                entry,
+                "is not a TCP port (1 to 65535)",
+                "write the port sshd listens on, e.g. 22".to_string(),
+            ),
+        }
+    }
+    Some(ports)
 }
 
 fn sources(v: &mut Validator<'_, '_>) -> Sources {

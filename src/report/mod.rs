@@ -80,6 +80,30 @@ impl<'a> Reporter<'a> {
     }
 }
 
+/// Text from outside (host.toml values, command output, Synapse's answers) made safe for a terminal:
+/// control characters, including ESC and the C1 range, are shown as escapes (`\n`, `\u{1b}`) instead of
+/// being sent raw, so a value cannot move the cursor, rewrite earlier lines or forge output.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() || is_invisible(c) => {
+                out.push_str(&format!("\\u{{{:x}}}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Format characters that reorder or hide text on a terminal (bidi overrides, zero-width marks).
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
+
 fn summary_counts(report: &Report) -> serde_json::Value {
     serde_json::json!({
         "in_sync": report.count(Status::InSync),
