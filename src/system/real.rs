@@ -156,7 +156,7 @@ impl System for RealSystem {
     }
 
     fn http_get(&self, url: &str) -> Result<Vec<u8>> {
-        crate::http::get(url, &self.http)
+        crate::http::get(url, &crate::http::suited(url, &self.http))
     }
 
     fn lock_holder(&self, path: &Path) -> Result<Option<i32>> {
