@@ -256,7 +256,6 @@ fn toml_string_formatter(
     _state: &minijinja::State<'_, '_>,
     value: &minijinja::Value,
 ) -> Result<(), minijinja::Error> {
-    use std::fmt::Write;
     let text = match value.as_str() {
         Some(s) => toml_escape(s),
         None if value.is_none() || value.is_undefined() => String::new(),
