@@ -443,7 +443,17 @@ fn type_hint(key: &str, kind: Kind, example: &str, item: &Item) -> String {
         (Kind::Int, Some(Value::Float(f))) if f.value().fract() == 0.0 => {
             Some(format!("{}", *f.value() as i64))
         }
-        (Kind::StrList, Some(Value::String(s))) => Some(format!("[\"{}\"]", s.value())),
+        // Reusing a written string only when quoting it again gives valid TOML of the same value.
+        (Kind::StrList, Some(Value::String(s)))
+            if !s
+                .value()
+                .chars()
+                .any(|c| c == '"' || c == '\\' || c.is_control()) =>
+        {
+            Some(format!("[\"{}\"]", s.value()))
+        }
+        // A number says nothing about which of the two is meant (1 = on? 0 = off? a port?).
+        (Kind::Bool, Some(_)) => return format!("write {key} = true or {key} = false"),
         (Kind::IntList, Some(Value::Integer(n))) => Some(format!("[{}]", n.value())),
         _ => None,
     };

@@ -118,7 +118,9 @@ impl Validator<'_, '_> {
         let result = match check(&raw.value) {
             Ok(value) => Some(value),
             Err(bad) => {
-                let hint = match (bad.fix, bad.advice) {
+                // A suggested fix must itself pass: otherwise the admin is told to write another mistake.
+                let fix = bad.fix.filter(|f| f != &raw.value && check(f).is_ok());
+                let hint = match (fix, bad.advice) {
                     (Some(fix), _) => format!("write {} = \"{fix}\"", leaf(path)),
                     (None, Some(advice)) => advice,
                     (None, None) => format!("write e.g. {} = {example}", leaf(path)),
@@ -175,11 +177,35 @@ impl Validator<'_, '_> {
                 value: c.raw.value,
             },
             None => Got {
-                // A derived name is checked too: a long server_name can push it past 253 characters.
+                // A derived name is checked too (see `derived_issues`): a long server_name can push it
+                // past 253 characters.
                 ok: server_name.ok && check::domain(&derived).is_ok(),
                 value: derived,
                 line: None,
             },
+        }
+    }
+
+    /// A name derived from server_name (`matrix.`/`element.`/`turn.` + server_name) that is no valid
+    /// DNS name, reported on server_name's line, since that is what made it.
+    fn derived_issue(&mut self, path: &str, host: &Got<String>, server_name: &Got<String>) {
+        if host.written() || !server_name.ok {
+            return;
+        }
+        if let Err(bad) = check::domain(&host.value) {
+            let section = path.split('.').next().unwrap_or(path);
+            self.issues.push(
+                server_name.line,
+                "server_name",
+                Some(&format!("\"{}\"", server_name.value)),
+                format!(
+                    "makes the derived {path} `{}` invalid: it {}",
+                    host.value, bad.message
+                ),
+                Some(format!(
+                    "set host = \"…\" under [{section}] to a shorter name, or use a shorter server_name"
+                )),
+            );
         }
     }
 
@@ -321,6 +347,14 @@ pub(super) fn validate(raw: &Raw, issues: &mut Issues<'_>) -> HostConfig {
     };
 
     let sources = sources(&mut v);
+
+    v.derived_issue("synapse.host", &synapse_host, &server_name);
+    if element.enabled {
+        v.derived_issue("element.host", &element_host, &server_name);
+    }
+    if turn.enabled {
+        v.derived_issue("turn.host", &turn_host, &server_name);
+    }
 
     // Cross-field rules, each only over values that passed their own checks.
     if element.enabled && element_host.ok {
@@ -517,7 +551,8 @@ fn extra_ports(v: &mut Validator<'_, '_>) -> Vec<(usize, Val<String>, PortSpec)>
         match check::port_spec(&entry.value) {
             Ok(spec) => ok.push((*i, entry.clone(), spec)),
             Err(bad) => {
-                let hint = match bad.fix {
+                let fix = bad.fix.filter(|f| check::port_spec(f).is_ok());
+                let hint = match fix {
                     Some(fix) => format!("write \"{fix}\""),
                     None => "write e.g. \"2222/tcp\" or \"60000:60100/udp\"".to_string(),
                 };
@@ -554,7 +589,7 @@ fn sources(v: &mut Validator<'_, '_>) -> Sources {
     let path = |v: &mut Validator<'_, '_>, key: &str| v.optional_str(key, check::absolute_file);
     Sources {
         matrix_repo_url: v
-            .plain("sources.matrix_repo_url", check::url, MATRIX_REPO_URL)
+            .plain("sources.matrix_repo_url", check::repo_url, MATRIX_REPO_URL)
             .value,
         matrix_keyring_url: v
             .plain("sources.matrix_keyring_url", check::url, MATRIX_KEYRING_URL)
