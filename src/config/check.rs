@@ -667,6 +667,54 @@ mod tests {
             url("a.example/debian").unwrap_err().fix,
             Some("https://a.example/debian".into())
         );
+        // Characters outside URL syntax, and broken escapes: a quote once cut a playbook string short.
+        for no in [
+            "https://a.example/k.gpg\"#",
+            "https://a.example/\u{1b}[2J",
+            "https://a.example/a\\b",
+            "https://a.example/ü",
+            "https://a.example/<x>",
+            "https://a.example/%zz",
+            "https://a.example/%2",
+        ] {
+            assert!(url(no).is_err(), "{no:?}");
+        }
+        assert_eq!(url("https://a.example/a%20b?x=1&y=(2)"), Ok(()));
+        assert!(repo_url("https://a.example/debian?x=1").is_err());
+        assert_eq!(repo_url("http://[::1]:8080/debian/"), Ok(()));
+    }
+
+    #[test]
+    fn emails_that_could_be_options_or_syntax() {
+        for no in [
+            "-oProxy@example.com",
+            "--server@example.com",
+            "a\"b@example.com",
+            "a'b@example.com",
+            "a..b@example.com",
+            ".a@example.com",
+            "a\u{1b}@example.com",
+        ] {
+            assert!(email(no).is_err(), "{no:?}");
+        }
+        assert_eq!(email("ops.team+acme@example.com"), Ok(()));
+    }
+
+    #[test]
+    fn paths_of_portable_characters_only() {
+        assert_eq!(absolute_file("/etc/ssl/private-ca.pem"), Ok(()));
+        for no in [
+            "/etc/ssl/my ca.pem",
+            "/etc/ssl/ca.pem\n",
+            "/etc/\u{1b}x",
+            "/etc/x;rm",
+            "/etc/x\"y",
+            "/etc/../shadow",
+            "/etc//x",
+            "/etc/$HOME",
+        ] {
+            assert!(absolute_file(no).is_err(), "{no:?}");
+        }
     }
 
     #[test]

@@ -194,13 +194,18 @@ impl Validator<'_, '_> {
         }
         if let Err(bad) = check::domain(&host.value) {
             let section = path.split('.').next().unwrap_or(path);
+            let prefix = host.value.split('.').next().unwrap_or("");
+            let shown = match server_name.value.char_indices().nth(40) {
+                Some((i, _)) => format!("\"{}…", &server_name.value[..i]),
+                None => format!("\"{}\"", server_name.value),
+            };
             self.issues.push(
                 server_name.line,
                 "server_name",
-                Some(&format!("\"{}\"", server_name.value)),
+                Some(&shown),
                 format!(
-                    "makes the derived {path} `{}` invalid: it {}",
-                    host.value, bad.message
+                    "makes the derived {path} ({prefix}.<server_name>) invalid: it {}",
+                    bad.message
                 ),
                 Some(format!(
                     "set host = \"…\" under [{section}] to a shorter name, or use a shorter server_name"
