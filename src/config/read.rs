@@ -536,13 +536,28 @@ fn syntax_error(src: &str, e: &toml_edit::TomlError, issues: &mut Issues<'_>) {
         .and_then(|n| src.lines().nth(n - 1))
         .and_then(|text| {
             let (key, value) = text.split_once('=')?;
+            // What follows `#` is a comment to TOML, never part of the value.
+            let value = value.split('#').next().unwrap_or("");
             let (key, value) = (key.trim(), value.trim());
             let bare = !value.is_empty()
                 && !value.starts_with(['"', '\'', '[', '{'])
                 && value.parse::<f64>().is_err()
                 && value != "true"
                 && value != "false";
-            bare.then(|| format!("strings need quotes: write {key} = \"{value}\""))
+            // Quote it for the admin only when quoting alone makes it valid TOML of the same text.
+            let plain = value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-:/@+".contains(c));
+            let key_plain = key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            (bare && key_plain).then(|| {
+                if plain {
+                    format!("strings need quotes: write {key} = \"{value}\"")
+                } else {
+                    format!("strings need quotes: put the value of {key} in double quotes, writing \\\" for a quote inside it")
+                }
+            })
         })
         .or_else(|| {
             Some(if message.contains("duplicate key") {
