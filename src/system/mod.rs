@@ -86,8 +86,8 @@ pub fn default_timeout(program: &str, args: &[String]) -> Duration {
         "certbot" => minutes(10),
         // Starting Synapse or PostgreSQL may take a while; systemd has its own start timeouts below this.
         "systemctl" => minutes(5),
-        // Synapse's config check imports all of Synapse.
-        "python" | "python3" => minutes(3),
+        // Synapse's config check imports all of Synapse (slow under emulation).
+        "python" | "python3" => minutes(5),
         "adduser"
         | "psql"
         | "nginx"
