@@ -267,8 +267,13 @@ fn run_bounded(cmd: &Cmd, limit: Duration) -> Result<CmdOutput> {
     }
     drop(tx);
     if let (Some(data), Some(mut stdin)) = (cmd.stdin.clone(), child.stdin.take()) {
-        // A child that exits without reading its input closes the pipe: not our error.
+        // A child that exits without reading its input closes the pipe: not our error, and (where
+        // SIGPIPE has its default action, see cli::main) no reason for this process to die, so the
+        // writer blocks SIGPIPE for itself and sees EPIPE instead.
         std::thread::spawn(move || {
+            let mut pipe = nix::sys::signal::SigSet::empty();
+            pipe.add(nix::sys::signal::Signal::SIGPIPE);
+            let _ = pipe.thread_block();
             let _ = stdin.write_all(&data);
         });
     }
@@ -411,6 +416,24 @@ mod tests {
             (out.status, out.stdout.as_str(), out.stderr.as_str()),
             (3, "in", "err\n")
         );
+    }
+
+    /// Input for a child that is already gone: EPIPE for the writer, never a SIGPIPE for the process
+    /// (which read-only commands would die of, having restored its default action).
+    #[test]
+    fn input_for_a_child_that_exited_is_no_signal() {
+        // SAFETY: sets a signal disposition; the test binary's threads do not depend on SIGPIPE.
+        unsafe {
+            nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            )
+            .unwrap();
+        }
+        let out = RealSystem::new("/")
+            .run(&Cmd::new("true").stdin(vec![b'x'; 1 << 20]))
+            .unwrap();
+        assert_eq!(out.status, 0);
     }
 
     #[test]
