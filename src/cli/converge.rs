@@ -36,6 +36,12 @@ pub struct ApplyArgs {
     detailed_exitcodes: bool,
 }
 
+impl ApplyArgs {
+    pub fn is_dry_run(&self) -> bool {
+        self.dry_run
+    }
+}
+
 pub fn plan(args: &PlanArgs, verbosity: Verbosity) -> Result<u8> {
     converge(args, true, false, verbosity)
 }
