@@ -62,6 +62,19 @@ pub enum Verbosity {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Rust ignores SIGPIPE, so printing into a closed pipe (`plan | head`) panics. Commands that only
+    // report end quietly when their reader goes away, as other Unix tools do; apply keeps converging
+    // (the reporter stops writing instead): dying halfway through a change would be far worse.
+    let converging = matches!(&cli.command, Command::Apply(a) if !a.is_dry_run());
+    if !converging {
+        // SAFETY: restoring the default disposition before any thread exists.
+        unsafe {
+            let _ = nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            );
+        }
+    }
     let verbosity = match (cli.quiet, cli.verbose) {
         (true, _) => Verbosity::Quiet,
         (false, 0) => Verbosity::Normal,
@@ -86,7 +99,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", crate::report::escape_lines(&format!("{e:#}")));
             ExitCode::from(1)
         }
     }
