@@ -84,6 +84,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/certbot/deploy-hook.sh.j2"),
     ),
     (
+        "certbot/certbot-service.conf.j2",
+        include_str!("../templates/certbot/certbot-service.conf.j2"),
+    ),
+    (
         "systemd/matrix-element-update.service.j2",
         include_str!("../templates/systemd/matrix-element-update.service.j2"),
     ),

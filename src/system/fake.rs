@@ -20,11 +20,11 @@ pub struct FakeSystem {
     pub facts: Facts,
     /// Lock files a fake process holds (path → pid); each query releases one hold, like a process finishing.
     pub locks: RefCell<HashMap<PathBuf, Vec<i32>>>,
-    /// The run's environment as `env_var` reports it (empty: no SSH session, nothing else).
-    pub env: RefCell<HashMap<String, String>>,
     /// Owners `stat` reports for these host paths instead of the real ones (a tree "owned" by another user
     /// without needing root to chown it).
     pub owners: RefCell<HashMap<PathBuf, (u32, u32)>>,
+    /// The run's environment as `env_var` reports it (empty: no SSH session, nothing else).
+    pub env: RefCell<HashMap<String, String>>,
 }
 
 impl Default for FakeSystem {
@@ -43,8 +43,8 @@ impl FakeSystem {
             ran: RefCell::new(Vec::new()),
             urls: RefCell::new(HashMap::new()),
             locks: RefCell::new(HashMap::new()),
-            env: RefCell::new(HashMap::new()),
             owners: RefCell::new(HashMap::new()),
+            env: RefCell::new(HashMap::new()),
             facts: Facts {
                 ram_mb: 4096,
                 cpus: 2,
@@ -207,6 +207,9 @@ impl System for FakeSystem {
     }
     fn facts(&self) -> Facts {
         self.facts.clone()
+    }
+    fn sweep_temps(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        self.files.sweep_temps(dir)
     }
     fn env_var(&self, name: &str) -> Option<String> {
         self.env.borrow().get(name).cloned()

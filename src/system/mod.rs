@@ -177,8 +177,6 @@ pub trait System {
     fn facts(&self) -> Facts;
     /// PID of a process holding an fcntl write lock on `path` (how dpkg and apt lock their databases).
     fn lock_holder(&self, path: &Path) -> Result<Option<i32>>;
-    /// An environment variable of this run (e.g. `SSH_CONNECTION`: the session the admin is on).
-    fn env_var(&self, name: &str) -> Option<String>;
     /// Exclusive flock(2) on `path`, created 0644 when missing, never opened through a symlink (O_NOFOLLOW)
     /// and only if it is a regular file; held until the returned guard is dropped.
     fn lock_exclusive(&self, path: &Path) -> Result<Box<dyn std::any::Any>>;
@@ -202,6 +200,10 @@ pub trait System {
     fn free_bytes(&self, path: &Path) -> Result<u64>;
     /// HTTP GET with explicit options (size cap, timeouts, the host.toml key named in errors).
     fn http_fetch(&self, url: &str, opts: &crate::http::Options) -> Result<Vec<u8>>;
+    /// Remove the temp files a killed run left in `dir` (hidden `.…mp-tmp…` names); their host paths.
+    fn sweep_temps(&self, dir: &Path) -> Result<Vec<PathBuf>>;
+    /// An environment variable of this run (e.g. `SSH_CONNECTION`: the session the admin is on).
+    fn env_var(&self, name: &str) -> Option<String>;
     /// Where backups of replaced files go.
     fn backup_dir(&self) -> PathBuf {
         PathBuf::from("/var/lib/matrix-provision/backup")

@@ -109,11 +109,7 @@ impl System for RealSystem {
 
     fn symlink(&self, target: &Path, link: &Path) -> Result<()> {
         let real = self.map(link);
-        let tmp = real.with_file_name(format!(
-            ".{}.mp-tmp",
-            real.file_name().unwrap_or_default().to_string_lossy()
-        ));
-        let _ = fs::remove_file(&tmp);
+        let tmp = atomic::temp_path(&real);
         std::os::unix::fs::symlink(target, &tmp)
             .and_then(|()| fs::rename(&tmp, &real))
             .with_context(|| format!("linking {} -> {}", link.display(), target.display()))
@@ -159,6 +155,15 @@ impl System for RealSystem {
         crate::http::get(url, &crate::http::suited(url, &self.http))
     }
 
+    fn sweep_temps(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        let removed = atomic::sweep_temps(&self.map(dir))?;
+        Ok(removed
+            .iter()
+            .filter_map(|p| p.file_name())
+            .map(|n| dir.join(n))
+            .collect())
+    }
+
     fn lock_holder(&self, path: &Path) -> Result<Option<i32>> {
         let file = match fs::File::open(self.map(path)) {
             Ok(f) => f,
@@ -175,10 +180,6 @@ impl System for RealSystem {
         )
         .with_context(|| format!("checking the lock on {}", path.display()))?;
         Ok((probe.l_type != nix::libc::F_UNLCK as i16).then_some(probe.l_pid))
-    }
-
-    fn env_var(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok()
     }
 
     fn lock_exclusive(&self, path: &Path) -> Result<Box<dyn std::any::Any>> {
@@ -336,7 +337,11 @@ impl System for RealSystem {
         if o.ca_bundle.is_none() {
             o.ca_bundle = self.http.ca_bundle.clone();
         }
-        crate::http::get(url, &o)
+        crate::http::get(url, &crate::http::suited(url, &o))
+    }
+
+    fn env_var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
     }
 
     fn facts(&self) -> Facts {
