@@ -69,11 +69,11 @@ impl Cmd {
 }
 
 /// How long a tool may take before it counts as hung. Local queries answer in seconds; package
-/// transactions and ACME orders talk to the network and unpack, so they get minutes. `runuser -u U PROG`
-/// is judged by PROG.
+/// transactions and ACME orders talk to the network and unpack, so they get minutes. `runuser … -- PROG`
+/// and `setpriv … -- PROG` are judged by PROG.
 pub fn default_timeout(program: &str, args: &[String]) -> Duration {
     let name = program.rsplit('/').next().unwrap_or(program);
-    if name == "runuser" {
+    if name == "runuser" || name == "setpriv" {
         if let Some(i) = args.iter().position(|a| a == "--") {
             if let Some(inner) = args.get(i + 1) {
                 return default_timeout(inner, &args[i + 2..]);
@@ -84,6 +84,8 @@ pub fn default_timeout(program: &str, args: &[String]) -> Duration {
     match name {
         "apt-get" | "apt" | "dpkg" => minutes(30),
         "certbot" => minutes(10),
+        // This program as the Element tree's owner (setpriv): downloads of up to http's 15 min, then unpacking.
+        "matrix-provision" => minutes(20),
         // Starting Synapse or PostgreSQL may take a while; systemd has its own start timeouts below this.
         "systemctl" => minutes(5),
         // Synapse's config check imports all of Synapse (slow under emulation).
