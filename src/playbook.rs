@@ -74,6 +74,9 @@ struct StepDef {
     after: Vec<String>,
     #[serde(default)]
     notify: Vec<String>,
+    /// Resources this step holds alone while it runs (see `engine::Node::exclusive`).
+    #[serde(default)]
+    exclusive: Vec<String>,
     #[serde(flatten)]
     kind: Kind,
 }
@@ -172,6 +175,8 @@ struct HandlerDef {
     validate: Vec<String>,
     #[serde(default)]
     wait_http: Option<String>,
+    #[serde(default)]
+    exclusive: Vec<String>,
 }
 
 /// Everything a run needs: the nodes and the secrets they were rendered with.
@@ -304,6 +309,7 @@ pub fn build(
                 after: def.after,
                 notify: def.notify,
                 handler: false,
+                exclusive: def.exclusive,
             });
         }
         for h in file.handler {
@@ -330,6 +336,7 @@ pub fn build(
                 after: h.after,
                 notify: Vec::new(),
                 handler: true,
+                exclusive: h.exclusive,
             });
         }
     }

@@ -14,7 +14,7 @@ pub struct AdminUserStep {
     pub localpart: String,
     pub server_name: String,
     /// Synapse on loopback (a fake in tests).
-    pub transport: Box<dyn Transport>,
+    pub transport: Box<dyn Transport + Send + Sync>,
 }
 
 impl AdminUserStep {
@@ -106,10 +106,10 @@ mod tests {
     use crate::admin::FakeTransport;
     use crate::secrets::SecretStore;
     use crate::system::FakeSystem;
-    use std::rc::Rc;
+    use std::sync::Arc;
 
     /// Lets the test keep a handle on the transport the step owns.
-    struct Shared(Rc<FakeTransport>);
+    struct Shared(Arc<FakeTransport>);
     impl Transport for Shared {
         fn send(
             &self,
@@ -122,7 +122,7 @@ mod tests {
         }
     }
 
-    fn step(t: &Rc<FakeTransport>) -> AdminUserStep {
+    fn step(t: &Arc<FakeTransport>) -> AdminUserStep {
         AdminUserStep {
             localpart: "admin".into(),
             server_name: "example.org".into(),
@@ -137,7 +137,7 @@ mod tests {
         let sys = FakeSystem::new();
         let secrets = SecretStore::new();
         let ctx = Ctx::new(&sys, &secrets);
-        let t = Rc::new(FakeTransport::new());
+        let t = Arc::new(FakeTransport::new());
         let change = step(&t).check(&ctx).unwrap();
         assert_eq!(change.kind, crate::engine::ChangeKind::Create);
         assert!(
@@ -160,7 +160,7 @@ mod tests {
         sys.put(SHARED_SECRET_PATH, "shh\n");
         let secrets = SecretStore::new();
         let ctx = Ctx::new(&sys, &secrets);
-        let t = Rc::new(FakeTransport::new());
+        let t = Arc::new(FakeTransport::new());
         t.reply("GET", REGISTER, 200, r#"{"nonce":"n"}"#);
         t.reply(
             "POST",
@@ -196,7 +196,7 @@ mod tests {
         );
         let secrets = SecretStore::new();
         let ctx = Ctx::new(&sys, &secrets);
-        let t = Rc::new(FakeTransport::new());
+        let t = Arc::new(FakeTransport::new());
         t.reply("GET", REGISTER, 200, r#"{"nonce":"n"}"#);
         t.reply(
             "POST",
@@ -229,7 +229,7 @@ mod tests {
         sys.put(SHARED_SECRET_PATH, "shh\n");
         let secrets = SecretStore::new();
         let ctx = Ctx::new(&sys, &secrets);
-        let t = Rc::new(FakeTransport::new());
+        let t = Arc::new(FakeTransport::new());
         t.reply("GET", REGISTER, 200, r#"{"nonce":"n"}"#);
         t.reply(
             "POST",
@@ -255,7 +255,7 @@ mod tests {
         sys.put(SHARED_SECRET_PATH, "shh\n");
         let secrets = SecretStore::new();
         let ctx = Ctx::new(&sys, &secrets);
-        let t = Rc::new(FakeTransport::down());
+        let t = Arc::new(FakeTransport::down());
         let s = step(&t);
         let err = format!("{:#}", s.apply(&ctx, &s.check(&ctx).unwrap()).unwrap_err());
         assert!(err.contains("systemctl status matrix-synapse"), "{err}");

@@ -143,7 +143,8 @@ mod tests {
         sys.on_cmd("dpkg --audit", 0, "");
         // An apt of someone else's holds the lock for two looks, then finishes.
         sys.locks
-            .borrow_mut()
+            .lock()
+            .unwrap()
             .insert("/var/lib/dpkg/lock-frontend".into(), vec![4242, 4242]);
         let secrets = SecretStore::new();
         let ctx = Ctx::new(&sys, &secrets);
@@ -166,7 +167,7 @@ mod tests {
             "nothing was interrupted"
         );
         assert!(
-            sys.locks.borrow()[std::path::Path::new("/var/lib/dpkg/lock-frontend")].is_empty(),
+            sys.locks.lock().unwrap()[std::path::Path::new("/var/lib/dpkg/lock-frontend")].is_empty(),
             "waited for the other apt"
         );
         assert!(

@@ -1,25 +1,26 @@
 //! A host for tests: files live in a temp dir (through the real atomic writer), commands are answered by a
 //! script the test supplies and recorded so the test can assert exactly what would have run.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::{bail, Result};
 
 use super::{Cmd, CmdOutput, Facts, FileSpec, FileStat, RealSystem, System};
 
-type Responder = Box<dyn Fn(&Cmd) -> Option<CmdOutput>>;
+// Send + Sync: the engine runs independent steps on several threads against one host.
+type Responder = Box<dyn Fn(&Cmd) -> Option<CmdOutput> + Send + Sync>;
 
 pub struct FakeSystem {
     files: RealSystem,
     pub root: tempfile::TempDir,
-    responders: RefCell<Vec<Responder>>,
-    pub ran: RefCell<Vec<Cmd>>,
-    pub urls: RefCell<HashMap<String, Vec<u8>>>,
+    responders: Mutex<Vec<Responder>>,
+    pub ran: Mutex<Vec<Cmd>>,
+    pub urls: Mutex<HashMap<String, Vec<u8>>>,
     pub facts: Facts,
     /// Lock files a fake process holds (path → pid); each query releases one hold, like a process finishing.
-    pub locks: RefCell<HashMap<PathBuf, Vec<i32>>>,
+    pub locks: Mutex<HashMap<PathBuf, Vec<i32>>>,
 }
 
 impl Default for FakeSystem {
@@ -34,10 +35,10 @@ impl FakeSystem {
         FakeSystem {
             files: RealSystem::new(root.path()),
             root,
-            responders: RefCell::new(Vec::new()),
-            ran: RefCell::new(Vec::new()),
-            urls: RefCell::new(HashMap::new()),
-            locks: RefCell::new(HashMap::new()),
+            responders: Mutex::new(Vec::new()),
+            ran: Mutex::new(Vec::new()),
+            urls: Mutex::new(HashMap::new()),
+            locks: Mutex::new(HashMap::new()),
             facts: Facts {
                 ram_mb: 4096,
                 cpus: 2,
@@ -50,8 +51,8 @@ impl FakeSystem {
     }
 
     /// Answer commands for which `f` returns Some; later responders win.
-    pub fn on(&self, f: impl Fn(&Cmd) -> Option<CmdOutput> + 'static) {
-        self.responders.borrow_mut().push(Box::new(f));
+    pub fn on(&self, f: impl Fn(&Cmd) -> Option<CmdOutput> + Send + Sync + 'static) {
+        self.responders.lock().unwrap().push(Box::new(f));
     }
 
     /// Answer every run of `program` whose command line starts with `prefix` with `stdout` and status.
@@ -83,7 +84,7 @@ impl FakeSystem {
 
     /// Command lines run so far, as typed.
     pub fn commands(&self) -> Vec<String> {
-        self.ran.borrow().iter().map(Cmd::display).collect()
+        self.ran.lock().unwrap().iter().map(Cmd::display).collect()
     }
 
     /// A snapshot of every file under the fake root (path → contents), to prove nothing was written.
@@ -138,8 +139,8 @@ impl System for FakeSystem {
         self.files.remove(path)
     }
     fn run(&self, cmd: &Cmd) -> Result<CmdOutput> {
-        self.ran.borrow_mut().push(cmd.clone());
-        for r in self.responders.borrow().iter().rev() {
+        self.ran.lock().unwrap().push(cmd.clone());
+        for r in self.responders.lock().unwrap().iter().rev() {
             if let Some(out) = r(cmd) {
                 return Ok(out);
             }
@@ -154,7 +155,7 @@ impl System for FakeSystem {
         Ok(Some(nix::unistd::getgid().as_raw()))
     }
     fn http_get(&self, url: &str) -> Result<Vec<u8>> {
-        match self.urls.borrow().get(url) {
+        match self.urls.lock().unwrap().get(url) {
             Some(b) => Ok(b.clone()),
             None => bail!("GET {url}: connection refused"),
         }
@@ -165,7 +166,7 @@ impl System for FakeSystem {
     fn lock_holder(&self, path: &Path) -> Result<Option<i32>> {
         Ok(self
             .locks
-            .borrow_mut()
+            .lock().unwrap()
             .get_mut(path)
             .and_then(|holds| holds.pop()))
     }
