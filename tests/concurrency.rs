@@ -159,7 +159,8 @@ fn node(s: Spec, trace: &Arc<Trace>) -> Node {
 fn run(nodes: &[Node], jobs: usize) -> (engine::Report, FakeSystem) {
     let sys = FakeSystem::new();
     let secrets = SecretStore::new();
-    let report = engine::run_jobs(nodes, &Ctx::new(&sys, &secrets), false, jobs, &mut Silent).unwrap();
+    let report =
+        engine::run_jobs(nodes, &Ctx::new(&sys, &secrets), false, jobs, &mut Silent).unwrap();
     (report, sys)
 }
 
@@ -171,9 +172,30 @@ fn status(report: &engine::Report, id: &str) -> Status {
 fn independent_branches_overlap_and_a_dependent_waits_for_both() {
     let t = Arc::new(Trace::default());
     let nodes = vec![
-        node(Spec { id: "keyring", meet: Some("element"), ..STEP }, &t),
-        node(Spec { id: "element", meet: Some("keyring"), ..STEP }, &t),
-        node(Spec { id: "packages", after: &["keyring", "element"], ..STEP }, &t),
+        node(
+            Spec {
+                id: "keyring",
+                meet: Some("element"),
+                ..STEP
+            },
+            &t,
+        ),
+        node(
+            Spec {
+                id: "element",
+                meet: Some("keyring"),
+                ..STEP
+            },
+            &t,
+        ),
+        node(
+            Spec {
+                id: "packages",
+                after: &["keyring", "element"],
+                ..STEP
+            },
+            &t,
+        ),
     ];
     let (report, _) = run(&nodes, 8);
     assert!(!report.failed(), "{:?}", report.outcomes);
@@ -187,13 +209,42 @@ fn exclusive_resources_never_overlap_while_the_rest_does() {
     let dpkg = ["apt1", "apt2", "apt3", "debconf"];
     let mut nodes: Vec<Node> = dpkg
         .iter()
-        .map(|id| node(Spec { id, exclusive: &["dpkg"], sleep_ms: 30, ..STEP }, &t))
+        .map(|id| {
+            node(
+                Spec {
+                    id,
+                    exclusive: &["dpkg"],
+                    sleep_ms: 30,
+                    ..STEP
+                },
+                &t,
+            )
+        })
         .collect();
     // Two free steps that must meet each other, and one that also holds an unrelated resource.
-    nodes.push(node(Spec { id: "free1", meet: Some("free2"), ..STEP }, &t));
-    nodes.push(node(Spec { id: "free2", meet: Some("free1"), ..STEP }, &t));
     nodes.push(node(
-        Spec { id: "ufw", exclusive: &["ufw"], sleep_ms: 30, ..STEP },
+        Spec {
+            id: "free1",
+            meet: Some("free2"),
+            ..STEP
+        },
+        &t,
+    ));
+    nodes.push(node(
+        Spec {
+            id: "free2",
+            meet: Some("free1"),
+            ..STEP
+        },
+        &t,
+    ));
+    nodes.push(node(
+        Spec {
+            id: "ufw",
+            exclusive: &["ufw"],
+            sleep_ms: 30,
+            ..STEP
+        },
         &t,
     ));
     let (report, _) = run(&nodes, 8);
@@ -207,10 +258,39 @@ fn jobs_1_runs_one_step_at_a_time_in_graph_order() {
     let t = Arc::new(Trace::default());
     let ids = ["a", "b", "c", "d"];
     let nodes = vec![
-        node(Spec { id: "a", sleep_ms: 5, ..STEP }, &t),
-        node(Spec { id: "b", sleep_ms: 5, ..STEP }, &t),
-        node(Spec { id: "c", after: &["d"], sleep_ms: 5, ..STEP }, &t),
-        node(Spec { id: "d", sleep_ms: 5, ..STEP }, &t),
+        node(
+            Spec {
+                id: "a",
+                sleep_ms: 5,
+                ..STEP
+            },
+            &t,
+        ),
+        node(
+            Spec {
+                id: "b",
+                sleep_ms: 5,
+                ..STEP
+            },
+            &t,
+        ),
+        node(
+            Spec {
+                id: "c",
+                after: &["d"],
+                sleep_ms: 5,
+                ..STEP
+            },
+            &t,
+        ),
+        node(
+            Spec {
+                id: "d",
+                sleep_ms: 5,
+                ..STEP
+            },
+            &t,
+        ),
     ];
     let (report, _) = run(&nodes, 1);
     assert_eq!(t.max_overlap(&ids), 1);
@@ -231,12 +311,55 @@ fn jobs_1_runs_one_step_at_a_time_in_graph_order() {
 fn a_failure_skips_exactly_its_dependents() {
     let t = Arc::new(Trace::default());
     let nodes = vec![
-        node(Spec { id: "keyring", fail: true, notify: &["restart:x"], ..STEP }, &t),
-        node(Spec { id: "sources", after: &["keyring"], ..STEP }, &t),
-        node(Spec { id: "packages", after: &["sources"], ..STEP }, &t),
-        node(Spec { id: "element", sleep_ms: 50, ..STEP }, &t),
-        node(Spec { id: "after-element", after: &["element"], ..STEP }, &t),
-        node(Spec { id: "restart:x", handler: true, ..STEP }, &t),
+        node(
+            Spec {
+                id: "keyring",
+                fail: true,
+                notify: &["restart:x"],
+                ..STEP
+            },
+            &t,
+        ),
+        node(
+            Spec {
+                id: "sources",
+                after: &["keyring"],
+                ..STEP
+            },
+            &t,
+        ),
+        node(
+            Spec {
+                id: "packages",
+                after: &["sources"],
+                ..STEP
+            },
+            &t,
+        ),
+        node(
+            Spec {
+                id: "element",
+                sleep_ms: 50,
+                ..STEP
+            },
+            &t,
+        ),
+        node(
+            Spec {
+                id: "after-element",
+                after: &["element"],
+                ..STEP
+            },
+            &t,
+        ),
+        node(
+            Spec {
+                id: "restart:x",
+                handler: true,
+                ..STEP
+            },
+            &t,
+        ),
     ];
     let (report, sys) = run(&nodes, 8);
     assert_eq!(status(&report, "keyring"), Status::Failed);
@@ -256,10 +379,22 @@ fn a_failure_skips_exactly_its_dependents() {
 fn a_handler_runs_once_after_all_its_concurrent_notifiers() {
     let t = Arc::new(Trace::default());
     let notifiers = ["conf1", "conf2", "conf3", "conf4"];
-    let mut nodes = vec![node(Spec { id: "restart:synapse", handler: true, ..STEP }, &t)];
+    let mut nodes = vec![node(
+        Spec {
+            id: "restart:synapse",
+            handler: true,
+            ..STEP
+        },
+        &t,
+    )];
     for (k, id) in notifiers.iter().enumerate() {
         nodes.push(node(
-            Spec { id, notify: &["restart:synapse"], sleep_ms: 10 * (4 - k as u64), ..STEP },
+            Spec {
+                id,
+                notify: &["restart:synapse"],
+                sleep_ms: 10 * (4 - k as u64),
+                ..STEP
+            },
             &t,
         ));
     }
@@ -267,11 +402,18 @@ fn a_handler_runs_once_after_all_its_concurrent_notifiers() {
     assert_eq!(report.handlers_run(), vec!["restart:synapse"]);
     assert_eq!(t.ran("restart:synapse"), 1);
     for id in notifiers {
-        assert!(t.time("restart:synapse", "start") >= t.time(id, "end"), "{id}");
+        assert!(
+            t.time("restart:synapse", "start") >= t.time(id, "end"),
+            "{id}"
+        );
     }
-    assert!(t.max_overlap(&notifiers) >= 2, "the notifiers ran one by one");
+    assert!(
+        t.max_overlap(&notifiers) >= 2,
+        "the notifiers ran one by one"
+    );
     assert_eq!(
-        sys.get("/var/lib/matrix-provision/pending-handlers.json").unwrap(),
+        sys.get("/var/lib/matrix-provision/pending-handlers.json")
+            .unwrap(),
         "[]"
     );
 }
@@ -287,10 +429,31 @@ impl Listener for Order {
 fn lines_come_in_graph_order_and_the_critical_path_is_the_slow_chain() {
     let t = Arc::new(Trace::default());
     let nodes = vec![
-        node(Spec { id: "slow", sleep_ms: 150, ..STEP }, &t),
+        node(
+            Spec {
+                id: "slow",
+                sleep_ms: 150,
+                ..STEP
+            },
+            &t,
+        ),
         node(Spec { id: "fast", ..STEP }, &t),
-        node(Spec { id: "fast2", after: &["fast"], ..STEP }, &t),
-        node(Spec { id: "end", after: &["slow", "fast2"], ..STEP }, &t),
+        node(
+            Spec {
+                id: "fast2",
+                after: &["fast"],
+                ..STEP
+            },
+            &t,
+        ),
+        node(
+            Spec {
+                id: "end",
+                after: &["slow", "fast2"],
+                ..STEP
+            },
+            &t,
+        ),
     ];
     let sys = FakeSystem::new();
     let secrets = SecretStore::new();
@@ -306,15 +469,55 @@ fn lines_come_in_graph_order_and_the_critical_path_is_the_slow_chain() {
 fn outcomes_do_not_depend_on_jobs() {
     let build = |t: &Arc<Trace>| {
         vec![
-            node(Spec { id: "a", notify: &["h"], ..STEP }, t),
-            node(Spec { id: "b", fail: true, ..STEP }, t),
-            node(Spec { id: "c", after: &["b"], ..STEP }, t),
-            node(Spec { id: "d", after: &["a"], notify: &["h"], exclusive: &["dpkg"], ..STEP }, t),
-            node(Spec { id: "h", handler: true, ..STEP }, t),
+            node(
+                Spec {
+                    id: "a",
+                    notify: &["h"],
+                    ..STEP
+                },
+                t,
+            ),
+            node(
+                Spec {
+                    id: "b",
+                    fail: true,
+                    ..STEP
+                },
+                t,
+            ),
+            node(
+                Spec {
+                    id: "c",
+                    after: &["b"],
+                    ..STEP
+                },
+                t,
+            ),
+            node(
+                Spec {
+                    id: "d",
+                    after: &["a"],
+                    notify: &["h"],
+                    exclusive: &["dpkg"],
+                    ..STEP
+                },
+                t,
+            ),
+            node(
+                Spec {
+                    id: "h",
+                    handler: true,
+                    ..STEP
+                },
+                t,
+            ),
         ]
     };
     let summary = |r: &engine::Report| -> HashMap<String, Status> {
-        r.outcomes.iter().map(|o| (o.id.clone(), o.status)).collect()
+        r.outcomes
+            .iter()
+            .map(|o| (o.id.clone(), o.status))
+            .collect()
     };
     let one = run(&build(&Arc::default()), 1).0;
     let many = run(&build(&Arc::default()), 8).0;

@@ -27,7 +27,10 @@ impl Step for Flag {
         })
     }
     fn apply(&self, _ctx: &Ctx, _c: &Change) -> Result<()> {
-        self.log.lock().unwrap().push(format!("apply {}", self.name));
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("apply {}", self.name));
         if self.fail {
             bail!("{} broke", self.name);
         }

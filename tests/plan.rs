@@ -119,7 +119,9 @@ fn the_plan_is_the_same_one_at_a_time_and_concurrently() {
         let mut doc = serde_json::to_value(&report.outcomes).unwrap();
         // Times differ from run to run; everything else must not.
         for o in doc.as_array_mut().unwrap() {
-            o.as_object_mut().unwrap().retain(|k, _| k != "millis" && k != "start_ms");
+            o.as_object_mut()
+                .unwrap()
+                .retain(|k, _| k != "millis" && k != "start_ms");
         }
         // Preflight resolves the names in parallel itself, so its DNS warnings come in any order.
         let mut warnings = report.warnings;

@@ -39,7 +39,8 @@ impl FakeTransport {
 
     pub fn reply(&self, method: &str, path: &str, status: u16, body: &str) {
         self.replies
-            .lock().unwrap()
+            .lock()
+            .unwrap()
             .entry((method.to_string(), path.to_string()))
             .or_default()
             .push(Reply {

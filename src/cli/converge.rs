@@ -94,7 +94,13 @@ fn converge(args: &PlanArgs, dry_run: bool, detailed: bool, verbosity: Verbosity
     let ctx = Ctx::new(&sys, &graph.secrets);
     let mut reporter = Reporter::new(verbosity, args.json, dry_run, &graph.secrets);
     reporter.begin(&config.server_name);
-    let report = engine::run_jobs(&graph.nodes, &ctx, dry_run, usize::from(args.jobs), &mut reporter)?;
+    let report = engine::run_jobs(
+        &graph.nodes,
+        &ctx,
+        dry_run,
+        usize::from(args.jobs),
+        &mut reporter,
+    )?;
     reporter.end(&report);
     Ok(if report.failed() {
         1

@@ -741,7 +741,10 @@ mod tests {
     #[test]
     fn synapse_down_missing_rule_wrong_collation_and_full_disk_fail() {
         let sys = healthy();
-        sys.urls.lock().unwrap().remove("http://127.0.0.1:8008/health");
+        sys.urls
+            .lock()
+            .unwrap()
+            .remove("http://127.0.0.1:8008/health");
         sys.on_cmd(
             "ufw status",
             0,

@@ -447,7 +447,10 @@ pub fn critical_path(deps: &[Vec<usize>], millis: &[u64]) -> Vec<usize> {
     let mut total = vec![0u64; millis.len()];
     let mut via: Vec<Option<usize>> = vec![None; millis.len()];
     for p in 0..millis.len() {
-        via[p] = deps[p].iter().copied().max_by_key(|&d| (total[d], std::cmp::Reverse(d)));
+        via[p] = deps[p]
+            .iter()
+            .copied()
+            .max_by_key(|&d| (total[d], std::cmp::Reverse(d)));
         total[p] = millis[p] + via[p].map_or(0, |d| total[d]);
     }
     // Ties go to the later node: the longer chain of the same length in time.

@@ -167,7 +167,8 @@ mod tests {
             "nothing was interrupted"
         );
         assert!(
-            sys.locks.lock().unwrap()[std::path::Path::new("/var/lib/dpkg/lock-frontend")].is_empty(),
+            sys.locks.lock().unwrap()[std::path::Path::new("/var/lib/dpkg/lock-frontend")]
+                .is_empty(),
             "waited for the other apt"
         );
         assert!(

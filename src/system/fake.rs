@@ -166,7 +166,8 @@ impl System for FakeSystem {
     fn lock_holder(&self, path: &Path) -> Result<Option<i32>> {
         Ok(self
             .locks
-            .lock().unwrap()
+            .lock()
+            .unwrap()
             .get_mut(path)
             .and_then(|holds| holds.pop()))
     }
