@@ -16,6 +16,7 @@ const DPKG_LOCKS: [&str; 2] = ["/var/lib/dpkg/lock-frontend", "/var/lib/dpkg/loc
 
 fn wait_for_dpkg(ctx: &Ctx, limit: std::time::Duration) -> Result<()> {
     let start = std::time::Instant::now();
+    let mut pause = super::service::backoff();
     loop {
         let mut holder = None;
         for lock in DPKG_LOCKS {
@@ -27,7 +28,7 @@ fn wait_for_dpkg(ctx: &Ctx, limit: std::time::Duration) -> Result<()> {
                 "another package manager (pid {pid}) has held the dpkg lock for {} s; let it finish (see `ps -p {pid}`) and run again",
                 limit.as_secs()
             ),
-            Some(_) => std::thread::sleep(std::time::Duration::from_millis(500)),
+            Some(_) => std::thread::sleep(pause.next().unwrap_or_default()),
         }
     }
 }
