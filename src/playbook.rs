@@ -129,6 +129,8 @@ enum Kind {
     },
     Packages {
         names: Vec<String>,
+        #[serde(default)]
+        defer_start: Vec<String>,
     },
     Postgres {
         role: String,
@@ -425,7 +427,7 @@ fn make_step(
             package,
             answers: answers.into_iter().map(|[q, t, v]| (q, t, v)).collect(),
         }),
-        Kind::Packages { names } => Box::new(PackagesStep { names }),
+        Kind::Packages { names, defer_start } => Box::new(PackagesStep { names, defer_start }),
         Kind::Postgres {
             role,
             database,
