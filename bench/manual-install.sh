@@ -17,10 +17,11 @@ RELEASES=http://127.0.0.1:8099/releases
 # The stand-in for Let's Encrypt (certbot talks to Pebble, whose HTTPS certificate its own CA signs).
 export REQUESTS_CA_BUNDLE=/srv/fixtures/pebble/ca.pem
 ACME=(--server https://localhost:14000/dir --agree-tos -m "admin@$SERVER" --no-eff-email --non-interactive)
-rand() { tr -cd '[:alnum:]' </dev/urandom | fold -w "$1" | head -n 1; }
+# The guide's generator; head closing the pipe early is how it ends, so not a failure here.
+rand() { (set +o pipefail; tr -cd '[:alnum:]' </dev/urandom | fold -w "$1" | head -n 1); }
 
-# --- Add Matrix apt repo
-wget -q -O /usr/share/keyrings/matrix-org-archive-keyring.gpg "$REPO/matrix-org-archive-keyring.gpg"
+# --- Add Matrix apt repo (curl where the guide says wget: a fresh Debian has curl, not wget)
+curl -fsS -o /usr/share/keyrings/matrix-org-archive-keyring.gpg "$REPO/matrix-org-archive-keyring.gpg"
 echo "deb [signed-by=/usr/share/keyrings/matrix-org-archive-keyring.gpg] $REPO/ bookworm main" >/etc/apt/sources.list.d/matrix-org.list
 
 # --- Install Matrix Synapse (the prompt for the server name, answered ahead)
@@ -153,7 +154,7 @@ cd "\$install_location"
 [ ! -d "archive" ] && mkdir -p "archive"
 [ -d "archive/element-\${latest}" ] && rm -r "archive/element-\${latest}"
 [ -f "archive/element-\${latest}.tar.gz" ] && rm "archive/element-\${latest}.tar.gz"
-wget -q "http://127.0.0.1:8099/download/\${latest}/element-\${latest}.tar.gz" -P "archive"
+curl -fsS -o "archive/element-\${latest}.tar.gz" "http://127.0.0.1:8099/download/\${latest}/element-\${latest}.tar.gz"
 tar xf "archive/element-\${latest}.tar.gz" -C "archive"
 [ -L "\${install_location}/current" ] && rm "\${install_location}/current"
 ln -sf "\${install_location}/archive/element-\${latest}" "\${install_location}/current"
