@@ -54,7 +54,7 @@ def main():
 
     for v in ("apply", "apply-jobs1"):
         docs = []
-        for p in sorted(glob.glob(os.path.join(out, f"{v}-*.apply.json"))):
+        for p in sorted(glob.glob(os.path.join(out, f"{v}-[0-9]*.apply.json"))):
             try:
                 docs.append(json.load(open(p)))
             except ValueError:
@@ -72,6 +72,12 @@ def main():
         if walls:
             print(f"- engine wall time {statistics.median(walls) / 1000:.1f} s; sum of step times "
                   f"{sum(ms.values()) / 1000:.1f} s (the difference is what ran at the same time)")
+        # The apt transaction is the same work in every variant and swings most with the host's load:
+        # the time outside it shows the engine's part with less noise.
+        apt = [next(s["millis"] for s in d["steps"] if s["id"] == "packages") for d in docs]
+        rest = [d["wall_ms"] - a for d, a in zip(docs, apt) if d.get("wall_ms")]
+        print(f"- the apt transaction (`packages`) per run: {', '.join(f'{a / 1000:.0f} s' for a in apt)}; "
+              f"wall time outside it: {', '.join(f'{r / 1000:.0f} s' for r in rest)} (median {statistics.median(rest) / 1000:.1f} s)")
         cp = docs[-1].get("critical_path") or []
         if cp:
             print(f"- critical path ({sum(ms.get(i, 0) for i in cp) / 1000:.1f} s): "
