@@ -78,6 +78,9 @@ struct StepDef {
     after: Vec<String>,
     #[serde(default)]
     notify: Vec<String>,
+    /// Resources this step holds alone while it runs (see `engine::Node::exclusive`).
+    #[serde(default)]
+    exclusive: Vec<String>,
     #[serde(flatten)]
     kind: Kind,
 }
@@ -137,6 +140,8 @@ enum Kind {
     },
     Packages {
         names: Vec<String>,
+        #[serde(default)]
+        defer_start: Vec<String>,
     },
     Postgres {
         role: String,
@@ -183,6 +188,8 @@ struct HandlerDef {
     validate: Vec<String>,
     #[serde(default)]
     wait_http: Option<String>,
+    #[serde(default)]
+    exclusive: Vec<String>,
 }
 
 /// Everything a run needs: the nodes and the secrets they were rendered with.
@@ -388,6 +395,7 @@ pub fn build(
                 after: def.after,
                 notify: def.notify,
                 handler: false,
+                exclusive: def.exclusive,
             });
         }
         for h in file.handler {
@@ -413,6 +421,7 @@ pub fn build(
                 after: h.after,
                 notify: Vec::new(),
                 handler: true,
+                exclusive: h.exclusive,
             });
         }
     }
@@ -520,7 +529,7 @@ fn make_step(
             package,
             answers: answers.into_iter().map(|[q, t, v]| (q, t, v)).collect(),
         }),
-        Kind::Packages { names } => Box::new(PackagesStep { names }),
+        Kind::Packages { names, defer_start } => Box::new(PackagesStep { names, defer_start }),
         Kind::Postgres {
             role,
             database,

@@ -1,7 +1,6 @@
 //! Secrets as a type: generated once with `rand`, stored 0600/0640 by the secret step, never printed.
 //! `Debug`/`Display` of a [`Secret`] say `[redacted]`; the only way to the value is [`Secret::expose`].
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
@@ -45,8 +44,8 @@ impl fmt::Display for Secret {
 pub struct SecretStore {
     entries: BTreeMap<String, Secret>,
     /// Secrets met during the run that no template renders (the admin's password and token): redacted
-    /// like the others. Behind a RefCell because steps only see the store shared.
-    remembered: RefCell<Vec<Secret>>,
+    /// like the others. Behind a Mutex because steps only see the store shared, from several threads.
+    remembered: std::sync::Mutex<Vec<Secret>>,
 }
 
 impl SecretStore {
@@ -83,7 +82,7 @@ impl SecretStore {
 
     /// Redact `secret` from now on too (it is not rendered into any file, so it has no name here).
     pub fn remember(&self, secret: &Secret) {
-        let mut r = self.remembered.borrow_mut();
+        let mut r = self.remembered.lock().unwrap();
         if !secret.expose().is_empty() && !r.contains(secret) {
             r.push(secret.clone());
         }
@@ -91,7 +90,7 @@ impl SecretStore {
 
     fn all(&self) -> Vec<Secret> {
         let mut all: Vec<Secret> = self.entries.values().cloned().collect();
-        all.extend(self.remembered.borrow().iter().cloned());
+        all.extend(self.remembered.lock().unwrap().iter().cloned());
         all
     }
 

@@ -148,6 +148,32 @@ fn update_timer_runs_the_packaged_binary_or_a_copy() {
     }
 }
 
+#[test]
+fn the_plan_is_the_same_one_at_a_time_and_concurrently() {
+    let config = matrix_provision::config::parse(BASE, "host.toml").unwrap();
+    let plan_with = |jobs: usize| {
+        let sys = fresh_host();
+        let graph = playbook::build(&config, &inputs(), &sys, true).unwrap();
+        let ctx = Ctx::new(&sys, &graph.secrets);
+        let report = engine::run_jobs(&graph.nodes, &ctx, true, jobs, &mut Silent).unwrap();
+        let mut doc = serde_json::to_value(&report.outcomes).unwrap();
+        // Times differ from run to run; everything else must not.
+        for o in doc.as_array_mut().unwrap() {
+            o.as_object_mut()
+                .unwrap()
+                .retain(|k, _| k != "millis" && k != "start_ms");
+        }
+        // Preflight resolves the names in parallel itself, so its DNS warnings come in any order.
+        let mut warnings = report.warnings;
+        warnings.sort();
+        (doc, warnings)
+    };
+    let (one, one_warnings) = plan_with(1);
+    let (many, many_warnings) = plan_with(8);
+    assert_eq!(one, many);
+    assert_eq!(one_warnings, many_warnings);
+}
+
 /// Where ufw is already installed, the plan shows the SSH port from sshd's effective config, allowed first.
 #[test]
 fn the_plan_allows_the_detected_ssh_port_first() {

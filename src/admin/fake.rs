@@ -1,7 +1,6 @@
 //! A Synapse for tests: answers scripted per method and path (query string ignored), in order when one
 //! request is scripted several times (the last answer repeats), and records every request.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 
 use anyhow::{bail, Result};
@@ -21,8 +20,8 @@ pub struct Sent {
 #[derive(Default)]
 pub struct FakeTransport {
     down: bool,
-    replies: RefCell<HashMap<(String, String), Vec<Reply>>>,
-    sent: RefCell<Vec<Sent>>,
+    replies: std::sync::Mutex<HashMap<(String, String), Vec<Reply>>>,
+    sent: std::sync::Mutex<Vec<Sent>>,
 }
 
 impl FakeTransport {
@@ -40,7 +39,8 @@ impl FakeTransport {
 
     pub fn reply(&self, method: &str, path: &str, status: u16, body: &str) {
         self.replies
-            .borrow_mut()
+            .lock()
+            .unwrap()
             .entry((method.to_string(), path.to_string()))
             .or_default()
             .push(Reply {
@@ -50,7 +50,7 @@ impl FakeTransport {
     }
 
     pub fn sent(&self) -> Vec<Sent> {
-        self.sent.borrow().clone()
+        self.sent.lock().unwrap().clone()
     }
 }
 
@@ -62,7 +62,7 @@ impl Transport for FakeTransport {
         token: Option<&str>,
         body: Option<&Value>,
     ) -> Result<Reply> {
-        self.sent.borrow_mut().push(Sent {
+        self.sent.lock().unwrap().push(Sent {
             method: method.to_string(),
             path: path.to_string(),
             token: token.map(str::to_string),
@@ -77,7 +77,7 @@ impl Transport for FakeTransport {
             method.to_string(),
             path.split('?').next().unwrap_or(path).to_string(),
         );
-        let mut replies = self.replies.borrow_mut();
+        let mut replies = self.replies.lock().unwrap();
         match replies.get_mut(&key) {
             Some(queue) if queue.len() > 1 => Ok(queue.remove(0)),
             Some(queue) if !queue.is_empty() => Ok(queue[0].clone()),

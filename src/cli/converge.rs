@@ -22,6 +22,10 @@ pub struct PlanArgs {
     /// Treat this directory as / for files (for inspection; commands still run on this host).
     #[arg(long, default_value = "/", hide = true)]
     root: PathBuf,
+    /// Run up to N independent steps at once (1: one after another, in the order the plan lists them).
+    #[arg(long, value_name = "N", default_value_t = engine::DEFAULT_JOBS as u16,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    jobs: u16,
 }
 
 #[derive(clap::Args)]
@@ -105,7 +109,13 @@ fn converge(args: &PlanArgs, dry_run: bool, detailed: bool, verbosity: Verbosity
     }
     let mut reporter = Reporter::new(verbosity, args.json, dry_run, &graph.secrets);
     reporter.begin(&config.server_name);
-    let report = engine::run(&graph.nodes, &ctx, dry_run, &mut reporter)?;
+    let report = engine::run_jobs(
+        &graph.nodes,
+        &ctx,
+        dry_run,
+        usize::from(args.jobs),
+        &mut reporter,
+    )?;
     reporter.end(&report);
     Ok(if report.failed() {
         1

@@ -564,7 +564,7 @@ mod tests {
             0,
             "Filesystem     1048576-blocks  Used Available Capacity Mounted on\n/dev/vda1 30000 2000 28000 7% /\n",
         );
-        let mut urls = sys.urls.borrow_mut();
+        let mut urls = sys.urls.lock().unwrap();
         urls.insert("http://127.0.0.1:8008/health".into(), b"OK".to_vec());
         urls.insert(
             "https://example.org/.well-known/matrix/server".into(),
@@ -741,7 +741,10 @@ mod tests {
     #[test]
     fn synapse_down_missing_rule_wrong_collation_and_full_disk_fail() {
         let sys = healthy();
-        sys.urls.borrow_mut().remove("http://127.0.0.1:8008/health");
+        sys.urls
+            .lock()
+            .unwrap()
+            .remove("http://127.0.0.1:8008/health");
         sys.on_cmd(
             "ufw status",
             0,

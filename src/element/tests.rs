@@ -1,10 +1,9 @@
 //! The updater against [`FakeSystem`]: releases served from its URL map, gpgv answered by a script that
 //! accepts exactly the tarballs the test "signed", the tree in its temp dir.
 
-use std::cell::RefCell;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
 use super::*;
 use crate::system::{CmdOutput, FakeSystem};
@@ -60,8 +59,8 @@ fn raw(name: &str, kind: tar::EntryType, link: Option<&str>, size: u64) -> tar::
 struct Host {
     sys: FakeSystem,
     /// Tarballs gpgv accepts; every stdin gpgv saw.
-    signed: Rc<RefCell<Vec<Vec<u8>>>>,
-    verified: Rc<RefCell<Vec<Vec<u8>>>>,
+    signed: Arc<Mutex<Vec<Vec<u8>>>>,
+    verified: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
 impl Host {
@@ -70,14 +69,14 @@ impl Host {
         let mut sys = FakeSystem::new();
         sys.facts.is_root = false;
         std::fs::create_dir_all(sys.path(ROOT)).unwrap();
-        let signed: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
-        let verified: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
+        let signed: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let verified: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
         let (s, v) = (signed.clone(), verified.clone());
         sys.on(move |c| {
             (c.program == "gpgv").then(|| {
                 let data = c.stdin.clone().unwrap_or_default();
-                v.borrow_mut().push(data.clone());
-                let good = s.borrow().contains(&data);
+                v.lock().unwrap().push(data.clone());
+                let good = s.lock().unwrap().contains(&data);
                 CmdOutput {
                     status: if good { 0 } else { 1 },
                     stdout: if good {
@@ -105,9 +104,9 @@ impl Host {
             {{"name":"element-{tag}.tar.gz.asc","browser_download_url":"{url}.asc"}}]}}"#
         );
         if signed {
-            self.signed.borrow_mut().push(tarball.clone());
+            self.signed.lock().unwrap().push(tarball.clone());
         }
-        let mut urls = self.sys.urls.borrow_mut();
+        let mut urls = self.sys.urls.lock().unwrap();
         urls.insert(url.clone(), tarball);
         urls.insert(
             format!("{url}.asc"),
@@ -124,7 +123,8 @@ impl Host {
     fn set_latest(&self, json: String) {
         self.sys
             .urls
-            .borrow_mut()
+            .lock()
+            .unwrap()
             .insert(format!("{API}/latest"), json.into_bytes());
     }
 
@@ -213,7 +213,7 @@ fn root_hands_the_work_to_the_trees_owner_and_touches_nothing() {
     let mut h = Host::new();
     h.sys.facts.is_root = true;
     let exe = install_self(&h.sys);
-    h.sys.owners.borrow_mut().insert(ROOT.into(), (998, 997));
+    h.sys.owners.lock().unwrap().insert(ROOT.into(), (998, 997));
     // The owner's traps: an archive/ that leads to /etc, a lock that leads to a root file.
     std::fs::create_dir_all(h.sys.path("/etc")).unwrap();
     std::os::unix::fs::symlink(h.sys.path("/etc"), h.sys.path(&format!("{ROOT}/archive"))).unwrap();
@@ -237,7 +237,7 @@ fn root_hands_the_work_to_the_trees_owner_and_touches_nothing() {
     let o = h.update("latest").unwrap();
     assert_eq!(o.version, "v1.1.0");
     assert_eq!(h.sys.snapshot(), before, "root wrote something itself");
-    let ran = h.sys.ran.borrow();
+    let ran = h.sys.ran.lock().unwrap();
     assert_eq!(ran.len(), 1, "{:?}", h.sys.commands());
     let c = &ran[0];
     assert_eq!(
@@ -266,7 +266,7 @@ fn root_passes_on_the_owners_refusal() {
     let mut h = Host::new();
     h.sys.facts.is_root = true;
     install_self(&h.sys);
-    h.sys.owners.borrow_mut().insert(ROOT.into(), (998, 998));
+    h.sys.owners.lock().unwrap().insert(ROOT.into(), (998, 998));
     h.sys.on(|c| {
         (c.program == "setpriv").then(|| CmdOutput {
             status: 1,
@@ -290,8 +290,12 @@ fn root_refuses_a_root_tree_with_a_part_another_user_can_write() {
     h.sys.facts.is_root = true;
     std::fs::create_dir_all(h.sys.path(&format!("{ROOT}/archive"))).unwrap();
     let archive = format!("{ROOT}/archive");
-    h.sys.owners.borrow_mut().insert(ROOT.into(), (0, 0));
-    h.sys.owners.borrow_mut().insert(archive.into(), (998, 998));
+    h.sys.owners.lock().unwrap().insert(ROOT.into(), (0, 0));
+    h.sys
+        .owners
+        .lock()
+        .unwrap()
+        .insert(archive.into(), (998, 998));
     let msg = err(h.update("latest"));
     assert!(msg.contains("belongs to uid 998"), "{msg}");
     assert!(msg.contains("chown -R root:root"), "{msg}");
@@ -305,8 +309,12 @@ fn gpgv_checks_the_very_bytes_that_are_unpacked() {
     h.publish("v1.0.0", bytes.clone(), true, "");
     let o = h.update("v1.0.0").unwrap();
     assert_eq!(o.action, Action::Installed);
-    assert_eq!(*h.verified.borrow(), vec![bytes], "gpgv saw other bytes");
-    let gpgv = h.sys.ran.borrow()[0].clone();
+    assert_eq!(
+        *h.verified.lock().unwrap(),
+        vec![bytes],
+        "gpgv saw other bytes"
+    );
+    let gpgv = h.sys.ran.lock().unwrap()[0].clone();
     assert_eq!(gpgv.program, "gpgv");
     // The data comes on stdin ("-"), never as a file that could be swapped after the check.
     assert_eq!(gpgv.args.last().map(String::as_str), Some("-"));
@@ -535,7 +543,7 @@ fn the_owner_runs_a_copy_of_this_program_it_can_reach() {
     use std::os::unix::fs::PermissionsExt;
     let mut h = Host::new();
     h.sys.facts.is_root = true;
-    h.sys.owners.borrow_mut().insert(ROOT.into(), (998, 998));
+    h.sys.owners.lock().unwrap().insert(ROOT.into(), (998, 998));
     let exe = install_self(&h.sys);
     let closed = h.sys.path(exe.parent().unwrap().to_str().unwrap());
     std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -560,7 +568,7 @@ fn the_owner_runs_a_copy_of_this_program_it_can_reach() {
     });
     assert!(err(h.update("latest")).starts_with("stop here"));
     assert_eq!(
-        h.sys.ran.borrow()[0].args[5],
+        h.sys.ran.lock().unwrap()[0].args[5],
         "/usr/local/bin/matrix-provision"
     );
 }

@@ -10,7 +10,10 @@ mod graph;
 mod pending;
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
+use std::sync::{mpsc, Mutex};
+use std::time::Instant;
 
 use anyhow::{bail, Result};
 use serde::Serialize;
@@ -46,7 +49,8 @@ impl<'a> Ctx<'a> {
     }
 }
 
-pub trait Step {
+/// Send + Sync: the engine runs independent steps on several threads (see `run`).
+pub trait Step: Send + Sync {
     /// Look at the real host and say what would change. Never writes.
     fn check(&self, ctx: &Ctx) -> Result<Change>;
     /// Carry out `change` (what `check` just returned).
@@ -62,6 +66,9 @@ pub struct Node {
     /// Handler ids this step triggers when it changes something.
     pub notify: Vec<String>,
     pub handler: bool,
+    /// Resources that allow one user at a time (the dpkg lock, certbot, ufw…): nodes naming the same
+    /// one never run at the same time, whatever the graph allows.
+    pub exclusive: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -89,13 +96,20 @@ pub struct Outcome {
     pub reason: Option<String>,
     /// Wall time of this node (check, and apply + re-check when it changed), for `bench/`.
     pub millis: u64,
+    /// When it started, in milliseconds from the start of the run (what overlapped what, for `bench/`).
+    pub start_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub dry_run: bool,
+    /// In graph order (the order a sequential run takes), whatever ran concurrently.
     pub outcomes: Vec<Outcome>,
     pub warnings: Vec<String>,
+    /// Wall time of the whole walk.
+    pub wall_ms: u64,
+    /// The chain of dependent nodes with the largest total time: no `--jobs` can finish sooner.
+    pub critical_path: Vec<String>,
 }
 
 impl Report {
@@ -117,68 +131,196 @@ impl Report {
     }
 }
 
-/// Progress callbacks for the one reporter that prints.
+/// Progress callbacks for the one reporter that prints. Called from the thread that called [`run`] only.
 pub trait Listener {
-    fn started(&mut self, _index: usize, _total: usize, _node: &Node) {}
+    /// The nodes running right now, whenever one starts or finishes (`done` of `total` have finished).
+    fn running(&mut self, _done: usize, _total: usize, _now: &[&Node]) {}
+    /// One node's outcome, in graph order: a node that finishes early waits for the ones before it.
     fn finished(&mut self, _outcome: &Outcome) {}
 }
 
 pub struct Silent;
 impl Listener for Silent {}
 
-/// Run the graph. Errors only for a broken graph; step failures are in the report.
+/// How many nodes may run at once unless `--jobs` says otherwise. Steps mostly wait (on apt, systemd,
+/// Synapse, the network) rather than compute, so this is above the CPU count; the graph and the exclusive
+/// resources bound the real concurrency long before it does.
+pub const DEFAULT_JOBS: usize = 8;
+
+/// Run the graph with [`DEFAULT_JOBS`]. Errors only for a broken graph; step failures are in the report.
 pub fn run(
     nodes: &[Node],
     ctx: &Ctx,
     dry_run: bool,
     listener: &mut dyn Listener,
 ) -> Result<Report> {
+    run_jobs(nodes, ctx, dry_run, DEFAULT_JOBS, listener)
+}
+
+/// What a worker thread hands back: the node, its outcome (or an engine error) and its warnings.
+type Finished = (usize, Result<Outcome>, Vec<String>);
+
+/// Run the graph with up to `jobs` nodes at once (1: one after another, in graph order).
+///
+/// A ready-queue walk of the DAG: a node starts once every node it comes after has finished and none of
+/// its exclusive resources is held by a running node; among the ready ones the playbook order decides,
+/// so `jobs = 1` runs exactly the order [`order`] gives. Everything a node's decision depends on
+/// (blocked, uncertain, which notifiers changed) is read from finished nodes only, which makes statuses,
+/// plans and handler runs the same for any `jobs`. Workers only run steps; this thread schedules, keeps
+/// the statuses and talks to the listener.
+pub fn run_jobs(
+    nodes: &[Node],
+    ctx: &Ctx,
+    dry_run: bool,
+    jobs: usize,
+    listener: &mut dyn Listener,
+) -> Result<Report> {
     let deps = dependencies(nodes)?;
     let ids: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
     let order = graph::order(&ids, &deps)?;
-    let mut pending = pending::load(ctx.sys)?;
-    let mut status: Vec<Option<Status>> = vec![None; nodes.len()];
-    // A node whose inputs may change earlier in this dry run: its check sees today's host, not the planned one.
-    let mut uncertain = vec![false; nodes.len()];
-    let mut outcomes = Vec::with_capacity(nodes.len());
-
-    for (position, &i) in order.iter().enumerate() {
-        let node = &nodes[i];
-        listener.started(position, order.len(), node);
-        uncertain[i] = deps[i]
-            .iter()
-            .any(|&d| uncertain[d] || status[d] == Some(Status::Planned));
-        let blocked = deps[i]
-            .iter()
-            .find(|&&d| matches!(status[d], Some(Status::Failed | Status::Skipped)))
-            .map(|&d| format!("`{}` did not complete", nodes[d].id));
-        let started = std::time::Instant::now();
-        let mut outcome = if node.handler {
-            run_handler(
-                node,
-                &deps[i],
-                nodes,
-                &status,
-                &mut pending,
-                ctx,
-                dry_run,
-                blocked,
-            )?
-        } else if let Some(reason) = blocked {
-            outcome(node, Status::Skipped, None, Some(reason))
-        } else {
-            run_step(node, ctx, dry_run, uncertain[i], &mut pending)?
-        };
-        outcome.millis = started.elapsed().as_millis() as u64;
-        status[i] = Some(outcome.status);
-        listener.finished(&outcome);
-        outcomes.push(outcome);
+    let n = nodes.len();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, ds) in deps.iter().enumerate() {
+        for &d in ds {
+            dependents[d].push(i);
+        }
     }
-    let warnings = ctx.warnings.borrow().clone();
+    let pending = Mutex::new(pending::load(ctx.sys)?);
+    let mut waiting_on: Vec<usize> = deps.iter().map(Vec::len).collect();
+    let mut ready: BTreeSet<usize> = (0..n).filter(|&i| waiting_on[i] == 0).collect();
+    let mut status: Vec<Option<Status>> = vec![None; n];
+    // A node whose inputs may change earlier in this dry run: its check sees today's host, not the planned one.
+    let mut uncertain = vec![false; n];
+    let mut results: Vec<Option<Outcome>> = vec![None; n];
+    let mut node_warnings: Vec<Vec<String>> = vec![Vec::new(); n];
+    let mut held: HashSet<&str> = HashSet::new();
+    let mut running: Vec<usize> = Vec::new();
+    let (mut emitted, mut done) = (0, 0);
+    let mut error: Option<anyhow::Error> = None;
+    let (sys, secrets) = (ctx.sys, ctx.secrets);
+    let run_start = Instant::now();
+    let jobs = jobs.max(1);
+
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::channel::<Finished>();
+        loop {
+            // Start every ready node that fits; an engine error stops new starts, running ones finish.
+            let startable: Vec<usize> = ready.iter().copied().collect();
+            for i in startable {
+                if error.is_some() || running.len() >= jobs {
+                    break;
+                }
+                let node = &nodes[i];
+                if node.exclusive.iter().any(|r| held.contains(r.as_str())) {
+                    continue;
+                }
+                ready.remove(&i);
+                held.extend(node.exclusive.iter().map(String::as_str));
+                running.push(i);
+                uncertain[i] = deps[i]
+                    .iter()
+                    .any(|&d| uncertain[d] || status[d] == Some(Status::Planned));
+                let blocked = deps[i]
+                    .iter()
+                    .find(|&&d| matches!(status[d], Some(Status::Failed | Status::Skipped)))
+                    .map(|&d| format!("`{}` did not complete", nodes[d].id));
+                let changed: Vec<&str> = deps[i]
+                    .iter()
+                    .filter(|&&d| nodes[d].notify.contains(&node.id))
+                    .filter(|&&d| matches!(status[d], Some(Status::Changed | Status::Planned)))
+                    .map(|&d| nodes[d].id.as_str())
+                    .collect();
+                let uncertain = uncertain[i];
+                let (tx, pending) = (tx.clone(), &pending);
+                scope.spawn(move || {
+                    let ctx = Ctx::new(sys, secrets);
+                    let started = Instant::now();
+                    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        if node.handler {
+                            run_handler(node, &changed, pending, &ctx, dry_run, blocked)
+                        } else if let Some(reason) = blocked {
+                            Ok(outcome(node, Status::Skipped, None, Some(reason)))
+                        } else {
+                            run_step(node, &ctx, dry_run, uncertain, pending)
+                        }
+                    }))
+                    .unwrap_or_else(|_| bail!("step `{}` panicked", node.id))
+                    .map(|mut o| {
+                        o.millis = started.elapsed().as_millis() as u64;
+                        o.start_ms = started.duration_since(run_start).as_millis() as u64;
+                        o
+                    });
+                    // The receiver outlives every worker (same scope), so this cannot fail.
+                    let _ = tx.send((i, result, ctx.warnings.into_inner()));
+                });
+            }
+            if running.is_empty() {
+                break;
+            }
+            let now: Vec<&Node> = running.iter().map(|&i| &nodes[i]).collect();
+            listener.running(done, n, &now);
+            let (i, result, warnings) = rx.recv().expect("a worker is running");
+            done += 1;
+            running.retain(|&r| r != i);
+            for r in &nodes[i].exclusive {
+                held.remove(r.as_str());
+            }
+            node_warnings[i] = warnings;
+            match result {
+                Ok(o) => {
+                    status[i] = Some(o.status);
+                    results[i] = Some(o);
+                    for &j in &dependents[i] {
+                        waiting_on[j] -= 1;
+                        if waiting_on[j] == 0 {
+                            ready.insert(j);
+                        }
+                    }
+                }
+                Err(e) => {
+                    error.get_or_insert(e);
+                }
+            }
+            while emitted < n {
+                match &results[order[emitted]] {
+                    Some(o) => listener.finished(o),
+                    None => break,
+                }
+                emitted += 1;
+            }
+        }
+    });
+    if let Some(e) = error {
+        return Err(e);
+    }
+    let outcomes: Vec<Outcome> = order
+        .iter()
+        .map(|&i| results[i].take().expect("every node ran"))
+        .collect();
+    let mut warnings = ctx.warnings.borrow().clone();
+    for &i in &order {
+        for w in &node_warnings[i] {
+            if !warnings.contains(w) {
+                warnings.push(w.clone());
+            }
+        }
+    }
+    let millis: Vec<u64> = outcomes.iter().map(|o| o.millis).collect();
+    let at: HashMap<usize, usize> = order.iter().enumerate().map(|(p, &i)| (i, p)).collect();
+    let deps_by_position: Vec<Vec<usize>> = order
+        .iter()
+        .map(|&i| deps[i].iter().map(|d| at[d]).collect())
+        .collect();
+    let critical_path = critical_path(&deps_by_position, &millis)
+        .into_iter()
+        .map(|p| outcomes[p].id.clone())
+        .collect();
     Ok(Report {
         dry_run,
         outcomes,
         warnings,
+        wall_ms: run_start.elapsed().as_millis() as u64,
+        critical_path,
     })
 }
 
@@ -191,6 +333,7 @@ fn outcome(node: &Node, status: Status, change: Option<Change>, reason: Option<S
         change,
         reason,
         millis: 0,
+        start_ms: 0,
     }
 }
 
@@ -199,7 +342,7 @@ fn run_step(
     ctx: &Ctx,
     dry_run: bool,
     uncertain: bool,
-    pending: &mut BTreeSet<String>,
+    pending: &Mutex<BTreeSet<String>>,
 ) -> Result<Outcome> {
     let change = match node.step.check(ctx) {
         Ok(change) => change,
@@ -222,10 +365,14 @@ fn run_step(
         return Ok(outcome(node, Status::Planned, Some(change), None));
     }
     // Remember the restarts this change owes before making it: a crash mid-apply must not lose them.
-    let before = pending.len();
-    pending.extend(node.notify.iter().cloned());
-    if pending.len() != before {
-        pending::save(ctx.sys, pending)?;
+    // Saved under the lock, so the file always holds every handler owed by any running step.
+    {
+        let mut pending = pending.lock().expect("pending lock");
+        let before = pending.len();
+        pending.extend(node.notify.iter().cloned());
+        if pending.len() != before {
+            pending::save(ctx.sys, &pending)?;
+        }
     }
     if let Err(e) = node.step.apply(ctx, &change) {
         return Ok(failed(node, "apply", e));
@@ -249,24 +396,16 @@ fn failed(node: &Node, phase: &str, e: anyhow::Error) -> Outcome {
     outcome(node, Status::Failed, None, Some(format!("{phase}: {e:#}")))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// `changed`: the notifiers of this handler that changed (or would, in a dry run), all finished.
 fn run_handler(
     node: &Node,
-    notifiers: &[usize],
-    nodes: &[Node],
-    status: &[Option<Status>],
-    pending: &mut BTreeSet<String>,
+    changed: &[&str],
+    pending: &Mutex<BTreeSet<String>>,
     ctx: &Ctx,
     dry_run: bool,
     blocked: Option<String>,
 ) -> Result<Outcome> {
-    let changed: Vec<&str> = notifiers
-        .iter()
-        .filter(|&&d| nodes[d].notify.contains(&node.id))
-        .filter(|&&d| matches!(status[d], Some(Status::Changed | Status::Planned)))
-        .map(|&d| nodes[d].id.as_str())
-        .collect();
-    let owed = pending.contains(&node.id);
+    let owed = pending.lock().expect("pending lock").contains(&node.id);
     if changed.is_empty() && !owed {
         return Ok(outcome(node, Status::InSync, None, None));
     }
@@ -295,9 +434,36 @@ fn run_handler(
             .map(|r| format!("{r} (still owed; the next run retries)"));
         return Ok(o);
     }
+    // Every notifier has finished (they come before it), so no step can owe it again in this run.
+    let mut pending = pending.lock().expect("pending lock");
     pending.remove(&node.id);
-    pending::save(ctx.sys, pending)?;
+    pending::save(ctx.sys, &pending)?;
     Ok(outcome(node, Status::Changed, Some(change), Some(because)))
+}
+
+/// The longest chain by total time: `deps[p]` are positions before `p` (a topological order), `millis[p]`
+/// its time. Returns positions, first to last.
+pub fn critical_path(deps: &[Vec<usize>], millis: &[u64]) -> Vec<usize> {
+    let mut total = vec![0u64; millis.len()];
+    let mut via: Vec<Option<usize>> = vec![None; millis.len()];
+    for p in 0..millis.len() {
+        via[p] = deps[p]
+            .iter()
+            .copied()
+            .max_by_key(|&d| (total[d], std::cmp::Reverse(d)));
+        total[p] = millis[p] + via[p].map_or(0, |d| total[d]);
+    }
+    // Ties go to the later node: the longer chain of the same length in time.
+    let Some(mut p) = (0..millis.len()).max_by_key(|&p| (total[p], p)) else {
+        return Vec::new();
+    };
+    let mut path = vec![p];
+    while let Some(d) = via[p] {
+        path.push(d);
+        p = d;
+    }
+    path.reverse();
+    path
 }
 
 /// Resolve `after` and `notify` into index lists; a handler comes after every step that notifies it.

@@ -69,6 +69,8 @@ impl<'a> Reporter<'a> {
                 "summary": summary_counts(report),
                 "steps": report.outcomes,
                 "warnings": report.warnings,
+                "wall_ms": report.wall_ms,
+                "critical_path": report.critical_path,
             });
             out(&self.secrets.redact(&doc.to_string()));
             return;
@@ -180,11 +182,12 @@ fn marker(o: &Outcome) -> &'static str {
 }
 
 impl Listener for Reporter<'_> {
-    fn started(&mut self, index: usize, total: usize, node: &Node) {
+    fn running(&mut self, done: usize, total: usize, now: &[&Node]) {
         if let Some(bar) = &self.bar {
             bar.set_length(total as u64);
-            bar.set_position(index as u64);
-            bar.set_message(node.description.clone());
+            bar.set_position(done as u64);
+            let names: Vec<&str> = now.iter().map(|n| n.description.as_str()).collect();
+            bar.set_message(names.join(" | "));
         }
     }
 

@@ -14,7 +14,7 @@ pub struct AdminUserStep {
     pub localpart: String,
     pub server_name: String,
     /// Synapse on loopback (a fake in tests).
-    pub transport: Box<dyn Transport>,
+    pub transport: Box<dyn Transport + Send + Sync>,
 }
 
 impl AdminUserStep {
@@ -109,10 +109,10 @@ mod tests {
     use crate::admin::FakeTransport;
     use crate::secrets::SecretStore;
     use crate::system::FakeSystem;
-    use std::rc::Rc;
+    use std::sync::Arc;
 
     /// Lets the test keep a handle on the transport the step owns.
-    struct Shared(Rc<FakeTransport>);
+    struct Shared(Arc<FakeTransport>);
     impl Transport for Shared {
         fn send(
             &self,
@@ -125,7 +125,7 @@ mod tests {
         }
     }
 
-    fn step(t: &Rc<FakeTransport>) -> AdminUserStep {
+    fn step(t: &Arc<FakeTransport>) -> AdminUserStep {
         AdminUserStep {
             localpart: "admin".into(),
             server_name: "example.org".into(),
@@ -140,7 +140,7 @@ mod tests {
         let sys = FakeSystem::new();
         let secrets = SecretStore::new();
         let ctx = Ctx::new(&sys, &secrets);
-        let t = Rc::new(FakeTransport::new());
+        let t = Arc::new(FakeTransport::new());
         let change = step(&t).check(&ctx).unwrap();
         assert_eq!(change.kind, crate::engine::ChangeKind::Create);
         assert!(
@@ -163,7 +163,7 @@ mod tests {
         sys.put(SHARED_SECRET_PATH, "shh\n");
         let secrets = SecretStore::new();
         let ctx = Ctx::new(&sys, &secrets);
-        let t = Rc::new(FakeTransport::new());
+        let t = Arc::new(FakeTransport::new());
         t.reply("GET", REGISTER, 200, r#"{"nonce":"n"}"#);
         t.reply(
             "POST",
@@ -202,7 +202,7 @@ mod tests {
         );
         let secrets = SecretStore::new();
         let ctx = Ctx::new(&sys, &secrets);
-        let t = Rc::new(FakeTransport::new());
+        let t = Arc::new(FakeTransport::new());
         t.reply("GET", REGISTER, 200, r#"{"nonce":"n"}"#);
         t.reply(
             "POST",
@@ -235,7 +235,7 @@ mod tests {
         sys.put(SHARED_SECRET_PATH, "shh\n");
         let secrets = SecretStore::new();
         let ctx = Ctx::new(&sys, &secrets);
-        let t = Rc::new(FakeTransport::new());
+        let t = Arc::new(FakeTransport::new());
         t.reply("GET", REGISTER, 200, r#"{"nonce":"n"}"#);
         t.reply(
             "POST",
@@ -261,7 +261,7 @@ mod tests {
         sys.put(SHARED_SECRET_PATH, "shh\n");
         let secrets = SecretStore::new();
         let ctx = Ctx::new(&sys, &secrets);
-        let t = Rc::new(FakeTransport::down());
+        let t = Arc::new(FakeTransport::down());
         let s = step(&t);
         let err = format!("{:#}", s.apply(&ctx, &s.check(&ctx).unwrap()).unwrap_err());
         assert!(err.contains("systemctl status matrix-synapse"), "{err}");

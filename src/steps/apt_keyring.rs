@@ -79,7 +79,8 @@ mod tests {
         let (data, fpr) = keyring();
         let sys = FakeSystem::new();
         sys.urls
-            .borrow_mut()
+            .lock()
+            .unwrap()
             .insert("http://repo/key.gpg".into(), data.clone());
         let secrets = SecretStore::new();
         let ctx = Ctx::new(&sys, &secrets);
@@ -97,7 +98,8 @@ mod tests {
         let (data, _) = keyring();
         let sys = FakeSystem::new();
         sys.urls
-            .borrow_mut()
+            .lock()
+            .unwrap()
             .insert("http://repo/key.gpg".into(), data);
         let secrets = SecretStore::new();
         let ctx = Ctx::new(&sys, &secrets);

@@ -109,7 +109,7 @@ mod tests {
             sys.path(&format!("{root}/current")),
         )
         .unwrap();
-        sys.owners.borrow_mut().insert(root.into(), (998, 998));
+        sys.owners.lock().unwrap().insert(root.into(), (998, 998));
         // This program, where the fake host can see it and anyone may run it.
         let exe = std::env::current_exe().unwrap();
         let at = sys.path(exe.to_str().unwrap());

@@ -405,7 +405,7 @@ mod apply_tests {
     #[test]
     fn the_port_of_the_current_ssh_session_is_allowed() {
         let sys = host(Some("port 22\n"));
-        sys.env.borrow_mut().insert(
+        sys.env.lock().unwrap().insert(
             "SSH_CONNECTION".into(),
             "198.51.100.4 50122 203.0.113.9 4422".into(),
         );

@@ -1,13 +1,47 @@
 //! Debian packages: dpkg is the authority on what is installed, apt-get installs what is missing in one
 //! non-interactive transaction that keeps the admin's conffiles (`--force-confold`).
 
+use std::path::Path;
+
 use anyhow::{bail, Context, Result};
 
 use crate::engine::{Change, Ctx, Step};
-use crate::system::{run_ok, Cmd};
+use crate::system::{owner_ids, run_ok, Cmd, FileSpec};
 
 pub struct PackagesStep {
     pub names: Vec<String>,
+    /// Services whose packages would start them on install, only for this run to restart them moments
+    /// later with its own configuration (Synapse on SQLite first, PostgreSQL before its tuning): their
+    /// maintainer scripts' start is held back with a policy-rc.d for the one transaction, and the
+    /// handler that follows starts each once.
+    pub defer_start: Vec<String>,
+}
+
+/// Debian's hook that invoke-rc.d and deb-systemd-invoke ask before starting anything (exit 101: don't).
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+const POLICY_MARK: &str =
+    "# matrix-provision: holds back service starts during its apt-get install";
+
+/// Denies starts of `units` only while the run `pid` is alive, so one killed mid-install leaves a file
+/// that allows everything (and the next run removes it).
+fn policy_script(pid: u32, units: &[String]) -> String {
+    format!(
+        "#!/bin/sh\n{POLICY_MARK} (pid {pid})\n\
+         grep -q matrix-provision /proc/{pid}/cmdline 2>/dev/null || exit 0\n\
+         while [ \"${{1#--}}\" != \"$1\" ]; do shift; done\n\
+         case \"${{1%.service}}\" in\n  {}) ;;\n  *) exit 0 ;;\nesac\n\
+         case \"$2\" in\n  start|restart|reload|force-reload|try-restart) exit 101 ;;\nesac\n\
+         exit 0\n",
+        units.join("|")
+    )
+}
+
+/// Ours, left by a run that was killed during its transaction.
+fn stale_policy(ctx: &Ctx) -> Result<bool> {
+    Ok(ctx
+        .sys
+        .read(Path::new(POLICY_RC_D))?
+        .is_some_and(|b| String::from_utf8_lossy(&b).contains(POLICY_MARK)))
 }
 
 /// How long to wait for another apt/dpkg (unattended-upgrades, or the orphan of a killed run) to finish.
@@ -16,6 +50,7 @@ const DPKG_LOCKS: [&str; 2] = ["/var/lib/dpkg/lock-frontend", "/var/lib/dpkg/loc
 
 fn wait_for_dpkg(ctx: &Ctx, limit: std::time::Duration) -> Result<()> {
     let start = std::time::Instant::now();
+    let mut pause = super::service::backoff();
     loop {
         let mut holder = None;
         for lock in DPKG_LOCKS {
@@ -27,7 +62,7 @@ fn wait_for_dpkg(ctx: &Ctx, limit: std::time::Duration) -> Result<()> {
                 "another package manager (pid {pid}) has held the dpkg lock for {} s; let it finish (see `ps -p {pid}`) and run again",
                 limit.as_secs()
             ),
-            Some(_) => std::thread::sleep(std::time::Duration::from_millis(500)),
+            Some(_) => std::thread::sleep(pause.next().unwrap_or_default()),
         }
     }
 }
@@ -59,12 +94,23 @@ impl Step for PackagesStep {
     fn check(&self, ctx: &Ctx) -> Result<Change> {
         let missing = missing(ctx, &self.names)?;
         if missing.is_empty() {
+            if stale_policy(ctx)? {
+                return Ok(Change::run(format!(
+                    "remove the {POLICY_RC_D} an interrupted run left"
+                )));
+            }
             return Ok(Change::in_sync());
         }
         Ok(Change::run(format!("apt-get install {}", missing.join(" "))).with_items(missing))
     }
 
     fn apply(&self, ctx: &Ctx, _change: &Change) -> Result<()> {
+        if stale_policy(ctx)? {
+            ctx.sys.remove(Path::new(POLICY_RC_D))?;
+        }
+        if missing(ctx, &self.names)?.is_empty() {
+            return Ok(());
+        }
         wait_for_dpkg(ctx, LOCK_WAIT)?;
         // A run killed during dpkg leaves packages half-configured, and apt refuses to work until they are
         // finished. `dpkg --audit` (read-only) says whether that is the case.
@@ -104,7 +150,22 @@ impl Step for PackagesStep {
                 if problems.is_empty() { update.tail() } else { problems.join("\n") }
             );
         }
-        run_ok(
+        // An admin's own policy-rc.d (containers have one) is theirs: then the packages start as usual.
+        let hold = !self.defer_start.is_empty() && ctx.sys.stat(Path::new(POLICY_RC_D))?.is_none();
+        if hold {
+            let (uid, gid) = owner_ids(ctx.sys, "root", "root")?;
+            let spec = FileSpec {
+                path: POLICY_RC_D.into(),
+                uid,
+                gid,
+                mode: 0o755,
+            };
+            ctx.sys.write(
+                &spec,
+                policy_script(std::process::id(), &self.defer_start).as_bytes(),
+            )?;
+        }
+        let installed = run_ok(
             ctx.sys,
             &Cmd::new("apt-get")
                 .args([
@@ -119,8 +180,11 @@ impl Step for PackagesStep {
                 .args(missing)
                 .env("DEBIAN_FRONTEND", "noninteractive")
                 .env("NEEDRESTART_MODE", "l"),
-        )?;
-        Ok(())
+        );
+        if hold {
+            ctx.sys.remove(Path::new(POLICY_RC_D))?;
+        }
+        installed.map(drop)
     }
 }
 
@@ -143,12 +207,14 @@ mod tests {
         sys.on_cmd("dpkg --audit", 0, "");
         // An apt of someone else's holds the lock for two looks, then finishes.
         sys.locks
-            .borrow_mut()
+            .lock()
+            .unwrap()
             .insert("/var/lib/dpkg/lock-frontend".into(), vec![4242, 4242]);
         let secrets = SecretStore::new();
         let ctx = Ctx::new(&sys, &secrets);
         let step = PackagesStep {
             names: vec!["nginx".into(), "coturn".into(), "ufw".into()],
+            defer_start: vec![],
         };
         let c = step.check(&ctx).unwrap();
         assert_eq!(c.summary, "apt-get install coturn ufw");
@@ -166,7 +232,8 @@ mod tests {
             "nothing was interrupted"
         );
         assert!(
-            sys.locks.borrow()[std::path::Path::new("/var/lib/dpkg/lock-frontend")].is_empty(),
+            sys.locks.lock().unwrap()[std::path::Path::new("/var/lib/dpkg/lock-frontend")]
+                .is_empty(),
             "waited for the other apt"
         );
         assert!(
@@ -196,6 +263,7 @@ mod tests {
         let ctx = Ctx::new(&sys, &secrets);
         let step = PackagesStep {
             names: vec!["matrix-synapse-py3".into()],
+            defer_start: vec![],
         };
         let err = step.apply(&ctx, &Change::run("x")).unwrap_err().to_string();
         assert!(
@@ -206,5 +274,57 @@ mod tests {
             .commands()
             .iter()
             .any(|c| c.starts_with("apt-get install")));
+    }
+
+    #[test]
+    fn service_starts_are_held_back_for_the_transaction_only() {
+        let sys = std::sync::Arc::new(FakeSystem::new());
+        sys.on_cmd("dpkg-query", 1, "");
+        sys.on_cmd("dpkg --audit", 0, "");
+        sys.on_cmd("apt-get update", 0, "");
+        // While apt runs, the hook is in place and names the deferred units.
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let (probe, hook) = (std::sync::Arc::downgrade(&sys), seen.clone());
+        sys.on(move |c| {
+            (c.program == "apt-get" && c.args[0] == "install").then(|| {
+                *hook.lock().unwrap() = probe.upgrade().and_then(|s| s.get(POLICY_RC_D));
+                crate::system::CmdOutput::default()
+            })
+        });
+        let secrets = SecretStore::new();
+        let ctx = Ctx::new(sys.as_ref(), &secrets);
+        let step = PackagesStep {
+            names: vec!["matrix-synapse-py3".into(), "postgresql".into()],
+            defer_start: vec!["matrix-synapse".into(), "postgresql".into()],
+        };
+        step.apply(&ctx, &Change::run("x")).unwrap();
+        let script = seen
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("policy-rc.d during install");
+        assert!(script.contains("matrix-synapse|postgresql) ;;"), "{script}");
+        assert!(script.contains(&format!("/proc/{}/cmdline", std::process::id())));
+        assert!(sys.get(POLICY_RC_D).is_none(), "removed after the install");
+    }
+
+    #[test]
+    fn a_policy_rc_d_left_by_a_killed_run_is_removed_and_an_admins_own_is_kept() {
+        let sys = FakeSystem::new();
+        sys.on_cmd("dpkg-query", 0, "nginx ii \n");
+        let secrets = SecretStore::new();
+        let ctx = Ctx::new(&sys, &secrets);
+        let step = PackagesStep {
+            names: vec!["nginx".into()],
+            defer_start: vec!["nginx".into()],
+        };
+        sys.put(POLICY_RC_D, "#!/bin/sh\nexit 101\n");
+        assert!(step.check(&ctx).unwrap().is_in_sync(), "the admin's own");
+        sys.put(POLICY_RC_D, &policy_script(1, &["nginx".into()]));
+        let c = step.check(&ctx).unwrap();
+        assert!(c.summary.contains("interrupted run"), "{}", c.summary);
+        step.apply(&ctx, &c).unwrap();
+        assert!(sys.get(POLICY_RC_D).is_none());
+        assert!(step.check(&ctx).unwrap().is_in_sync());
     }
 }

@@ -250,7 +250,7 @@ mod tests {
         let c = step().check(&ctx).unwrap();
         assert!(c.summary.contains("synapse"));
         step().apply(&ctx, &c).unwrap();
-        let ran = sys.ran.borrow();
+        let ran = sys.ran.lock().unwrap();
         let create = ran.iter().rev().find(|c| c.program == "runuser").unwrap();
         let sql = String::from_utf8(create.stdin.clone().unwrap()).unwrap();
         assert!(

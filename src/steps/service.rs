@@ -178,8 +178,17 @@ fn unit_failed(ctx: &Ctx, unit: &str, e: anyhow::Error) -> anyhow::Error {
 
 pub const WAIT_LIMIT: Duration = Duration::from_secs(300);
 
+/// Poll intervals for a wait: 20 ms, doubling to at most 500 ms, so an answer a moment away costs no
+/// idle time and a slow one no busy loop.
+pub fn backoff() -> impl Iterator<Item = Duration> {
+    std::iter::successors(Some(Duration::from_millis(20)), |d| {
+        Some((*d * 2).min(Duration::from_millis(500)))
+    })
+}
+
 fn wait_http(ctx: &Ctx, unit: &str, url: &str) -> Result<()> {
     let start = Instant::now();
+    let mut pause = backoff();
     loop {
         match ctx.sys.http_get(url) {
             Ok(_) => return Ok(()),
@@ -193,7 +202,7 @@ fn wait_http(ctx: &Ctx, unit: &str, url: &str) -> Result<()> {
                     ),
                 ))
             }
-            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+            Err(_) => std::thread::sleep(pause.next().unwrap_or(Duration::from_millis(500))),
         }
     }
 }
@@ -228,6 +237,41 @@ mod tests {
             "LoadState=loaded\nActiveState=active\nUnitFileState=enabled\n",
         );
         assert!(step.check(&ctx).unwrap().is_in_sync());
+    }
+
+    #[test]
+    fn waits_start_short_and_back_off_to_half_a_second() {
+        let steps: Vec<u64> = backoff().take(7).map(|d| d.as_millis() as u64).collect();
+        assert_eq!(steps, [20, 40, 80, 160, 320, 500, 500]);
+    }
+
+    #[test]
+    fn a_restart_polls_health_until_it_answers() {
+        let sys = FakeSystem::new();
+        sys.on_cmd("systemctl restart matrix-synapse", 0, "");
+        let secrets = SecretStore::new();
+        let ctx = Ctx::new(&sys, &secrets);
+        let h = HandlerStep {
+            action: Action::Restart,
+            unit: "matrix-synapse".into(),
+            validate: None,
+            wait_http: Some("http://127.0.0.1:8008/health".into()),
+        };
+        // Synapse answers 150 ms after the restart: the wait returns soon after, not a fixed sleep later.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(150));
+                sys.urls
+                    .lock()
+                    .unwrap()
+                    .insert("http://127.0.0.1:8008/health".into(), b"OK".to_vec());
+            });
+            let start = Instant::now();
+            h.apply(&ctx, &Change::run("x")).unwrap();
+            let took = start.elapsed();
+            assert!(took >= Duration::from_millis(150), "{took:?}");
+            assert!(took < Duration::from_millis(1500), "{took:?}");
+        });
     }
 
     #[test]

@@ -1,30 +1,31 @@
 //! A host for tests: files live in a temp dir (through the real atomic writer), commands are answered by a
 //! script the test supplies and recorded so the test can assert exactly what would have run.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::{bail, Result};
 
 use super::{Cmd, CmdOutput, Facts, FileKind, FileSpec, FileStat, RealSystem, System};
 
-type Responder = Box<dyn Fn(&Cmd) -> Option<CmdOutput>>;
+// Send + Sync: the engine runs independent steps on several threads against one host.
+type Responder = Box<dyn Fn(&Cmd) -> Option<CmdOutput> + Send + Sync>;
 
 pub struct FakeSystem {
     files: RealSystem,
     pub root: tempfile::TempDir,
-    responders: RefCell<Vec<Responder>>,
-    pub ran: RefCell<Vec<Cmd>>,
-    pub urls: RefCell<HashMap<String, Vec<u8>>>,
+    responders: Mutex<Vec<Responder>>,
+    pub ran: Mutex<Vec<Cmd>>,
+    pub urls: Mutex<HashMap<String, Vec<u8>>>,
     pub facts: Facts,
     /// Lock files a fake process holds (path → pid); each query releases one hold, like a process finishing.
-    pub locks: RefCell<HashMap<PathBuf, Vec<i32>>>,
+    pub locks: Mutex<HashMap<PathBuf, Vec<i32>>>,
     /// Owners `stat` reports for these host paths instead of the real ones (a tree "owned" by another user
     /// without needing root to chown it).
-    pub owners: RefCell<HashMap<PathBuf, (u32, u32)>>,
+    pub owners: Mutex<HashMap<PathBuf, (u32, u32)>>,
     /// The run's environment as `env_var` reports it (empty: no SSH session, nothing else).
-    pub env: RefCell<HashMap<String, String>>,
+    pub env: Mutex<HashMap<String, String>>,
 }
 
 impl Default for FakeSystem {
@@ -39,12 +40,12 @@ impl FakeSystem {
         FakeSystem {
             files: RealSystem::new(root.path()),
             root,
-            responders: RefCell::new(Vec::new()),
-            ran: RefCell::new(Vec::new()),
-            urls: RefCell::new(HashMap::new()),
-            locks: RefCell::new(HashMap::new()),
-            owners: RefCell::new(HashMap::new()),
-            env: RefCell::new(HashMap::new()),
+            responders: Mutex::new(Vec::new()),
+            ran: Mutex::new(Vec::new()),
+            urls: Mutex::new(HashMap::new()),
+            locks: Mutex::new(HashMap::new()),
+            owners: Mutex::new(HashMap::new()),
+            env: Mutex::new(HashMap::new()),
             facts: Facts {
                 ram_mb: 4096,
                 cpus: 2,
@@ -57,8 +58,8 @@ impl FakeSystem {
     }
 
     /// Answer commands for which `f` returns Some; later responders win.
-    pub fn on(&self, f: impl Fn(&Cmd) -> Option<CmdOutput> + 'static) {
-        self.responders.borrow_mut().push(Box::new(f));
+    pub fn on(&self, f: impl Fn(&Cmd) -> Option<CmdOutput> + Send + Sync + 'static) {
+        self.responders.lock().unwrap().push(Box::new(f));
     }
 
     /// Answer every run of `program` whose command line starts with `prefix` with `stdout` and status.
@@ -90,7 +91,7 @@ impl FakeSystem {
 
     /// Command lines run so far, as typed.
     pub fn commands(&self) -> Vec<String> {
-        self.ran.borrow().iter().map(Cmd::display).collect()
+        self.ran.lock().unwrap().iter().map(Cmd::display).collect()
     }
 
     /// A snapshot of every file under the fake root (path → contents), to prove nothing was written.
@@ -125,7 +126,8 @@ impl System for FakeSystem {
     }
     fn stat(&self, path: &Path) -> Result<Option<FileStat>> {
         let mut st = self.files.stat(path)?;
-        if let (Some(st), Some(&(uid, gid))) = (st.as_mut(), self.owners.borrow().get(path)) {
+        if let (Some(st), Some(&(uid, gid))) = (st.as_mut(), self.owners.lock().unwrap().get(path))
+        {
             st.uid = uid;
             st.gid = gid;
         }
@@ -184,8 +186,8 @@ impl System for FakeSystem {
         self.http_get(url)
     }
     fn run(&self, cmd: &Cmd) -> Result<CmdOutput> {
-        self.ran.borrow_mut().push(cmd.clone());
-        for r in self.responders.borrow().iter().rev() {
+        self.ran.lock().unwrap().push(cmd.clone());
+        for r in self.responders.lock().unwrap().iter().rev() {
             if let Some(out) = r(cmd) {
                 return Ok(out);
             }
@@ -200,7 +202,7 @@ impl System for FakeSystem {
         Ok(Some(nix::unistd::getgid().as_raw()))
     }
     fn http_get(&self, url: &str) -> Result<Vec<u8>> {
-        match self.urls.borrow().get(url) {
+        match self.urls.lock().unwrap().get(url) {
             Some(b) => Ok(b.clone()),
             None => bail!("GET {url}: connection refused"),
         }
@@ -212,12 +214,13 @@ impl System for FakeSystem {
         self.files.sweep_temps(dir)
     }
     fn env_var(&self, name: &str) -> Option<String> {
-        self.env.borrow().get(name).cloned()
+        self.env.lock().unwrap().get(name).cloned()
     }
     fn lock_holder(&self, path: &Path) -> Result<Option<i32>> {
         Ok(self
             .locks
-            .borrow_mut()
+            .lock()
+            .unwrap()
             .get_mut(path)
             .and_then(|holds| holds.pop()))
     }

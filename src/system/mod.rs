@@ -156,7 +156,8 @@ pub struct Facts {
     pub is_root: bool,
 }
 
-pub trait System {
+/// Send + Sync: independent steps run on several threads at once, all through this one seam.
+pub trait System: Send + Sync {
     /// Contents of a file, None when it does not exist.
     fn read(&self, path: &Path) -> Result<Option<Vec<u8>>>;
     /// lstat: does not follow a final symlink.
