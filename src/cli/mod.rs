@@ -14,6 +14,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::report::Verbosity;
+
 #[derive(Parser)]
 #[command(
     name = "matrix-provision",
@@ -47,14 +49,6 @@ pub(crate) enum Command {
     Token(token::Args),
     /// Accounts: add, list, reset-password, deactivate (admin API on loopback).
     User(user::Args),
-}
-
-/// How loud the reporter is.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Verbosity {
-    Quiet,
-    Normal,
-    Verbose,
 }
 
 pub fn main() -> ExitCode {

@@ -3,6 +3,7 @@
 //! and answers commands from a script, so every step can be unit-tested without root.
 
 mod atomic;
+#[cfg(any(test, feature = "fake"))]
 mod fake;
 mod real;
 
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 pub use atomic::{write_atomic, FileSpec};
+#[cfg(any(test, feature = "fake"))]
 pub use fake::FakeSystem;
 pub use real::RealSystem;
 
