@@ -9,7 +9,7 @@ use minijinja::{context, Environment, UndefinedBehavior};
 use serde::Deserialize;
 
 use crate::config::HostConfig;
-use crate::engine::{Node, Step};
+use crate::engine::{ExpectedState, Node, Step};
 use crate::render::{self, RenderContext, Renderer};
 use crate::secrets::SecretStore;
 use crate::steps::{
@@ -24,7 +24,7 @@ use crate::steps::{
     postgres::PostgresStep,
     preflight::PreflightStep,
     secret::SecretStep,
-    service::{Action, DisabledStep, HandlerStep, ServiceStep},
+    service::{Action, DisabledStep, HandlerStep, Served, ServiceStep},
 };
 use crate::system::{Cmd, System};
 
@@ -139,6 +139,10 @@ enum Kind {
         unit: String,
         #[serde(default)]
         wait_http: Option<String>,
+        #[serde(default)]
+        instance: Option<String>,
+        #[serde(default)]
+        tls: Vec<TlsDef>,
     },
     Disabled {
         unit: String,
@@ -154,6 +158,15 @@ enum Kind {
     AdminUser {
         name: String,
     },
+}
+
+/// `tls = [{ name, port, cert }]` of a service step: what it presents on a TLS port.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsDef {
+    name: String,
+    port: u16,
+    cert: PathBuf,
 }
 
 fn root_owner() -> String {
@@ -180,6 +193,13 @@ pub struct Graph {
     pub secrets: SecretStore,
     /// Every file rendered from a template, as the playbooks place it (golden tests compare these).
     pub rendered: Vec<RenderedFile>,
+}
+
+impl Graph {
+    /// What the host looks like once this graph is applied (read-only; what `doctor` checks).
+    pub fn expected_state(&self) -> ExpectedState {
+        ExpectedState::of(&self.nodes)
+    }
 }
 
 pub struct RenderedFile {
@@ -437,7 +457,24 @@ fn make_step(
                 webroot: render::Paths::default().acme_webroot.into(),
             }),
         }),
-        Kind::Service { unit, wait_http } => Box::new(ServiceStep { unit, wait_http }),
+        Kind::Service {
+            unit,
+            wait_http,
+            instance,
+            tls,
+        } => Box::new(ServiceStep {
+            unit,
+            wait_http,
+            instance,
+            tls: tls
+                .into_iter()
+                .map(|t| Served {
+                    name: t.name,
+                    port: t.port,
+                    cert: t.cert,
+                })
+                .collect(),
+        }),
         Kind::Disabled { unit } => Box::new(DisabledStep { unit }),
         Kind::Element => Box::new(ElementStep::from_config(config)),
         Kind::SystemUser { name, home } => Box::new(SystemUserStep { name, home }),

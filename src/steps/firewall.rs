@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 
-use crate::engine::{Change, Ctx, Step};
+use crate::engine::{Change, Ctx, ExpectedState, Step};
 use crate::system::{run_ok, Cmd, System};
 
 pub struct FirewallStep {
@@ -119,6 +119,10 @@ impl Step for FirewallStep {
             run_ok(ctx.sys, &Cmd::new("ufw").args(["--force", "enable"]))?;
         }
         Ok(())
+    }
+
+    fn expect(&self, state: &mut ExpectedState) {
+        state.allow(&self.allow);
     }
 }
 

@@ -4,34 +4,14 @@
 
 use anyhow::{bail, Result};
 
-use crate::engine::{Change, Ctx, Step};
-use crate::system::{run_ok, Cmd};
+use crate::engine::{Change, Ctx, ExpectedState, Step};
+use crate::system::{psql, run_ok, Cmd};
 
 pub struct PostgresStep {
     pub role: String,
     pub database: String,
     /// Name of the secret holding the role's password.
     pub password_secret: String,
-}
-
-/// psql as the postgres superuser over the local socket; the SQL goes on stdin (never in argv).
-pub fn psql(sql: &str) -> Cmd {
-    Cmd::new("runuser")
-        .args([
-            "-u",
-            "postgres",
-            "--",
-            "psql",
-            "-X",
-            "-A",
-            "-t",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            "postgres",
-        ])
-        .stdin(sql.to_string())
 }
 
 fn literal(s: &str) -> String {
@@ -174,6 +154,10 @@ impl Step for PostgresStep {
         run_ok(ctx.sys, &psql(&sql))
             .map_err(|e| anyhow::anyhow!(ctx.secrets.redact(&format!("{e:#}"))))?;
         Ok(())
+    }
+
+    fn expect(&self, state: &mut ExpectedState) {
+        state.databases.push(self.database.clone());
     }
 }
 

@@ -6,6 +6,7 @@ mod atomic;
 #[cfg(any(test, feature = "fake"))]
 mod fake;
 mod real;
+mod tools;
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +16,7 @@ pub use atomic::{write_atomic, FileSpec};
 #[cfg(any(test, feature = "fake"))]
 pub use fake::FakeSystem;
 pub use real::RealSystem;
+pub use tools::{psql, unit_state, UnitState};
 
 /// A command to run on the host. Built with [`Cmd::new`] and `arg`/`env`/`stdin`.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -9,8 +9,9 @@ APPLY_TIMEOUT_QEMU=${MP_VM_APPLY_TIMEOUT_QEMU:-3600}
 LAST_FRESH_APPLY_S=0
 declare -A TIER_BOOTED=() TIER_UNAVAILABLE=()
 # What else a presence change may touch: Element's config.json (enable_presence_by_hs_url) and the copy of
-# host.toml the Element updater reads. Steps by id, files by path (extended regexes).
-PRESENCE_COLLATERAL_STEPS='^element-config$|^element-host-toml$'
+# host.toml apply keeps (doctor, token, user and the Element updater read it). Steps by id, files by path
+# (extended regexes).
+PRESENCE_COLLATERAL_STEPS='^element-config$|^host-toml$'
 PRESENCE_COLLATERAL_FILES='/var/www/element/config.json|/etc/matrix-provision/host.toml'
 # Files whose content must survive a crashed run unchanged (globs, inside the guest).
 SECRET_GLOBS='/etc/matrix-synapse/secrets/* /var/lib/matrix-provision/secrets/* /etc/matrix-synapse/homeserver.signing.key /etc/turnserver.conf'
