@@ -220,7 +220,6 @@ pub fn facts(sys: &dyn System) -> render::Facts {
     }
 }
 
-/// Render and parse the playbooks for this host.
 /// Every name that needs a certificate, without duplicates, in a stable order.
 pub fn cert_names(config: &HostConfig) -> Vec<String> {
     let mut names = vec![config.synapse.host.clone()];
@@ -273,6 +272,7 @@ pub struct Inputs {
     pub self_exe: PathBuf,
 }
 
+/// Render and parse the playbooks for this host and turn them into engine nodes (reads, never writes).
 pub fn build(
     config: &HostConfig,
     inputs: &Inputs,

@@ -77,14 +77,6 @@ pub struct HostToml {
 }
 
 impl HostToml {
-    /// A given path (tests, other commands' own defaults).
-    pub fn at(path: impl Into<PathBuf>) -> HostToml {
-        HostToml {
-            file: Some(path.into()),
-            config: None,
-        }
-    }
-
     pub fn path(&self) -> PathBuf {
         self.file
             .clone()

@@ -75,7 +75,8 @@ impl Check {
 pub type RelayProbe<'a> =
     dyn Fn(&turn::TurnCredentials) -> anyhow::Result<std::net::SocketAddr> + 'a;
 
-/// Answers that need the outside world (the Element releases API); tests stand in for them.
+/// One report: the host's expected state, the seam to look at it, and the answers that need the outside
+/// world or a session (latest Element release, Synapse's TURN offer, a relay allocation); tests stand in for them.
 pub struct Doctor<'a> {
     pub config: &'a HostConfig,
     /// What apply leaves on this host, from the step graph it would run.
