@@ -43,6 +43,10 @@ pub const PLAYBOOKS: &[(&str, &str)] = &[
         include_str!("../playbooks/30-nginx-tls.toml"),
     ),
     (
+        "35-certbot.toml",
+        include_str!("../playbooks/35-certbot.toml"),
+    ),
+    (
         "40-coturn.toml",
         include_str!("../playbooks/40-coturn.toml"),
     ),
@@ -90,6 +94,9 @@ enum Kind {
         mode: String,
         #[serde(default)]
         sensitive: bool,
+        /// argv of the service's config test, run with the candidate in place (see steps::file).
+        #[serde(default)]
+        validate: Vec<String>,
     },
     Copy {
         src: PathBuf,
@@ -98,6 +105,8 @@ enum Kind {
         mode: String,
         #[serde(default)]
         sensitive: bool,
+        #[serde(default)]
+        validate: Vec<String>,
     },
     Dir {
         path: PathBuf,
@@ -108,6 +117,8 @@ enum Kind {
     Symlink {
         link: PathBuf,
         target: PathBuf,
+        #[serde(default)]
+        validate: Vec<String>,
     },
     Secret {
         name: String,
@@ -193,6 +204,31 @@ pub struct Graph {
     pub secrets: SecretStore,
     /// Every file rendered from a template, as the playbooks place it (golden tests compare these).
     pub rendered: Vec<RenderedFile>,
+    /// Directories our atomic writer writes into: where a killed run may have left temp files.
+    pub write_dirs: std::collections::BTreeSet<PathBuf>,
+}
+
+impl Graph {
+    /// Remove the temp files a killed run left where we write (apply calls it under the run lock, before
+    /// any step). A leftover executable in renewal-hooks/deploy/ would otherwise sit there for good.
+    pub fn sweep_leftovers(&self, sys: &dyn System) -> Result<Vec<PathBuf>> {
+        let mut removed = Vec::new();
+        for dir in &self.write_dirs {
+            removed.extend(sys.sweep_temps(dir)?);
+        }
+        Ok(removed)
+    }
+}
+
+/// The directory a file-writing step writes into.
+fn written_dir(kind: &Kind) -> Option<PathBuf> {
+    let path = match kind {
+        Kind::Template { dest, .. } | Kind::Copy { dest, .. } => dest,
+        Kind::Symlink { link, .. } => link,
+        Kind::Secret { path, .. } | Kind::AptKeyring { dest: path, .. } => path,
+        _ => return None,
+    };
+    path.parent().map(PathBuf::from)
 }
 
 impl Graph {
@@ -287,6 +323,14 @@ pub fn build(
             secrets.load(sys, name, path)?;
         }
     }
+    // The admin's password and token are no template's input, but they are secrets all the same. An
+    // unreadable file (plan as a normal user) just means there is nothing to redact yet.
+    if let Ok(Some(admin)) = crate::admin::Credentials::load(sys) {
+        secrets.remember(&admin.password);
+        if let Some(token) = &admin.access_token {
+            secrets.remember(token);
+        }
+    }
     let secret = |name: &str| -> Result<String> {
         Ok(secrets
             .get(name)
@@ -303,11 +347,15 @@ pub fn build(
     )
     .to_value();
     let renderer = Renderer::new();
+    // The state directory: the pending-handlers file and the admin's credentials are written there.
+    let mut write_dirs =
+        std::collections::BTreeSet::from([PathBuf::from("/var/lib/matrix-provision")]);
     let mut nodes = Vec::new();
     let mut rendered = Vec::new();
     for file in files {
         for def in file.step {
             let description = def.description.clone().unwrap_or_else(|| def.id.clone());
+            write_dirs.extend(written_dir(&def.kind));
             let step = make_step(
                 def.kind,
                 config,
@@ -336,8 +384,7 @@ pub fn build(
                     h.id
                 ),
             };
-            let validate = (!h.validate.is_empty())
-                .then(|| Cmd::new(&h.validate[0]).args(h.validate[1..].iter().cloned()));
+            let validate = command(&h.validate);
             nodes.push(Node {
                 description: format!("{} {}", h.action, h.unit),
                 id: h.id,
@@ -357,7 +404,14 @@ pub fn build(
         nodes,
         secrets,
         rendered,
+        write_dirs,
     })
+}
+
+/// An argv from a playbook as a command; empty means none.
+fn command(argv: &[String]) -> Option<Cmd> {
+    let (program, args) = argv.split_first()?;
+    Some(Cmd::new(program).args(args.iter().cloned()))
 }
 
 fn make_step(
@@ -381,6 +435,7 @@ fn make_step(
             owner,
             mode,
             sensitive,
+            validate,
         } => {
             let owner = Owner::parse(&owner, &mode)?;
             let contents = renderer.render(&template, ctx)?;
@@ -389,6 +444,7 @@ fn make_step(
                 owner: owner.clone(),
                 contents: Contents::Fixed(contents.clone().into_bytes()),
                 sensitive,
+                validate: command(&validate),
             };
             rendered.push(RenderedFile {
                 template,
@@ -404,17 +460,27 @@ fn make_step(
             owner,
             mode,
             sensitive,
+            validate,
         } => Box::new(FileStep {
             path: dest,
             owner: Owner::parse(&owner, &mode)?,
             contents: Contents::CopyOf(src),
             sensitive,
+            validate: command(&validate),
         }),
         Kind::Dir { path, owner, mode } => Box::new(DirStep {
             path,
             owner: Owner::parse(&owner, &mode)?,
         }),
-        Kind::Symlink { link, target } => Box::new(SymlinkStep { link, target }),
+        Kind::Symlink {
+            link,
+            target,
+            validate,
+        } => Box::new(SymlinkStep {
+            link,
+            target,
+            validate: command(&validate),
+        }),
         Kind::Secret {
             name,
             path,

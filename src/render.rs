@@ -84,6 +84,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/certbot/deploy-hook.sh.j2"),
     ),
     (
+        "certbot/certbot-service.conf.j2",
+        include_str!("../templates/certbot/certbot-service.conf.j2"),
+    ),
+    (
         "systemd/matrix-element-update.service.j2",
         include_str!("../templates/systemd/matrix-element-update.service.j2"),
     ),
@@ -146,8 +150,11 @@ pub struct Paths {
     pub secrets_dir: String,
     /// certbot `--webroot-path`; nginx serves `/.well-known/acme-challenge/` from here on port 80.
     pub acme_webroot: String,
-    /// Element releases live under here; `current` is the served release, `config.json` sits beside it.
+    /// Element releases live under here (the updater user's tree); `current` is the served release.
     pub element_root: String,
+    /// Root-owned directory holding our Element `config.json`, outside the updater-writable tree; nginx
+    /// serves `/config.json` from it.
+    pub element_config_dir: String,
     /// coturn's copy of the TURN certificate (turnserver cannot read /etc/letsencrypt/live).
     pub coturn_cert_dir: String,
     /// certbot's live directory: `<letsencrypt_live>/<host>/{fullchain,privkey}.pem`.
@@ -165,6 +172,7 @@ impl Default for Paths {
             // Under /var/www, not the private state dir: nginx (www-data) must be able to read challenges.
             acme_webroot: "/var/www/letsencrypt".into(),
             element_root: "/var/www/element".into(),
+            element_config_dir: "/etc/matrix-provision/element".into(),
             coturn_cert_dir: "/etc/coturn/certs".into(),
             letsencrypt_live: "/etc/letsencrypt/live".into(),
             host_config: "/etc/matrix-provision/host.toml".into(),

@@ -412,7 +412,7 @@ fn json_outputs_parse_and_point_at_synapse() {
         let files = render_variant(&renderer, &ctx);
 
         if c.element.enabled {
-            let cfg = json(&files["/var/www/element/config.json"], variant);
+            let cfg = json(&files["/etc/matrix-provision/element/config.json"], variant);
             let hs = &cfg["default_server_config"]["m.homeserver"];
             assert_eq!(hs["base_url"], base_url.as_str());
             assert_eq!(hs["server_name"], c.server_name.as_str());

@@ -51,6 +51,9 @@ pub(crate) enum Command {
     Apply(converge::ApplyArgs),
     /// Install or update Element Web from a signed release (what the daily timer runs).
     ElementUpdate(element_update::Args),
+    /// Internal: the unprivileged half of an Element update started by root (job on stdin).
+    #[command(hide = true)]
+    ElementJob,
     /// Read-only health report: services, /health, certificates, firewall, database, disk. Exit 1 on any ✗.
     Doctor(doctor::Args),
     /// Registration tokens: create, list, revoke (admin API on loopback).
@@ -116,6 +119,7 @@ pub fn main() -> ExitCode {
             .host_toml
             .load()
             .and_then(|config| element_update::execute(&args, &config)),
+        Command::ElementJob => element_update::execute_job(),
         Command::Doctor(args) => doctor::execute(&args),
         Command::Token(args) => token::execute(&args),
         Command::User(args) => user::execute(&args),

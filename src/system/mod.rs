@@ -132,6 +132,31 @@ pub trait System {
     fn facts(&self) -> Facts;
     /// PID of a process holding an fcntl write lock on `path` (how dpkg and apt lock their databases).
     fn lock_holder(&self, path: &Path) -> Result<Option<i32>>;
+    /// Exclusive flock(2) on `path`, created 0644 when missing, never opened through a symlink (O_NOFOLLOW)
+    /// and only if it is a regular file; held until the returned guard is dropped.
+    fn lock_exclusive(&self, path: &Path) -> Result<Box<dyn std::any::Any>>;
+    /// Names and kinds (lstat) of a directory's entries, None when it does not exist; never follows a
+    /// symlink at `path` itself.
+    fn list_dir(&self, path: &Path) -> Result<Option<Vec<(String, FileKind)>>>;
+    /// mkdir(2) of one new directory (the parent must exist; fails if anything is there already).
+    fn mkdir_new(&self, path: &Path, mode: u32) -> Result<()>;
+    /// A new regular file with exactly `contents` (O_CREAT|O_EXCL|O_NOFOLLOW: never through a symlink,
+    /// never over an existing entry), mode set on the open descriptor.
+    fn create_new(&self, path: &Path, mode: u32, contents: &[u8]) -> Result<()>;
+    /// A new symlink (fails if anything is at `link`).
+    fn symlink_new(&self, target: &Path, link: &Path) -> Result<()>;
+    fn hard_link(&self, from: &Path, to: &Path) -> Result<()>;
+    fn rename(&self, from: &Path, to: &Path) -> Result<()>;
+    /// Removes a file, symlink or whole directory tree without following any symlink in it; absent is fine.
+    fn remove_tree(&self, path: &Path) -> Result<()>;
+    /// syncfs(2) on the filesystem holding `path`.
+    fn sync_fs(&self, path: &Path) -> Result<()>;
+    /// Bytes available to unprivileged users on the filesystem holding `path`.
+    fn free_bytes(&self, path: &Path) -> Result<u64>;
+    /// HTTP GET with explicit options (size cap, timeouts, the host.toml key named in errors).
+    fn http_fetch(&self, url: &str, opts: &crate::http::Options) -> Result<Vec<u8>>;
+    /// Remove the temp files a killed run left in `dir` (hidden `.…mp-tmp…` names); their host paths.
+    fn sweep_temps(&self, dir: &Path) -> Result<Vec<PathBuf>>;
     /// Where backups of replaced files go.
     fn backup_dir(&self) -> PathBuf {
         PathBuf::from("/var/lib/matrix-provision/backup")

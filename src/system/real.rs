@@ -108,11 +108,7 @@ impl System for RealSystem {
 
     fn symlink(&self, target: &Path, link: &Path) -> Result<()> {
         let real = self.map(link);
-        let tmp = real.with_file_name(format!(
-            ".{}.mp-tmp",
-            real.file_name().unwrap_or_default().to_string_lossy()
-        ));
-        let _ = fs::remove_file(&tmp);
+        let tmp = atomic::temp_path(&real);
         std::os::unix::fs::symlink(target, &tmp)
             .and_then(|()| fs::rename(&tmp, &real))
             .with_context(|| format!("linking {} -> {}", link.display(), target.display()))
@@ -178,6 +174,15 @@ impl System for RealSystem {
         crate::http::get(url, &self.http)
     }
 
+    fn sweep_temps(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        let removed = atomic::sweep_temps(&self.map(dir))?;
+        Ok(removed
+            .iter()
+            .filter_map(|p| p.file_name())
+            .map(|n| dir.join(n))
+            .collect())
+    }
+
     fn lock_holder(&self, path: &Path) -> Result<Option<i32>> {
         let file = match fs::File::open(self.map(path)) {
             Ok(f) => f,
@@ -194,6 +199,164 @@ impl System for RealSystem {
         )
         .with_context(|| format!("checking the lock on {}", path.display()))?;
         Ok((probe.l_type != nix::libc::F_UNLCK as i16).then_some(probe.l_pid))
+    }
+
+    fn lock_exclusive(&self, path: &Path) -> Result<Box<dyn std::any::Any>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let real = self.map(path);
+        let flags = nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC | nix::libc::O_NONBLOCK;
+        let opened = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .custom_flags(flags)
+            .open(&real)
+            .or_else(|e| match e.raw_os_error() {
+                // flock works on a read-only descriptor too: a lock file left by another user still locks.
+                Some(nix::libc::EACCES) | Some(nix::libc::EROFS) => fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(flags)
+                    .open(&real),
+                _ => Err(e),
+            });
+        let file = match opened {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => anyhow::bail!(
+                "lock file {} is a symlink; refusing to open it (remove it: it is recreated as a plain file)",
+                path.display()
+            ),
+            Err(e) => {
+                return Err(e).with_context(|| format!("opening lock file {}", path.display()))
+            }
+        };
+        let meta = file
+            .metadata()
+            .with_context(|| format!("stat lock file {}", path.display()))?;
+        if !meta.file_type().is_file() {
+            anyhow::bail!(
+                "lock file {} is not a regular file; refusing to use it",
+                path.display()
+            );
+        }
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| anyhow::anyhow!("lock {}: {e}", path.display()))?;
+        Ok(Box::new(lock))
+    }
+
+    fn list_dir(&self, path: &Path) -> Result<Option<Vec<(String, FileKind)>>> {
+        let real = self.map(path);
+        match fs::symlink_metadata(&real) {
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("stat {}", path.display())),
+            Ok(m) if !m.file_type().is_dir() => {
+                anyhow::bail!("{} is not a directory (a symlink?)", path.display())
+            }
+            Ok(_) => {}
+        }
+        let mut out = Vec::new();
+        for e in fs::read_dir(&real).with_context(|| format!("listing {}", path.display()))? {
+            let e = e.with_context(|| format!("listing {}", path.display()))?;
+            let t = e.file_type()?;
+            let kind = if t.is_symlink() {
+                FileKind::Symlink
+            } else if t.is_dir() {
+                FileKind::Dir
+            } else if t.is_file() {
+                FileKind::File
+            } else {
+                FileKind::Other
+            };
+            out.push((e.file_name().to_string_lossy().into_owned(), kind));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(Some(out))
+    }
+
+    fn mkdir_new(&self, path: &Path, mode: u32) -> Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        let real = self.map(path);
+        fs::DirBuilder::new()
+            .mode(mode)
+            .create(&real)
+            .map_err(|e| crate::http::describe_io(e, &format!("create {}", path.display())))?;
+        // The umask may have taken bits away; the directory is new and ours, lstat proves it is no symlink.
+        fs::set_permissions(&real, fs::Permissions::from_mode(mode))
+            .with_context(|| format!("chmod {:o} {}", mode, path.display()))
+    }
+
+    fn create_new(&self, path: &Path, mode: u32, contents: &[u8]) -> Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let real = self.map(path);
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(&real)
+            .map_err(|e| crate::http::describe_io(e, &format!("create {}", path.display())))?;
+        f.set_permissions(fs::Permissions::from_mode(mode))
+            .with_context(|| format!("chmod {:o} {}", mode, path.display()))?;
+        f.write_all(contents)
+            .map_err(|e| crate::http::describe_io(e, &format!("write {}", path.display())))
+    }
+
+    fn symlink_new(&self, target: &Path, link: &Path) -> Result<()> {
+        std::os::unix::fs::symlink(target, self.map(link))
+            .map_err(|e| crate::http::describe_io(e, &format!("create symlink {}", link.display())))
+    }
+
+    fn hard_link(&self, from: &Path, to: &Path) -> Result<()> {
+        fs::hard_link(self.map(from), self.map(to))
+            .map_err(|e| crate::http::describe_io(e, &format!("link {}", to.display())))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+        fs::rename(self.map(from), self.map(to))
+            .with_context(|| format!("move {} to {}", from.display(), to.display()))
+    }
+
+    fn remove_tree(&self, path: &Path) -> Result<()> {
+        let real = self.map(path);
+        // std's remove_dir_all works with openat/unlinkat and never follows a symlink inside the tree.
+        let r = match fs::symlink_metadata(&real) {
+            Ok(m) if m.is_dir() => fs::remove_dir_all(&real),
+            Ok(_) => fs::remove_file(&real),
+            Err(e) => Err(e),
+        };
+        match r {
+            Err(e) if e.kind() != ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing {}", path.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn sync_fs(&self, path: &Path) -> Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(self.map(path))
+            .with_context(|| format!("open {}", path.display()))?;
+        nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir))
+            .map_err(|e| crate::http::describe_io(e.into(), &format!("flush {}", path.display())))
+    }
+
+    fn free_bytes(&self, path: &Path) -> Result<u64> {
+        let s = nix::sys::statvfs::statvfs(&self.map(path))
+            .with_context(|| format!("statvfs {}", path.display()))?;
+        Ok(s.blocks_available() as u64 * s.fragment_size() as u64)
+    }
+
+    fn http_fetch(&self, url: &str, opts: &crate::http::Options) -> Result<Vec<u8>> {
+        let mut o = opts.clone();
+        if o.ca_bundle.is_none() {
+            o.ca_bundle = self.http.ca_bundle.clone();
+        }
+        crate::http::get(url, &o)
     }
 
     fn facts(&self) -> Facts {

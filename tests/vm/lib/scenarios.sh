@@ -12,7 +12,7 @@ declare -A TIER_BOOTED=() TIER_UNAVAILABLE=()
 # host.toml apply keeps (doctor, token, user and the Element updater read it). Steps by id, files by path
 # (extended regexes).
 PRESENCE_COLLATERAL_STEPS='^element-config$|^host-toml$'
-PRESENCE_COLLATERAL_FILES='/var/www/element/config.json|/etc/matrix-provision/host.toml'
+PRESENCE_COLLATERAL_FILES='/etc/matrix-provision/element/config.json|/etc/matrix-provision/host.toml'
 # Files whose content must survive a crashed run unchanged (globs, inside the guest).
 SECRET_GLOBS='/etc/matrix-synapse/secrets/* /var/lib/matrix-provision/secrets/* /etc/matrix-synapse/homeserver.signing.key /etc/turnserver.conf'
 
