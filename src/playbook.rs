@@ -9,7 +9,7 @@ use minijinja::{context, Environment, UndefinedBehavior};
 use serde::Deserialize;
 
 use crate::config::HostConfig;
-use crate::engine::{Node, Step};
+use crate::engine::{ExpectedState, Node, Step};
 use crate::render::{self, RenderContext, Renderer};
 use crate::secrets::SecretStore;
 use crate::steps::{
@@ -24,7 +24,7 @@ use crate::steps::{
     postgres::PostgresStep,
     preflight::PreflightStep,
     secret::SecretStep,
-    service::{Action, DisabledStep, HandlerStep, ServiceStep},
+    service::{Action, DisabledStep, HandlerStep, Served, ServiceStep},
 };
 use crate::system::{Cmd, System};
 
@@ -155,6 +155,10 @@ enum Kind {
         unit: String,
         #[serde(default)]
         wait_http: Option<String>,
+        #[serde(default)]
+        instance: Option<String>,
+        #[serde(default)]
+        tls: Vec<TlsDef>,
     },
     Disabled {
         unit: String,
@@ -170,6 +174,15 @@ enum Kind {
     AdminUser {
         name: String,
     },
+}
+
+/// `tls = [{ name, port, cert }]` of a service step: what it presents on a TLS port.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsDef {
+    name: String,
+    port: u16,
+    cert: PathBuf,
 }
 
 fn root_owner() -> String {
@@ -225,6 +238,13 @@ fn written_dir(kind: &Kind) -> Option<PathBuf> {
     path.parent().map(PathBuf::from)
 }
 
+impl Graph {
+    /// What the host looks like once this graph is applied (read-only; what `doctor` checks).
+    pub fn expected_state(&self) -> ExpectedState {
+        ExpectedState::of(&self.nodes)
+    }
+}
+
 pub struct RenderedFile {
     pub template: String,
     pub dest: PathBuf,
@@ -243,7 +263,6 @@ pub fn facts(sys: &dyn System) -> render::Facts {
     }
 }
 
-/// Render and parse the playbooks for this host.
 /// Every name that needs a certificate, without duplicates, in a stable order.
 pub fn cert_names(config: &HostConfig) -> Vec<String> {
     let mut names = vec![config.synapse.host.clone()];
@@ -331,6 +350,7 @@ pub struct Inputs {
     pub self_exe: PathBuf,
 }
 
+/// Render and parse the playbooks for this host and turn them into engine nodes (reads, never writes).
 pub fn build(
     config: &HostConfig,
     inputs: &Inputs,
@@ -548,7 +568,24 @@ fn make_step(
                 webroot: render::Paths::default().acme_webroot.into(),
             }),
         }),
-        Kind::Service { unit, wait_http } => Box::new(ServiceStep { unit, wait_http }),
+        Kind::Service {
+            unit,
+            wait_http,
+            instance,
+            tls,
+        } => Box::new(ServiceStep {
+            unit,
+            wait_http,
+            instance,
+            tls: tls
+                .into_iter()
+                .map(|t| Served {
+                    name: t.name,
+                    port: t.port,
+                    cert: t.cert,
+                })
+                .collect(),
+        }),
         Kind::Disabled { unit } => Box::new(DisabledStep { unit }),
         Kind::Element => Box::new(ElementStep::from_config(config)),
         Kind::SystemUser { name, home } => Box::new(SystemUserStep { name, home }),

@@ -574,7 +574,6 @@ fn as_root_the_update_runs_as_the_trees_owner() {
     let run = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_matrix-provision"))
             .arg("element-update")
-            .arg("--config")
             .arg(&cfg)
             .arg("--root")
             .arg(&root)

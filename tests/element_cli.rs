@@ -14,11 +14,7 @@ struct Cli {
 }
 
 fn args(extra: &[&str], root: &std::path::Path) -> Args {
-    let mut argv = vec![
-        "element-update",
-        "--config",
-        "/etc/matrix-provision/host.toml",
-    ];
+    let mut argv = vec!["element-update", "/etc/matrix-provision/host.toml"];
     argv.extend_from_slice(extra);
     let root = root.to_str().unwrap();
     argv.extend_from_slice(&["--root", root]);
@@ -106,7 +102,14 @@ fn errors_propagate_and_bad_versions_are_refused() {
     assert!(format!("{e:#}").contains("HTTP 404"), "{e:#}");
     let e = execute(&args(&["--version", "../../etc"], &root), &cfg).unwrap_err();
     assert!(e.to_string().contains("not an Element release tag"), "{e}");
-    assert!(
-        Cli::try_parse_from(["x", "--config", "h", "--rollback", "--version", "v1.0.0"]).is_err()
+    assert!(Cli::try_parse_from(["x", "h", "--rollback", "--version", "v1.0.0"]).is_err());
+    // HOST_TOML is positional; the old `--config` spelling (units installed by earlier versions) still parses.
+    assert_eq!(
+        Cli::try_parse_from(["x", "--config", "/old/host.toml"])
+            .unwrap()
+            .args
+            .host_toml
+            .path(),
+        std::path::Path::new("/old/host.toml")
     );
 }

@@ -37,7 +37,7 @@ fn service_runs_element_update_unprivileged_and_confined() {
         "Type=oneshot",
         "User=matrix-element",
         "LoadCredential=host.toml:/etc/matrix-provision/host.toml",
-        "ExecStart=/usr/local/bin/matrix-provision element-update --config ${CREDENTIALS_DIRECTORY}/host.toml",
+        "ExecStart=/usr/local/bin/matrix-provision element-update ${CREDENTIALS_DIRECTORY}/host.toml",
         "ProtectSystem=strict",
         "ReadWritePaths=/var/www/element",
         "ProtectHome=yes",

@@ -6,6 +6,7 @@
 //! logs in again when Synapse refuses the stored access token.
 
 mod credentials;
+#[cfg(any(test, feature = "fake"))]
 mod fake;
 mod mac;
 mod session;
@@ -17,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 pub use credentials::Credentials;
+#[cfg(any(test, feature = "fake"))]
 pub use fake::FakeTransport;
 pub use mac::registration_mac;
 pub use session::{NewToken, RegistrationToken, Session, TurnOffer, UserInfo};

@@ -6,10 +6,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use nix::fcntl::{Flock, FlockArg};
 
-use super::Verbosity;
 use crate::engine::{self, Ctx};
 use crate::playbook::{self, Inputs};
-use crate::report::Reporter;
+use crate::report::{Reporter, Verbosity};
 use crate::system::RealSystem;
 
 #[derive(clap::Args)]

@@ -1,20 +1,21 @@
-//! `doctor host.toml`: the read-only health report. Exit 1 when any check fails.
+//! `doctor [HOST_TOML]`: the read-only health report. Exit 1 when any check fails.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 
 use crate::admin::{HttpTransport, Session, TurnOffer};
 use crate::doctor::turn::{self, TurnCredentials};
 use crate::doctor::{self, Check, Doctor, Level};
 use crate::element::{self, ElementSource, Wanted};
+use crate::playbook::{self, Inputs};
 use crate::system::RealSystem;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Path to host.toml.
-    pub file: PathBuf,
+    #[command(flatten)]
+    pub host_toml: super::HostToml,
     /// Print the checks as one JSON document on stdout.
     #[arg(long)]
     pub json: bool,
@@ -41,8 +42,18 @@ fn line(c: &Check) -> String {
 }
 
 pub fn execute(args: &Args) -> Result<u8> {
-    let config = crate::config::load(&args.file).map_err(|e| anyhow!("{e}"))?;
+    let config = args.host_toml.load()?;
     let sys = RealSystem::new("/").with_ca_bundle(args.ca_file.clone());
+    // What to check: the graph apply would run here, built the way `plan` builds it (nothing is written).
+    let path = args.host_toml.path();
+    let inputs = Inputs {
+        config_path: std::fs::canonicalize(&path)
+            .with_context(|| format!("resolving {}", path.display()))?,
+        self_exe: std::env::current_exe().context("finding this program's path")?,
+    };
+    let expected = playbook::build(&config, &inputs, &sys, true)
+        .context("building the step graph apply would run (run doctor as root)")?
+        .expected_state();
     let transport = HttpTransport::loopback();
     let session = Session::open(&sys, &transport).ok();
     let offer = || match &session {
@@ -61,6 +72,7 @@ pub fn execute(args: &Args) -> Result<u8> {
         .unwrap_or(0);
     let checks = Doctor {
         config: &config,
+        expected: &expected,
         sys: &sys,
         now,
         latest_element: (!args.offline).then_some(&latest as &dyn Fn() -> Result<String>),
@@ -111,15 +123,22 @@ mod tests {
         .unwrap();
         match cli.command {
             Command::Doctor(a) => {
-                assert_eq!(a.file, PathBuf::from("h.toml"));
+                assert_eq!(a.host_toml.path(), PathBuf::from("h.toml"));
                 assert!(a.json && a.offline);
             }
             _ => panic!("not doctor"),
         }
-        assert!(
-            Cli::try_parse_from(["matrix-provision", "doctor"]).is_err(),
-            "the file is required"
-        );
+        match Cli::try_parse_from(["matrix-provision", "doctor"])
+            .unwrap()
+            .command
+        {
+            Command::Doctor(a) => assert_eq!(
+                a.host_toml.path(),
+                PathBuf::from("/etc/matrix-provision/host.toml"),
+                "by default the copy apply keeps"
+            ),
+            _ => panic!("not doctor"),
+        }
     }
 
     #[test]

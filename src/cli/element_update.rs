@@ -1,4 +1,4 @@
-//! `matrix-provision element-update --config FILE [--version vX] [--check] [--rollback]`:
+//! `matrix-provision element-update [HOST_TOML] [--version vX] [--check] [--rollback]`:
 //! what the daily timer runs, and what an admin runs by hand.
 
 use std::path::PathBuf;
@@ -15,8 +15,8 @@ pub const EXIT_PENDING: u8 = 2;
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     /// host.toml to read sources and [element] from.
-    #[arg(long, value_name = "FILE")]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub host_toml: super::HostToml,
     /// Release to install instead of element.version: a tag such as v1.11.85, or "latest".
     #[arg(long = "version", value_name = "TAG")]
     pub version: Option<String>,

@@ -1,5 +1,9 @@
 //! Command line: one file per subcommand; `main` maps a Result to the documented exit code.
 //!
+//! host.toml is always the positional `HOST_TOML`. `validate`, `plan` and `apply` require it (they read the
+//! file being written); the commands that operate a converged host (`doctor`, `element-update`, `token`,
+//! `user`) default it to the copy apply keeps, /etc/matrix-provision/host.toml ([`HostToml`]).
+//!
 //! Exit codes: 0 = converged / nothing to do, 1 = error (bad host.toml, failed step), 2 = `plan` has
 //! changes pending, or `apply --detailed-exitcodes` changed something.
 
@@ -10,9 +14,15 @@ mod token;
 mod user;
 mod validate;
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::{anyhow, Result};
 use clap::{Parser, Subcommand};
+
+use crate::config::HostConfig;
+
+use crate::report::Verbosity;
 
 #[derive(Parser)]
 #[command(
@@ -52,12 +62,46 @@ pub(crate) enum Command {
     User(user::Args),
 }
 
-/// How loud the reporter is.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Verbosity {
-    Quiet,
-    Normal,
-    Verbose,
+/// HOST_TOML of a command that operates a converged host: optional, by default the copy apply keeps.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct HostToml {
+    /// host.toml of this server [default: /etc/matrix-provision/host.toml, the copy apply keeps]
+    #[arg(value_name = "HOST_TOML")]
+    file: Option<PathBuf>,
+    /// The spelling of HOST_TOML before it was positional: hidden, so that timer units and scripts
+    /// written then keep working.
+    #[arg(
+        long = "config",
+        value_name = "HOST_TOML",
+        hide = true,
+        conflicts_with = "file"
+    )]
+    config: Option<PathBuf>,
+}
+
+impl HostToml {
+    pub fn path(&self) -> PathBuf {
+        self.file
+            .clone()
+            .or_else(|| self.config.clone())
+            .unwrap_or_else(|| crate::render::Paths::default().host_config.into())
+    }
+
+    pub fn load(&self) -> Result<HostConfig> {
+        let path = self.path();
+        if self.file.is_none() && self.config.is_none() && !Path::new(&path).exists() {
+            return Err(anyhow!(
+                "{} does not exist (apply keeps that copy of host.toml); give the path: \
+                 matrix-provision <command> HOST_TOML",
+                path.display()
+            ));
+        }
+        crate::config::load(&path).map_err(|e| anyhow!("{e}"))
+    }
+
+    pub fn server_name(&self) -> Result<String> {
+        self.load().map(|c| c.server_name)
+    }
 }
 
 pub fn main() -> ExitCode {
@@ -84,13 +128,10 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::execute(&args),
         Command::Plan(args) => converge::plan(&args, verbosity),
         Command::Apply(args) => converge::apply(&args, verbosity),
-        Command::ElementUpdate(args) => match crate::config::load(&args.config) {
-            Ok(config) => element_update::execute(&args, &config),
-            Err(e) => {
-                eprintln!("{e}");
-                Ok(1)
-            }
-        },
+        Command::ElementUpdate(args) => args
+            .host_toml
+            .load()
+            .and_then(|config| element_update::execute(&args, &config)),
         Command::ElementJob => element_update::execute_job(),
         Command::Doctor(args) => doctor::execute(&args),
         Command::Token(args) => token::execute(&args),

@@ -1,31 +1,15 @@
 //! `token create|list|revoke`: registration tokens through the admin API on loopback.
 
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 
 use crate::admin::{HttpTransport, NewToken, RegistrationToken, Session};
 use crate::config::{HostConfig, Registration};
 use crate::system::RealSystem;
 
-pub const DEFAULT_CONFIG: &str = "/etc/matrix-provision/host.toml";
-
-#[derive(clap::Args, Debug)]
-pub struct ConfigArg {
-    /// host.toml of this server (for server_name).
-    #[arg(long = "config", default_value = DEFAULT_CONFIG)]
-    pub config: PathBuf,
-}
-
-impl ConfigArg {
-    pub fn load(&self) -> Result<HostConfig> {
-        crate::config::load(&self.config).map_err(|e| anyhow!("{e}"))
-    }
-    pub fn server_name(&self) -> Result<String> {
-        self.load().map(|c| c.server_name)
-    }
-}
+/// host.toml of this server (for server_name): HOST_TOML, by default the copy apply keeps.
+pub use super::HostToml as ConfigArg;
 
 /// Tokens only matter when Synapse asks for them; say so instead of letting the admin wonder.
 fn registration_note(config: &HostConfig) -> Option<String> {
@@ -267,7 +251,6 @@ mod tests {
             "7d",
             "--token",
             "party",
-            "--config",
             "/tmp/h.toml",
         ])
         .unwrap()
@@ -283,17 +266,38 @@ mod tests {
                 assert!(!unlimited);
                 assert_eq!(expires, Some(Duration::from_secs(7 * 86_400)));
                 assert_eq!(token.as_deref(), Some("party"));
-                assert_eq!(config.config, PathBuf::from("/tmp/h.toml"));
+                assert_eq!(config.path(), std::path::Path::new("/tmp/h.toml"));
             }
             other => panic!("{other:?}"),
         }
         match parse(&["token", "list"]).unwrap() {
             Action::List { json, config } => {
                 assert!(!json);
-                assert_eq!(config.config, PathBuf::from(DEFAULT_CONFIG));
+                assert_eq!(
+                    config.path(),
+                    std::path::Path::new("/etc/matrix-provision/host.toml")
+                );
             }
             other => panic!("{other:?}"),
         }
+        // The old flag still works (timers and scripts written before HOST_TOML was positional).
+        match parse(&["token", "revoke", "abc", "--config", "/tmp/old.toml"]).unwrap() {
+            Action::Revoke { token, config } => {
+                assert_eq!(token, "abc");
+                assert_eq!(config.path(), std::path::Path::new("/tmp/old.toml"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["token", "revoke", "abc", "/tmp/h.toml"]).unwrap() {
+            Action::Revoke { config, .. } => {
+                assert_eq!(config.path(), std::path::Path::new("/tmp/h.toml"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            parse(&["token", "list", "/a.toml", "--config", "/b.toml"]).is_err(),
+            "one host.toml, not two"
+        );
     }
 
     #[test]

@@ -180,8 +180,8 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            parse(&["user", "reset-password", "bob", "--config", "h.toml"]).unwrap(),
-            Action::ResetPassword { name, password_stdin: false, config } if name == "bob" && config.config.to_str() == Some("h.toml")
+            parse(&["user", "reset-password", "bob", "h.toml"]).unwrap(),
+            Action::ResetPassword { name, password_stdin: false, config } if name == "bob" && config.path().to_str() == Some("h.toml")
         ));
         assert!(matches!(
             parse(&["user", "deactivate", "@eve:ex.org"]).unwrap(),

@@ -1,6 +1,10 @@
 //! `doctor`: a read-only health report of a converged host. One [`Check`] per question, each ✓, ! (warning)
-//! or ✗ with the command that fixes or explains it. Everything goes through [`System`]: commands
-//! (`systemctl show`, `openssl`, `ufw`, `psql`, `df`) and HTTP GETs, so every check is unit-tested.
+//! or ✗ with the command that fixes or explains it. What to check comes from the step graph apply would run
+//! ([`ExpectedState`]: its units, firewall rules, certificates, TLS listeners, files, databases), so a
+//! service or port added to a playbook is checked here with no change; on top come the live probes only
+//! doctor makes (the certificate each port really serves, .well-known, federation, a TURN allocation).
+//! Everything goes through [`System`]: commands (`systemctl show`, `openssl`, `ufw`, `psql`, `df`) and
+//! HTTP GETs, so every check is unit-tested.
 
 pub mod turn;
 
@@ -11,7 +15,10 @@ use serde_json::Value;
 
 use crate::admin::TurnOffer;
 use crate::config::HostConfig;
-use crate::system::{Cmd, System};
+use crate::engine::{
+    Contents, ExpectedCert, ExpectedFile, ExpectedKind, ExpectedState, ExpectedTls, ExpectedUnit,
+};
+use crate::system::{psql, unit_state, Cmd, FileKind, System};
 
 /// Certificates closer to expiry than this are a warning (certbot renews at 30 days left).
 pub const CERT_WARN_DAYS: i64 = 14;
@@ -68,9 +75,12 @@ impl Check {
 pub type RelayProbe<'a> =
     dyn Fn(&turn::TurnCredentials) -> anyhow::Result<std::net::SocketAddr> + 'a;
 
-/// Answers that need the outside world (the Element releases API); tests stand in for them.
+/// One report: the host's expected state, the seam to look at it, and the answers that need the outside
+/// world or a session (latest Element release, Synapse's TURN offer, a relay allocation); tests stand in for them.
 pub struct Doctor<'a> {
     pub config: &'a HostConfig,
+    /// What apply leaves on this host, from the step graph it would run.
+    pub expected: &'a ExpectedState,
     pub sys: &'a dyn System,
     /// Seconds since the epoch.
     pub now: i64,
@@ -86,14 +96,19 @@ pub struct Doctor<'a> {
 
 impl Doctor<'_> {
     pub fn run(&self) -> Vec<Check> {
-        let c = self.config;
+        let (c, e) = (self.config, self.expected);
         let mut out = Vec::new();
-        for unit in self.units() {
-            out.push(self.service(&unit));
+        for unit in &e.units {
+            out.push(self.service(&unit.unit));
+            if let Some(url) = &unit.health_url {
+                out.push(self.health(unit, url));
+            }
         }
-        out.push(self.synapse_health());
-        for name in crate::playbook::cert_names(c) {
-            out.push(self.certificate(&name));
+        for cert in &e.certificates {
+            out.push(self.certificate(cert));
+        }
+        for tls in &e.tls {
+            out.push(self.served(tls));
         }
         if c.delegated() && self.public {
             out.extend(self.well_known());
@@ -104,10 +119,29 @@ impl Doctor<'_> {
         if c.turn.enabled {
             out.extend(self.turn());
         }
-        if c.firewall.enabled {
-            out.push(self.firewall());
+        if let Some(rules) = &e.firewall {
+            // SSH first, as apply opens it: every port apply would find sshd on now, plus the configured ones.
+            let mut want: Vec<String> = Vec::new();
+            if let Some(configured) = &e.firewall_ssh {
+                let mut ports = crate::system::detect_ssh_ports(self.sys).ports;
+                ports.extend(configured.iter().copied());
+                want.extend(ports.iter().map(|p| format!("{p}/tcp")));
+            }
+            want.extend(
+                rules
+                    .iter()
+                    .filter(|r| !want.contains(r))
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            );
+            out.push(self.firewall(&want));
         }
-        out.push(self.collation());
+        if !e.files.is_empty() {
+            out.push(self.files(&e.files));
+        }
+        for db in &e.databases {
+            out.push(self.collation(db));
+        }
         if c.element.enabled {
             out.push(self.element());
         }
@@ -116,33 +150,12 @@ impl Doctor<'_> {
         out
     }
 
-    fn units(&self) -> Vec<String> {
-        let c = self.config;
-        let mut units: Vec<String> = vec![
-            "matrix-synapse".into(),
-            // The cluster itself: `postgresql` is only an umbrella unit that is "active" even when
-            // the cluster is down.
-            "postgresql@15-main".into(),
-            "nginx".into(),
-        ];
-        if c.turn.enabled {
-            units.push("coturn".into());
-        }
-        if c.acme.enabled {
-            units.push("certbot.timer".into());
-        }
-        if c.element.enabled && c.element.auto_update {
-            units.push("matrix-element-update.timer".into());
-        }
-        units
-    }
-
     fn service(&self, unit: &str) -> Check {
         let name = format!("service {unit}");
         let hint = format!(
             "systemctl status {unit}; journalctl -u {unit} -n 50; then systemctl start {unit}"
         );
-        let state = match crate::steps::service::unit_state(self.sys, unit) {
+        let state = match unit_state(self.sys, unit) {
             Ok(s) => s,
             Err(e) => return Check::fail(name, format!("{e:#}"), hint),
         };
@@ -161,30 +174,26 @@ impl Doctor<'_> {
         }
     }
 
-    fn synapse_health(&self) -> Check {
-        let name = "synapse /health";
-        match self.sys.http_get("http://127.0.0.1:8008/health") {
-            Ok(body) if String::from_utf8_lossy(&body).trim() == "OK" => {
-                Check::ok(name, "OK on 127.0.0.1:8008")
-            }
-            Ok(body) => Check::fail(
-                name,
-                format!("answered {:?}", String::from_utf8_lossy(&body)),
-                "journalctl -u matrix-synapse -n 100",
-            ),
+    /// The URL apply waits for after (re)starting the unit (Synapse's /health) answers.
+    fn health(&self, unit: &ExpectedUnit, url: &str) -> Check {
+        let u = &unit.unit;
+        let name = format!("{u} health");
+        match self.sys.http_get(url) {
+            Ok(_) => Check::ok(name, format!("{url} answers")),
             Err(e) => Check::fail(
                 name,
                 format!("{e:#}"),
-                "is matrix-synapse running? systemctl status matrix-synapse",
+                format!("is {u} running? systemctl status {u}; journalctl -u {u} -n 100"),
             ),
         }
     }
 
-    fn certificate(&self, host: &str) -> Check {
+    fn certificate(&self, cert: &ExpectedCert) -> Check {
+        let host = &cert.name;
         let name = format!("TLS certificate {host}");
-        let path = format!("/etc/letsencrypt/live/{host}/cert.pem");
+        let path = cert.cert.display().to_string();
         let renew = format!("certbot renew --cert-name {host}; systemctl status certbot.timer");
-        if matches!(self.sys.stat(Path::new(&path)), Ok(None)) {
+        if matches!(self.sys.stat(&cert.cert), Ok(None)) {
             return Check::fail(
                 name,
                 format!("no certificate at {path}"),
@@ -197,11 +206,7 @@ impl Doctor<'_> {
             Ok(o) => return Check::fail(name, format!("cannot read {path}: {}", short(&o)), renew),
             Err(e) => return Check::fail(name, format!("{e:#}"), "apt install openssl"),
         };
-        let Some(end) = out
-            .lines()
-            .find_map(|l| l.strip_prefix("notAfter="))
-            .and_then(parse_openssl_date)
-        else {
+        let Some(end) = not_after(&out) else {
             return Check::fail(
                 name,
                 format!("unexpected openssl output: {}", out.trim()),
@@ -216,6 +221,92 @@ impl Doctor<'_> {
         } else {
             Check::ok(name, format!("{days} days left"))
         }
+    }
+
+    /// The certificate the port really presents for the name (over loopback, with SNI) against the one on
+    /// disk: a renewal that nginx or coturn did not pick up leaves them serving the old one until it expires.
+    fn served(&self, t: &ExpectedTls) -> Check {
+        let name = format!("TLS served {}:{}", t.name, t.port);
+        let path = t.cert.display();
+        let disk = match self.sys.read(&t.cert) {
+            Ok(Some(b)) => first_pem(&String::from_utf8_lossy(&b)),
+            Ok(None) => None,
+            Err(e) => return Check::fail(name, format!("{e:#}"), "run doctor as root (sudo)"),
+        };
+        let Some(disk) = disk else {
+            return Check::fail(
+                name,
+                format!("no certificate at {path}"),
+                "run `matrix-provision apply host.toml` (it requests missing certificates)",
+            );
+        };
+        let served = match self.handshake(t) {
+            Ok(pem) => pem,
+            Err(e) => {
+                return Check::fail(
+                    name,
+                    e,
+                    format!("systemctl status {u}; journalctl -u {u} -n 50", u = t.unit),
+                )
+            }
+        };
+        let end = |pem: &str| self.end_date(pem).unwrap_or_else(|| "?".into());
+        if served == disk {
+            Check::ok(name, format!("{} presents {path}", t.unit))
+        } else {
+            Check::fail(
+                name,
+                format!(
+                    "{} presents another certificate (valid until {}) than {path} (valid until {})",
+                    t.unit,
+                    end(&served),
+                    end(&disk)
+                ),
+                format!(
+                    "systemctl reload-or-restart {u} (it reads certificates only when it starts or \
+                     reloads); after a renewal the certbot deploy hook does that: check \
+                     /etc/letsencrypt/renewal-hooks/deploy/ and journalctl -u certbot",
+                    u = t.unit
+                ),
+            )
+        }
+    }
+
+    /// The leaf certificate a TLS handshake with 127.0.0.1:port (SNI name) presents, as one PEM block.
+    fn handshake(&self, t: &ExpectedTls) -> Result<String, String> {
+        let connect = format!("127.0.0.1:{}", t.port);
+        let attempt = |extra: &[&str]| {
+            // timeout: a listener that accepts but never answers must not hang the report.
+            let cmd = Cmd::new("timeout")
+                .args(["10", "openssl", "s_client", "-connect", &connect])
+                .args(["-servername", t.name.as_str()])
+                .args(extra.iter().copied())
+                .stdin(Vec::new());
+            self.sys.run(&cmd)
+        };
+        let mut why = String::new();
+        // Some servers (coturn 4.6) fail a TLS 1.3 handshake yet serve TLS 1.2: the certificate is the same.
+        for extra in [&[][..], &["-tls1_2"][..]] {
+            match attempt(extra) {
+                Ok(o) => match first_pem(&o.stdout) {
+                    Some(pem) => return Ok(pem),
+                    None => why = format!("no TLS handshake on {connect}: {}", short(&o)),
+                },
+                Err(e) => return Err(format!("{e:#}")),
+            }
+        }
+        Err(why)
+    }
+
+    fn end_date(&self, pem: &str) -> Option<String> {
+        let cmd = Cmd::new("openssl")
+            .args(["x509", "-noout", "-enddate"])
+            .stdin(pem_text(pem));
+        let out = self.sys.run(&cmd).ok().filter(|o| o.ok())?;
+        out.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("notAfter="))
+            .map(|d| d.trim().to_string())
     }
 
     /// The delegation documents as nginx serves them on server_name.
@@ -325,7 +416,8 @@ impl Doctor<'_> {
         out
     }
 
-    fn firewall(&self) -> Check {
+    /// ufw active and allowing every rule of the firewall step (SSH first among them).
+    fn firewall(&self, want: &[String]) -> Check {
         let name = "firewall (ufw)";
         let hint = "run `matrix-provision apply host.toml` (it adds the rules and enables ufw)";
         let out = match self.sys.run(&Cmd::new("ufw").arg("status")) {
@@ -341,39 +433,117 @@ impl Doctor<'_> {
             .filter(|l| l.contains("ALLOW") && !l.contains("(v6)"))
             .filter_map(|l| l.split_whitespace().next())
             .collect();
-        let c = self.config;
-        let mut want = vec!["80/tcp".to_string(), "443/tcp".to_string()];
-        if c.synapse.federation {
-            want.push("8448/tcp".into());
-        }
-        if c.turn.enabled {
-            want.extend(["3478/udp".into(), "5349/tcp".into()]);
-            want.push(format!("{}:{}/udp", c.turn.min_port, c.turn.max_port));
-        }
-        want.extend(c.firewall.extra_allowed_ports.iter().cloned());
-        let missing: Vec<String> = want
-            .into_iter()
-            .filter(|w| !allowed.contains(&w.as_str()))
+        let missing: Vec<&str> = want
+            .iter()
+            .map(String::as_str)
+            .filter(|w| !allowed.contains(w))
             .collect();
         if missing.is_empty() {
-            Check::ok(name, format!("active; allows {}", allowed.join(", ")))
+            Check::ok(name, format!("active; allows {}", want.join(", ")))
         } else {
             Check::fail(name, format!("missing: {}", missing.join(", ")), hint)
         }
     }
 
-    fn collation(&self) -> Check {
-        let name = "postgres database collation";
-        let cmd = crate::steps::postgres::psql(
-            "SELECT pg_encoding_to_char(encoding) || '|' || datcollate || '|' || datctype FROM pg_database WHERE datname = 'synapse';",
-        );
+    /// Every file, directory and link of the playbooks as apply leaves it: present, owner, mode, and
+    /// the contents apply writes (a rendered file edited by hand, a certificate copy gone stale).
+    fn files(&self, files: &[ExpectedFile]) -> Check {
+        let name = "files";
+        let mut problems = Vec::new();
+        for f in files {
+            if let Err(p) = self.file(f) {
+                problems.push(format!("{}: {p}", f.path.display()));
+            }
+        }
+        if problems.is_empty() {
+            return Check::ok(
+                name,
+                format!(
+                    "{} files, directories and links as apply leaves them",
+                    files.len()
+                ),
+            );
+        }
+        let shown = problems.len().min(5);
+        let more = problems.len() - shown;
+        Check::fail(
+            name,
+            format!(
+                "{}{}",
+                problems[..shown].join("; "),
+                if more > 0 {
+                    format!(" (and {more} more)")
+                } else {
+                    String::new()
+                }
+            ),
+            "`matrix-provision plan host.toml` shows each difference; `apply` puts them back",
+        )
+    }
+
+    fn file(&self, f: &ExpectedFile) -> Result<(), String> {
+        let err = |e: anyhow::Error| format!("{e:#}");
+        let stat = self
+            .sys
+            .stat(&f.path)
+            .map_err(err)?
+            .ok_or_else(|| "missing".to_string())?;
+        let owner = match &f.kind {
+            ExpectedKind::Symlink { target } => {
+                let got = self.sys.read_link(&f.path).map_err(err)?;
+                return match got {
+                    Some(t) if &t == target => Ok(()),
+                    Some(t) => Err(format!(
+                        "points to {}, not {}",
+                        t.display(),
+                        target.display()
+                    )),
+                    None => Err("not a symlink".into()),
+                };
+            }
+            ExpectedKind::Dir { owner } if stat.kind == FileKind::Dir => owner,
+            ExpectedKind::Dir { .. } => return Err("not a directory".into()),
+            ExpectedKind::File { owner, .. } if stat.kind == FileKind::File => owner,
+            ExpectedKind::File { .. } => return Err("not a regular file".into()),
+        };
+        let uid = self.sys.uid(&owner.user).map_err(err)?;
+        let gid = self.sys.gid(&owner.group).map_err(err)?;
+        if (Some(stat.uid), Some(stat.gid), stat.mode) != (uid, gid, owner.mode) {
+            return Err(format!(
+                "owner/mode {}:{} {:04o}, not {}:{} {:04o}",
+                stat.uid, stat.gid, stat.mode, owner.user, owner.group, owner.mode
+            ));
+        }
+        let ExpectedKind::File { contents, .. } = &f.kind else {
+            return Ok(());
+        };
+        let have = self.sys.read(&f.path).map_err(err)?.unwrap_or_default();
+        match contents {
+            None if have.trim_ascii().is_empty() => Err("empty".into()),
+            None => Ok(()),
+            Some(Contents::Bytes(want)) if &have == want => Ok(()),
+            Some(Contents::Bytes(_)) => Err("differs from what apply writes".into()),
+            Some(Contents::SameAs(src)) => match self.sys.read(src).map_err(err)? {
+                Some(want) if want == have => Ok(()),
+                Some(_) => Err(format!("differs from {}", src.display())),
+                None => Err(format!("{} (its source) is missing", src.display())),
+            },
+        }
+    }
+
+    fn collation(&self, db: &str) -> Check {
+        let name = format!("postgres database {db}");
+        let cmd = psql(&format!(
+            "SELECT pg_encoding_to_char(encoding) || '|' || datcollate || '|' || datctype FROM pg_database WHERE datname = '{}';",
+            db.replace('\'', "''")
+        ));
         let out = match self.sys.run(&cmd) {
             Ok(o) if o.ok() => o.stdout,
             Ok(o) => {
                 return Check::fail(
                     name,
                     short(&o),
-                    "systemctl status postgresql@15-main (and run doctor as root)",
+                    "is PostgreSQL running (see its service checks)? and run doctor as root",
                 )
             }
             Err(e) => return Check::fail(name, format!("{e:#}"), "apt install postgresql-client"),
@@ -381,13 +551,13 @@ impl Doctor<'_> {
         match out.trim() {
             "" => Check::fail(
                 name,
-                "there is no database `synapse`",
+                format!("there is no database `{db}`"),
                 "run `matrix-provision apply host.toml`",
             ),
-            "UTF8|C|C" => Check::ok(name, "synapse: UTF8, C collation"),
+            "UTF8|C|C" => Check::ok(name, format!("{db}: UTF8, C collation")),
             other => Check::fail(
                 name,
-                format!("synapse is {}; Synapse needs UTF8 with C collation and ctype", other.replace('|', ", ")),
+                format!("{db} is {}; Synapse needs UTF8 with C collation and ctype", other.replace('|', ", ")),
                 "dump the database, recreate it with ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0, restore",
             ),
         }
@@ -423,7 +593,7 @@ impl Doctor<'_> {
                 Level::Warn,
                 name,
                 format!("{installed} installed, {l} is the latest"),
-                "matrix-provision element-update --config /etc/matrix-provision/host.toml",
+                "matrix-provision element-update",
             ),
             Err(e) => Check::bad(
                 Level::Warn,
@@ -485,6 +655,37 @@ fn human_mb(mb: u64) -> String {
     }
 }
 
+/// `notAfter=` of `openssl x509 -enddate` as seconds since the epoch.
+fn not_after(out: &str) -> Option<i64> {
+    out.lines()
+        .find_map(|l| l.strip_prefix("notAfter="))
+        .and_then(parse_openssl_date)
+}
+
+/// The base64 body of the first certificate in PEM text (whitespace dropped), to compare certificates.
+fn first_pem(text: &str) -> Option<String> {
+    let start = text.find("-----BEGIN CERTIFICATE-----")? + "-----BEGIN CERTIFICATE-----".len();
+    let len = text[start..].find("-----END CERTIFICATE-----")?;
+    let body: String = text[start..start + len]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    (!body.is_empty()).then_some(body)
+}
+
+/// A [`first_pem`] body as PEM again, for openssl.
+fn pem_text(body: &str) -> String {
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap_or(""))
+        .collect();
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    )
+}
+
 /// "Nov 29 12:00:00 2026 GMT" (openssl's notAfter) as seconds since the epoch.
 pub fn parse_openssl_date(s: &str) -> Option<i64> {
     let f: Vec<&str> = s.split_whitespace().collect();
@@ -528,9 +729,19 @@ pub fn failed(checks: &[Check]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::system::FakeSystem;
+    use crate::engine::Node;
+    use crate::playbook::{self, Inputs};
+    use crate::steps::firewall::FirewallStep;
+    use crate::steps::service::{Served, ServiceStep};
+    use crate::system::{FakeSystem, FileSpec};
 
     const NOW: i64 = 1_795_953_600 - 60 * 86_400; // 60 days before Nov 29 12:00:00 2026 GMT
+    const NAMES: [&str; 4] = [
+        "example.org",
+        "matrix.example.org",
+        "element.example.org",
+        "turn.example.org",
+    ];
 
     fn config() -> HostConfig {
         crate::config::parse(
@@ -540,7 +751,74 @@ mod tests {
         .unwrap()
     }
 
-    /// A converged host: every unit active, certificates valid 60 days, all documents served.
+    /// The graph apply would run on this fake host, as doctor sees it.
+    fn graph(sys: &FakeSystem) -> playbook::Graph {
+        let inputs = Inputs {
+            config_path: "/root/host.toml".into(),
+            self_exe: "/root/matrix-provision".into(),
+        };
+        playbook::build(&config(), &inputs, sys, true).unwrap()
+    }
+
+    fn pem(body: &str) -> String {
+        format!("-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n")
+    }
+
+    /// A certificate body per name and issue ("matrixexampleorg1").
+    fn cert_body(name: &str, issue: u32) -> String {
+        format!("{}{issue}", name.replace('.', ""))
+    }
+
+    /// Every file the graph expects, laid down as apply leaves it: the secrets first, so that the files
+    /// rendered with them hold the stored values (as on a host apply converged).
+    fn converge_files(sys: &FakeSystem) {
+        let ids = (
+            sys.uid("x").unwrap().unwrap(),
+            sys.gid("x").unwrap().unwrap(),
+        );
+        for secrets_pass in [true, false] {
+            for f in &graph(sys).expected_state().files {
+                let real = sys.path(f.path.to_str().unwrap());
+                std::fs::create_dir_all(real.parent().unwrap()).unwrap();
+                let bytes = match &f.kind {
+                    ExpectedKind::File { contents: None, .. } if secrets_pass => {
+                        b"a-secret\n".to_vec()
+                    }
+                    _ if secrets_pass => continue,
+                    ExpectedKind::File { contents: None, .. } => continue,
+                    ExpectedKind::File {
+                        contents: Some(Contents::Bytes(b)),
+                        ..
+                    } => b.clone(),
+                    ExpectedKind::File {
+                        contents: Some(Contents::SameAs(src)),
+                        ..
+                    } => sys.read(src).unwrap().unwrap(),
+                    ExpectedKind::Dir { owner } => {
+                        sys.mkdir(&f.path, ids, owner.mode).unwrap();
+                        continue;
+                    }
+                    ExpectedKind::Symlink { target } => {
+                        sys.symlink(target, &f.path).unwrap();
+                        continue;
+                    }
+                };
+                let ExpectedKind::File { owner, .. } = &f.kind else {
+                    unreachable!()
+                };
+                let spec = FileSpec {
+                    path: f.path.clone(),
+                    uid: ids.0,
+                    gid: ids.1,
+                    mode: owner.mode,
+                };
+                sys.write(&spec, &bytes).unwrap();
+            }
+        }
+    }
+
+    /// A converged host: every unit active, certificates valid 60 days and served, all documents served,
+    /// every file of the playbooks in place.
     fn healthy() -> FakeSystem {
         let sys = FakeSystem::new();
         sys.on_cmd(
@@ -549,13 +827,15 @@ mod tests {
             "LoadState=loaded\nActiveState=active\nSubState=running\n",
         );
         sys.on_cmd("openssl x509", 0, "notAfter=Nov 29 12:00:00 2026 GMT\n");
+        sys.on_cmd("sshd -T", 0, "port 22\n");
         sys.on_cmd(
             "ufw status",
             0,
             "Status: active\n\nTo                         Action      From\n--                         ------      ----\n\
              22/tcp                     ALLOW       Anywhere\n80/tcp                     ALLOW       Anywhere\n\
              443/tcp                    ALLOW       Anywhere\n8448/tcp                   ALLOW       Anywhere\n\
-             3478/udp                   ALLOW       Anywhere\n5349/tcp                   ALLOW       Anywhere\n\
+             3478/tcp                   ALLOW       Anywhere\n3478/udp                   ALLOW       Anywhere\n\
+             5349/tcp                   ALLOW       Anywhere\n5349/udp                   ALLOW       Anywhere\n\
              49152:65535/udp            ALLOW       Anywhere\n80/tcp (v6)                ALLOW       Anywhere (v6)\n",
         );
         sys.on_cmd("runuser -u postgres", 0, "UTF8|C|C\n");
@@ -579,14 +859,45 @@ mod tests {
             br#"{"server_name":"example.org","verify_keys":{}}"#.to_vec(),
         );
         drop(urls);
-        for name in [
-            "example.org",
-            "matrix.example.org",
-            "element.example.org",
-            "turn.example.org",
-        ] {
-            sys.put(&format!("/etc/letsencrypt/live/{name}/cert.pem"), "PEM");
+        for name in NAMES {
+            let cert = pem(&cert_body(name, 1));
+            sys.put(&format!("/etc/letsencrypt/live/{name}/cert.pem"), &cert);
+            sys.put(
+                &format!("/etc/letsencrypt/live/{name}/fullchain.pem"),
+                &cert,
+            );
+            sys.put(&format!("/etc/letsencrypt/live/{name}/privkey.pem"), "KEY");
         }
+        // nginx and coturn present what was on disk when they last (re)loaded: issue 1 of every name.
+        sys.on(|c| {
+            let args: Vec<&str> = c.args.iter().map(String::as_str).collect();
+            let ["10", "openssl", "s_client", "-connect", addr, "-servername", name, ..] = args[..]
+            else {
+                return None;
+            };
+            let port: u16 = addr.strip_prefix("127.0.0.1:")?.parse().ok()?;
+            let listens = matches!((name, port), (_, 443) | ("matrix.example.org", 8448))
+                || (name, port) == ("turn.example.org", 5349);
+            Some(crate::system::CmdOutput {
+                status: if listens { 0 } else { 1 },
+                stdout: if listens {
+                    format!(
+                        "CONNECTED(00000003)\n---\nServer certificate\n{}",
+                        pem(&cert_body(name, 1))
+                    )
+                } else {
+                    String::new()
+                },
+                stderr: if listens {
+                    String::new()
+                } else {
+                    "connect:errno=111".into()
+                },
+            })
+        });
+        sys.put("/root/host.toml", "server_name = \"example.org\"\n");
+        sys.put("/root/matrix-provision", "binary");
+        converge_files(&sys);
         std::fs::create_dir_all(sys.path("/var/www/element/archive/element-v1.11.90")).unwrap();
         std::os::unix::fs::symlink(
             "archive/element-v1.11.90",
@@ -596,7 +907,11 @@ mod tests {
         sys
     }
 
-    fn run(sys: &FakeSystem, latest: Option<&dyn Fn() -> anyhow::Result<String>>) -> Vec<Check> {
+    fn run_with(
+        sys: &FakeSystem,
+        expected: &ExpectedState,
+        latest: Option<&dyn Fn() -> anyhow::Result<String>>,
+    ) -> Vec<Check> {
         let config = config();
         let offer = || {
             Ok(TurnOffer {
@@ -621,6 +936,7 @@ mod tests {
         };
         Doctor {
             config: &config,
+            expected,
             sys,
             now: NOW,
             latest_element: latest,
@@ -629,6 +945,10 @@ mod tests {
             public: true,
         }
         .run()
+    }
+
+    fn run(sys: &FakeSystem, latest: Option<&dyn Fn() -> anyhow::Result<String>>) -> Vec<Check> {
+        run_with(sys, &graph(sys).expected_state(), latest)
     }
 
     fn find<'a>(checks: &'a [Check], name: &str) -> &'a Check {
@@ -648,13 +968,23 @@ mod tests {
         assert!(!failed(&checks));
         for name in [
             "service coturn",
+            "service postgresql",
             "service postgresql@15-main",
+            "service certbot.timer",
+            "service matrix-element-update.timer",
+            "matrix-synapse health",
             "TLS certificate matrix.example.org",
             "TLS certificate turn.example.org",
+            "TLS served matrix.example.org:443",
+            "TLS served matrix.example.org:8448",
+            "TLS served example.org:443",
+            "TLS served element.example.org:443",
+            "TLS served turn.example.org:5349",
             ".well-known/matrix/server",
             "federation keys on 8448",
             "firewall (ufw)",
-            "postgres database collation",
+            "files",
+            "postgres database synapse",
             "disk: media store",
             "TURN credentials from Synapse",
             "TURN relay allocation",
@@ -666,6 +996,163 @@ mod tests {
             "60 days left"
         );
         assert_eq!(find(&checks, "Element Web").detail, "v1.11.90 (the latest)");
+        assert!(
+            find(&checks, "firewall (ufw)")
+                .detail
+                .starts_with("active; allows 22/tcp, 80/tcp"),
+            "SSH is checked first, like apply opens it"
+        );
+        // Only the certificates the graph asks for, each once.
+        let certs = checks
+            .iter()
+            .filter(|c| c.name.starts_with("TLS certificate"))
+            .count();
+        assert_eq!(certs, 4);
+    }
+
+    /// The point of deriving checks from the graph: a service, its TLS port and its firewall rule added
+    /// to a playbook are checked with no change here.
+    #[test]
+    fn a_service_added_to_the_graph_is_checked() {
+        let sys = healthy();
+        let mut graph = graph(&sys);
+        let before = run_with(&sys, &graph.expected_state(), None);
+        assert!(!before.iter().any(|c| c.name.contains("worker")));
+        graph.nodes.push(Node {
+            id: "synapse-worker-service".into(),
+            description: "a worker".into(),
+            step: Box::new(ServiceStep {
+                unit: "matrix-synapse-worker@generic1".into(),
+                wait_http: Some("http://127.0.0.1:8083/health".into()),
+                instance: None,
+                tls: vec![Served {
+                    name: "matrix.example.org".into(),
+                    port: 8443,
+                    cert: "/etc/letsencrypt/live/matrix.example.org/cert.pem".into(),
+                }],
+            }),
+            after: vec!["packages".into()],
+            notify: Vec::new(),
+            exclusive: Vec::new(),
+            handler: false,
+        });
+        graph.nodes.push(Node {
+            id: "worker-firewall".into(),
+            description: "worker port".into(),
+            step: Box::new(FirewallStep {
+                ssh_ports: None,
+                allow: vec!["8443/tcp".into()],
+            }),
+            after: Vec::new(),
+            notify: Vec::new(),
+            exclusive: Vec::new(),
+            handler: false,
+        });
+        let checks = run_with(&sys, &graph.expected_state(), None);
+        assert_eq!(
+            find(&checks, "service matrix-synapse-worker@generic1").level,
+            Level::Ok
+        );
+        let health = find(&checks, "matrix-synapse-worker@generic1 health");
+        assert!(
+            health.level == Level::Fail && health.detail.contains("127.0.0.1:8083"),
+            "{health:?}"
+        );
+        let served = find(&checks, "TLS served matrix.example.org:8443");
+        assert_eq!(
+            served.level,
+            Level::Fail,
+            "nothing listens there: {served:?}"
+        );
+        let fw = find(&checks, "firewall (ufw)");
+        assert!(
+            fw.level == Level::Fail && fw.detail == "missing: 8443/tcp",
+            "{fw:?}"
+        );
+    }
+
+    #[test]
+    fn the_ssh_rule_of_the_firewall_step_is_checked() {
+        let sys = healthy();
+        // sshd listens on 2222: the firewall step opens that, so doctor expects it.
+        sys.on_cmd("sshd -T", 0, "port 2222\nlistenaddress 0.0.0.0:2222\n");
+        let checks = run(&sys, None);
+        let fw = find(&checks, "firewall (ufw)");
+        assert!(
+            fw.level == Level::Fail && fw.detail == "missing: 2222/tcp",
+            "{fw:?}"
+        );
+    }
+
+    #[test]
+    fn a_renewal_nginx_and_coturn_did_not_pick_up_fails_with_the_reload() {
+        let sys = healthy();
+        for name in ["matrix.example.org", "turn.example.org"] {
+            let cert = pem(&cert_body(name, 2));
+            sys.put(&format!("/etc/letsencrypt/live/{name}/cert.pem"), &cert);
+            sys.put(
+                &format!("/etc/letsencrypt/live/{name}/fullchain.pem"),
+                &cert,
+            );
+        }
+        let checks = run(&sys, None);
+        for (name, unit) in [
+            ("TLS served matrix.example.org:443", "nginx"),
+            ("TLS served matrix.example.org:8448", "nginx"),
+            ("TLS served turn.example.org:5349", "coturn"),
+        ] {
+            let c = find(&checks, name);
+            assert!(
+                c.level == Level::Fail && c.detail.starts_with(&format!("{unit} presents another")),
+                "{c:?}"
+            );
+            assert!(
+                c.hint
+                    .as_deref()
+                    .unwrap()
+                    .starts_with(&format!("systemctl reload-or-restart {unit}")),
+                "{c:?}"
+            );
+        }
+        assert_eq!(
+            find(&checks, "TLS served element.example.org:443").level,
+            Level::Ok
+        );
+        // coturn's own copy is stale too (the deploy hook did not run): the file check says which.
+        let files = find(&checks, "files");
+        assert!(
+            files.level == Level::Fail
+                && files.detail.contains(
+                    "/etc/coturn/certs/fullchain.pem: differs from /etc/letsencrypt/live/turn.example.org/fullchain.pem"
+                ),
+            "{files:?}"
+        );
+    }
+
+    #[test]
+    fn a_hand_edited_missing_or_loosened_file_fails() {
+        let sys = healthy();
+        sys.put(
+            "/etc/matrix-synapse/conf.d/mp-presence.yaml",
+            "presence:\n  enabled: maybe\n",
+        );
+        std::fs::remove_file(sys.path("/etc/nginx/sites-enabled/matrix-provision-element.conf"))
+            .unwrap();
+        let secret = sys.path("/var/lib/matrix-provision/secrets/postgres_password");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let checks = run(&sys, None);
+        let files = find(&checks, "files");
+        assert_eq!(files.level, Level::Fail);
+        for part in [
+            "/etc/matrix-synapse/conf.d/mp-presence.yaml: differs from what apply writes",
+            "/etc/nginx/sites-enabled/matrix-provision-element.conf: missing",
+            "/var/lib/matrix-provision/secrets/postgres_password: owner/mode",
+        ] {
+            assert!(files.detail.contains(part), "{part}: {files:?}");
+        }
+        assert!(!files.detail.contains("a-secret"), "never a secret's value");
+        assert!(files.hint.as_deref().unwrap().contains("plan"));
     }
 
     #[test]
@@ -705,9 +1192,15 @@ mod tests {
     fn certificates_warn_under_14_days_and_fail_when_expired() {
         let sys = healthy();
         let config = config();
+        let expected = ExpectedState::default();
+        let cert = ExpectedCert {
+            name: "matrix.example.org".into(),
+            cert: "/etc/letsencrypt/live/matrix.example.org/cert.pem".into(),
+        };
         let at = |now| {
             Doctor {
                 config: &config,
+                expected: &expected,
                 sys: &sys,
                 now,
                 latest_element: None,
@@ -715,7 +1208,7 @@ mod tests {
                 turn_relay: None,
                 public: false,
             }
-            .certificate("matrix.example.org")
+            .certificate(&cert)
         };
         let end = 1_795_953_600;
         let soon = at(end - 10 * 86_400);
@@ -748,12 +1241,12 @@ mod tests {
         sys.on_cmd(
             "ufw status",
             0,
-            "Status: active\n80/tcp ALLOW Anywhere\n443/tcp ALLOW Anywhere\n",
+            "Status: active\n22/tcp ALLOW Anywhere\n80/tcp ALLOW Anywhere\n443/tcp ALLOW Anywhere\n",
         );
         sys.on_cmd("runuser -u postgres", 0, "UTF8|en_US.UTF-8|en_US.UTF-8\n");
         sys.on_cmd("df -P -m /var/lib/postgresql", 0, "Filesystem 1M-blocks Used Available Capacity Mounted\n/dev/vdb 9000 8500 500 95% /var/lib/postgresql\n");
         let checks = run(&sys, None);
-        let health = find(&checks, "synapse /health");
+        let health = find(&checks, "matrix-synapse health");
         assert_eq!(health.level, Level::Fail);
         assert!(health
             .hint
@@ -767,7 +1260,7 @@ mod tests {
                 && fw.detail.contains("49152:65535/udp"),
             "{fw:?}"
         );
-        let coll = find(&checks, "postgres database collation");
+        let coll = find(&checks, "postgres database synapse");
         assert!(
             coll.level == Level::Fail && coll.detail.contains("en_US.UTF-8"),
             "{coll:?}"
@@ -784,6 +1277,15 @@ mod tests {
         let e = find(&checks, "Element Web");
         assert_eq!(e.level, Level::Warn);
         assert!(!failed(&checks));
+    }
+
+    #[test]
+    fn pem_bodies_compare_without_line_breaks() {
+        let a = "junk\n-----BEGIN CERTIFICATE-----\nMIIB\nabcd\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nCHAIN\n-----END CERTIFICATE-----\n";
+        assert_eq!(first_pem(a).as_deref(), Some("MIIBabcd"));
+        assert_eq!(first_pem("no certificate"), None);
+        let long = "A".repeat(100);
+        assert_eq!(first_pem(&pem_text(&long)).as_deref(), Some(long.as_str()));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! owed by a run that failed is remembered on disk (`pending`) and run by the next one.
 
 mod change;
+mod expect;
 mod graph;
 mod pending;
 
@@ -19,6 +20,10 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 
 pub use change::{Change, ChangeKind, Detail};
+pub use expect::{
+    Contents, ExpectedCert, ExpectedFile, ExpectedKind, ExpectedState, ExpectedTls, ExpectedUnit,
+    FileOwner,
+};
 pub use graph::order;
 
 use crate::secrets::SecretStore;
@@ -55,6 +60,9 @@ pub trait Step: Send + Sync {
     fn check(&self, ctx: &Ctx) -> Result<Change>;
     /// Carry out `change` (what `check` just returned).
     fn apply(&self, ctx: &Ctx, change: &Change) -> Result<()>;
+    /// Add what this step leaves on a converged host (units, rules, certificates, files) to `state`,
+    /// for `doctor`. Most kinds have nothing a later look could check.
+    fn expect(&self, _state: &mut ExpectedState) {}
 }
 
 pub struct Node {

@@ -6,9 +6,16 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::Verbosity;
 use crate::engine::{ChangeKind, Detail, Listener, Node, Outcome, Report, Status};
 use crate::secrets::SecretStore;
+
+/// How loud the reporter is (`-q`, default, `-v`).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    Quiet,
+    Normal,
+    Verbose,
+}
 
 pub struct Reporter<'a> {
     verbosity: Verbosity,

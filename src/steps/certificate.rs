@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-use crate::engine::{Change, Ctx, Step};
+use crate::engine::{Change, Ctx, ExpectedCert, ExpectedState, Step};
 use crate::system::{run_ok, Cmd};
 
 pub struct CertificateStep {
@@ -113,6 +113,17 @@ impl Step for CertificateStep {
             )
         })?;
         Ok(())
+    }
+
+    fn expect(&self, state: &mut ExpectedState) {
+        state.certificates.push(ExpectedCert {
+            name: self.name.clone(),
+            cert: self.live("cert.pem"),
+        });
+        if self.acme.is_some() {
+            // certbot's own timer renews what this step requested.
+            state.unit("certbot.timer", None);
+        }
     }
 }
 

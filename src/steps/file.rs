@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::engine::{Change, Ctx, Detail, Step};
+use crate::engine::{
+    self, Change, Ctx, Detail, ExpectedFile, ExpectedKind, ExpectedState, FileOwner, Step,
+};
 use crate::system::{owner_ids, Cmd, FileKind, FileSpec};
 
 /// Who owns a file: names, resolved to ids only when needed (the account may come with a package later).
@@ -36,6 +38,13 @@ impl Owner {
     }
     pub fn describe(&self) -> String {
         format!("{}:{} {:04o}", self.user, self.group, self.mode)
+    }
+    pub fn to_expected(&self) -> FileOwner {
+        FileOwner {
+            user: self.user.clone(),
+            group: self.group.clone(),
+            mode: self.mode,
+        }
     }
 }
 
@@ -108,6 +117,19 @@ impl Step for FileStep {
                 None => ctx.sys.remove(&self.path).map(|()| REMOVED),
             },
         )
+    }
+
+    fn expect(&self, state: &mut ExpectedState) {
+        state.files.push(ExpectedFile {
+            path: self.path.clone(),
+            kind: ExpectedKind::File {
+                owner: self.owner.to_expected(),
+                contents: Some(match &self.contents {
+                    Contents::Fixed(b) => engine::Contents::Bytes(b.clone()),
+                    Contents::CopyOf(src) => engine::Contents::SameAs(src.clone()),
+                }),
+            },
+        });
     }
 }
 
@@ -244,6 +266,15 @@ impl Step for DirStep {
         let ids = owner_ids(ctx.sys, &self.owner.user, &self.owner.group)?;
         ctx.sys.mkdir(&self.path, ids, self.owner.mode)
     }
+
+    fn expect(&self, state: &mut ExpectedState) {
+        state.files.push(ExpectedFile {
+            path: self.path.clone(),
+            kind: ExpectedKind::Dir {
+                owner: self.owner.to_expected(),
+            },
+        });
+    }
 }
 
 pub struct SymlinkStep {
@@ -287,6 +318,15 @@ impl Step for SymlinkStep {
                 None => ctx.sys.remove(&self.link).map(|()| REMOVED),
             },
         )
+    }
+
+    fn expect(&self, state: &mut ExpectedState) {
+        state.files.push(ExpectedFile {
+            path: self.link.clone(),
+            kind: ExpectedKind::Symlink {
+                target: self.target.clone(),
+            },
+        });
     }
 }
 

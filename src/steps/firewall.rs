@@ -8,13 +8,12 @@
 //! guess 22 and enable. It never enables before the SSH rules are in place, and refuses `IPV6=no` in
 //! `/etc/default/ufw` (a conffile, so the admin's to change): ufw would then leave IPv6 unfiltered.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 
 use anyhow::{bail, Result};
 
-use crate::engine::{Change, Ctx, Step};
-use crate::system::{run_ok, Cmd, System};
+use crate::engine::{Change, Ctx, ExpectedState, Step};
+use crate::system::{detect_ssh_ports, run_ok, Cmd, System};
 
 pub struct FirewallStep {
     /// `firewall.ssh_ports` from host.toml: allowed on top of the detected ones; Some([]) also vouches
@@ -22,88 +21,6 @@ pub struct FirewallStep {
     pub ssh_ports: Option<Vec<u16>>,
     /// The other ufw rule specs such as "443/tcp" or "49152:65535/udp", in the order to add them.
     pub allow: Vec<String>,
-}
-
-/// What each source said about the SSH ports (for the error when none did).
-#[derive(Debug, Default)]
-pub struct SshPorts {
-    pub ports: BTreeSet<u16>,
-    /// Why a source gave nothing, e.g. "`sshd -T` failed: …".
-    pub notes: Vec<String>,
-}
-
-fn port_of(addr: &str) -> Option<u16> {
-    addr.rsplit_once(':')?.1.parse().ok()
-}
-
-/// Every port sshd or its socket unit listens on, and the port of the current SSH session.
-pub fn detect_ssh_ports(sys: &dyn System) -> SshPorts {
-    let mut found = SshPorts::default();
-    match sys.run(&Cmd::new("sshd").arg("-T")) {
-        Ok(o) if o.ok() => {
-            for line in o.stdout.lines() {
-                let mut f = line.split_whitespace();
-                match (f.next(), f.next()) {
-                    (Some("port"), Some(p)) => found.ports.extend(p.parse::<u16>().ok()),
-                    (Some("listenaddress"), Some(a)) => found.ports.extend(port_of(a)),
-                    _ => {}
-                }
-            }
-        }
-        Ok(o) => found.notes.push(format!(
-            "`sshd -T` exited with status {}: {}",
-            o.status,
-            crate::report::escape(o.tail().lines().last().unwrap_or(""))
-        )),
-        Err(e) => found.notes.push(format!("`sshd -T` failed: {e:#}")),
-    }
-    match sys.run(&Cmd::new("ss").args(["-H", "-l", "-t", "-n", "-p"])) {
-        Ok(o) if o.ok() => {
-            for line in o.stdout.lines() {
-                let f: Vec<&str> = line.split_whitespace().collect();
-                if f.len() >= 4 && line.contains("((\"sshd\",") {
-                    found.ports.extend(port_of(f[3]));
-                }
-            }
-        }
-        Ok(_) | Err(_) => found
-            .notes
-            .push("`ss` could not list the listening sockets".into()),
-    }
-    let socket = Cmd::new("systemctl").args([
-        "show",
-        "ssh.socket",
-        "--property=Listen,ActiveState,UnitFileState",
-    ]);
-    // Exits 0 with empty values when the unit does not exist.
-    if let Ok(o) = sys.run(&socket).map(|o| o.stdout) {
-        let used = o.lines().any(|l| {
-            l == "ActiveState=active"
-                || l == "UnitFileState=enabled"
-                || l == "ActiveState=listening"
-        });
-        if used {
-            for line in o.lines().filter_map(|l| l.strip_prefix("Listen=")) {
-                // "[::]:2200 (Stream)"; a bare port is how systemd prints ListenStream=2200 too.
-                let addr = line.split(" (").next().unwrap_or(line).trim();
-                if line.contains("(Stream)") {
-                    found
-                        .ports
-                        .extend(port_of(addr).or_else(|| addr.parse().ok()));
-                }
-            }
-        }
-    }
-    if let Some(conn) = sys.env_var("SSH_CONNECTION") {
-        // "client_ip client_port server_ip server_port"
-        found.ports.extend(
-            conn.split_whitespace()
-                .nth(3)
-                .and_then(|p| p.parse::<u16>().ok()),
-        );
-    }
-    found.ports.remove(&0);
-    found
 }
 
 impl FirewallStep {
@@ -248,6 +165,12 @@ impl Step for FirewallStep {
             run_ok(ctx.sys, &Cmd::new("ufw").args(["--force", "enable"]))?;
         }
         Ok(())
+    }
+
+    fn expect(&self, state: &mut ExpectedState) {
+        // The SSH ports are found on the live host when doctor runs, as apply finds them.
+        state.firewall_ssh = Some(self.ssh_ports.clone().unwrap_or_default());
+        state.allow(&self.allow);
     }
 }
 

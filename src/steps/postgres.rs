@@ -9,8 +9,8 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::engine::{Change, Ctx, Step};
-use crate::system::{run_ok, Cmd};
+use crate::engine::{Change, Ctx, ExpectedState, Step};
+use crate::system::{psql, run_ok};
 
 /// PostgreSQL's own default (scram_iterations) for SCRAM-SHA-256.
 const SCRAM_ITERATIONS: u32 = 4096;
@@ -71,26 +71,6 @@ pub struct PostgresStep {
     pub database: String,
     /// Name of the secret holding the role's password.
     pub password_secret: String,
-}
-
-/// psql as the postgres superuser over the local socket; the SQL goes on stdin (never in argv).
-pub fn psql(sql: &str) -> Cmd {
-    Cmd::new("runuser")
-        .args([
-            "-u",
-            "postgres",
-            "--",
-            "psql",
-            "-X",
-            "-A",
-            "-t",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            "postgres",
-        ])
-        .stdin(sql.to_string())
 }
 
 fn literal(s: &str) -> String {
@@ -217,6 +197,10 @@ impl Step for PostgresStep {
         run_ok(ctx.sys, &psql(&sql))
             .map_err(|e| anyhow::anyhow!(ctx.secrets.redact(&format!("{e:#}"))))?;
         Ok(())
+    }
+
+    fn expect(&self, state: &mut ExpectedState) {
+        state.databases.push(self.database.clone());
     }
 }
 

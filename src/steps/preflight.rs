@@ -99,7 +99,7 @@ impl PreflightStep {
             .is_some()
             || ctx
                 .sys
-                .run(&super::postgres::psql(
+                .run(&crate::system::psql(
                     "SELECT 1 FROM pg_database WHERE datname = 'synapse';",
                 ))
                 .map(|o| o.stdout.trim() == "1")

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 use super::file::Owner;
-use crate::engine::{Change, Ctx, Step};
+use crate::engine::{Change, Ctx, ExpectedFile, ExpectedKind, ExpectedState, Step};
 use crate::system::{owner_ids, FileSpec};
 
 pub struct SecretStep {
@@ -61,6 +61,16 @@ impl Step for SecretStep {
         };
         ctx.sys
             .write(&spec, format!("{}\n", secret.expose()).as_bytes())
+    }
+
+    fn expect(&self, state: &mut ExpectedState) {
+        state.files.push(ExpectedFile {
+            path: self.path.clone(),
+            kind: ExpectedKind::File {
+                owner: self.owner.to_expected(),
+                contents: None,
+            },
+        });
     }
 }
 

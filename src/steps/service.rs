@@ -5,52 +5,25 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use crate::engine::{Change, Ctx, Step};
-use crate::system::{run_ok, Cmd};
-
-/// `systemctl show` properties of one unit.
-pub struct UnitState {
-    pub load: String,
-    pub active: String,
-    pub sub: String,
-    pub enabled: String,
-}
-
-pub fn unit_state(sys: &dyn crate::system::System, unit: &str) -> Result<UnitState> {
-    let out = run_ok(
-        sys,
-        &Cmd::new("systemctl").args([
-            "show",
-            "-p",
-            "LoadState",
-            "-p",
-            "ActiveState",
-            "-p",
-            "SubState",
-            "-p",
-            "UnitFileState",
-            unit,
-        ]),
-    )?;
-    let get = |key: &str| {
-        out.stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{key}=")))
-            .unwrap_or("")
-            .to_string()
-    };
-    Ok(UnitState {
-        load: get("LoadState"),
-        active: get("ActiveState"),
-        sub: get("SubState"),
-        enabled: get("UnitFileState"),
-    })
-}
+use crate::engine::{Change, Ctx, ExpectedState, ExpectedTls, Step};
+use crate::system::{run_ok, unit_state, Cmd};
 
 pub struct ServiceStep {
     pub unit: String,
     /// Poll this URL after starting until it answers (Synapse's /health).
     pub wait_http: Option<String>,
+    /// The unit that really runs the service when `unit` is an umbrella that stays "active" without it
+    /// (postgresql vs its cluster postgresql@15-main); doctor watches both.
+    pub instance: Option<String>,
+    /// What the service presents on its TLS ports once converged (doctor compares it with the disk).
+    pub tls: Vec<Served>,
+}
+
+/// One TLS listener of a service: SNI `name` on `port` presents the certificate in `cert`.
+pub struct Served {
+    pub name: String,
+    pub port: u16,
+    pub cert: std::path::PathBuf,
 }
 
 /// A unit we once installed that host.toml now turns off (e.g. the Element update timer).
@@ -108,6 +81,19 @@ impl Step for ServiceStep {
             wait_http(ctx, &self.unit, url)?;
         }
         Ok(())
+    }
+
+    fn expect(&self, state: &mut ExpectedState) {
+        state.unit(&self.unit, self.wait_http.as_deref());
+        if let Some(instance) = &self.instance {
+            state.unit(instance, None);
+        }
+        state.tls.extend(self.tls.iter().map(|t| ExpectedTls {
+            unit: self.unit.clone(),
+            name: t.name.clone(),
+            port: t.port,
+            cert: t.cert.clone(),
+        }));
     }
 }
 
@@ -227,6 +213,8 @@ mod tests {
         let step = ServiceStep {
             unit: "nginx".into(),
             wait_http: None,
+            instance: None,
+            tls: Vec::new(),
         };
         let c = step.check(&ctx).unwrap();
         assert_eq!(c.summary, "start nginx");

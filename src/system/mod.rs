@@ -3,8 +3,10 @@
 //! and answers commands from a script, so every step can be unit-tested without root.
 
 mod atomic;
+#[cfg(any(test, feature = "fake"))]
 mod fake;
 mod real;
+mod tools;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,8 +14,10 @@ use std::time::Duration;
 use anyhow::Result;
 
 pub use atomic::{write_atomic, FileSpec};
+#[cfg(any(test, feature = "fake"))]
 pub use fake::FakeSystem;
 pub use real::RealSystem;
+pub use tools::{detect_ssh_ports, psql, unit_state, SshPorts, UnitState};
 
 /// A command to run on the host. Built with [`Cmd::new`] and `arg`/`env`/`stdin`.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -125,7 +125,7 @@ def registration_token(http):
     mp = shutil.which("matrix-provision")
     if mp and subprocess.run([mp, "token", "--help"], capture_output=True).returncode == 0:
         out = subprocess.run(
-            [mp, "token", "create", "--uses", "1", "--config", "/root/host.toml"], capture_output=True, text=True
+            [mp, "token", "create", "--uses", "1", "/root/host.toml"], capture_output=True, text=True
         )
         if out.returncode == 0 and out.stdout.strip():
             return out.stdout.strip().split()[-1], "matrix-provision token create"

@@ -57,7 +57,7 @@ scenario_hostile() {
   as_updater "$g" 'rm -f /var/www/element/.lock && ln -s /etc/mp-hostile-lock /var/www/element/.lock'
   rc=0; glog "$g" "$g-lock-apply.log" "$(apply_timeout "$g")" matrix-provision apply /root/pinned.toml || rc=$?
   expect_rc "$g: apply (pinned v1.1.0) with a symlinked .lock fails" 1 $rc "$g-lock-apply.log"
-  rc=0; glog "$g" "$g-lock-update.log" 300 matrix-provision element-update --config /root/host.toml || rc=$?
+  rc=0; glog "$g" "$g-lock-update.log" 300 matrix-provision element-update /root/host.toml || rc=$?
   expect_rc "$g: element-update with a symlinked .lock fails" 1 $rc "$g-lock-update.log"
   if grep -q 'is a symlink' "$RUN_DIR/logs/$g-lock-update.log"; then pass "$g: the error names the symlinked lock"; else
     fail "$g: the error names the symlinked lock"; show_tail "$RUN_DIR/logs/$g-lock-update.log" 5; fi
@@ -69,13 +69,13 @@ scenario_hostile() {
   # 2. A release directory that is a link to root's directory; "latest" a pre-release; then an older one.
   as_updater "$g" 'ln -s /srv/root-site /var/www/element/archive/element-v1.1.0'
   hostile_latest "$g" v1.1.0 prerelease
-  rc=0; glog "$g" "$g-pre.log" 300 matrix-provision element-update --config /root/host.toml || rc=$?
+  rc=0; glog "$g" "$g-pre.log" 300 matrix-provision element-update /root/host.toml || rc=$?
   expect_rc "$g: element-update refuses a pre-release \"latest\"" 1 $rc "$g-pre.log"
   if grep -q 'pre-release' "$RUN_DIR/logs/$g-pre.log"; then pass "$g: it says it refused a pre-release"; else
     fail "$g: it says it refused a pre-release"; show_tail "$RUN_DIR/logs/$g-pre.log" 5; fi
   live_is "$g" v1.0.0 "pre-release latest"
   hostile_latest "$g" v0.9.0
-  rc=0; glog "$g" "$g-older.log" 300 matrix-provision element-update --config /root/host.toml || rc=$?
+  rc=0; glog "$g" "$g-older.log" 300 matrix-provision element-update /root/host.toml || rc=$?
   expect_rc "$g: element-update refuses an older \"latest\"" 1 $rc "$g-older.log"
   if grep -q 'older than the live v1.0.0' "$RUN_DIR/logs/$g-older.log"; then pass "$g: it says it refused an older release"; else
     fail "$g: it says it refused an older release"; show_tail "$RUN_DIR/logs/$g-older.log" 5; fi

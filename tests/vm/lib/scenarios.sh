@@ -9,8 +9,9 @@ APPLY_TIMEOUT_QEMU=${MP_VM_APPLY_TIMEOUT_QEMU:-3600}
 LAST_FRESH_APPLY_S=0
 declare -A TIER_BOOTED=() TIER_UNAVAILABLE=()
 # What else a presence change may touch: Element's config.json (enable_presence_by_hs_url) and the copy of
-# host.toml the Element updater reads. Steps by id, files by path (extended regexes).
-PRESENCE_COLLATERAL_STEPS='^element-config$|^element-host-toml$'
+# host.toml apply keeps (doctor, token, user and the Element updater read it). Steps by id, files by path
+# (extended regexes).
+PRESENCE_COLLATERAL_STEPS='^element-config$|^host-toml$'
 PRESENCE_COLLATERAL_FILES='/etc/matrix-provision/element/config.json|/etc/matrix-provision/host.toml'
 # Files whose content must survive a crashed run unchanged (globs, inside the guest).
 SECRET_GLOBS='/etc/matrix-synapse/secrets/* /var/lib/matrix-provision/secrets/* /etc/matrix-synapse/homeserver.signing.key /etc/turnserver.conf'
@@ -372,16 +373,17 @@ scenario_element() {
   element_serves "$g" v1.0.0
   if guest_run "$g" 'systemctl is-enabled matrix-element-update.timer' >/dev/null 2>&1; then
     pass "$g: matrix-element-update.timer is enabled"; else fail "$g: matrix-element-update.timer is enabled"; fi
-  rc=0; glog "$g" "$g-check.log" 120 matrix-provision element-update --config /root/host.toml --version v1.1.0 --check || rc=$?
+  rc=0; glog "$g" "$g-check.log" 120 matrix-provision element-update --version v1.1.0 --check || rc=$?
   expect_rc "$g: element-update --check reports the pending update" 2 $rc "$g-check.log"
   element_serves "$g" v1.0.0
-  rc=0; glog "$g" "$g-update.log" 300 matrix-provision element-update --config /root/host.toml --version v1.1.0 || rc=$?
+  rc=0; glog "$g" "$g-update.log" 300 matrix-provision element-update /root/host.toml --version v1.1.0 || rc=$?
   expect_rc "$g: element-update --version v1.1.0" 0 $rc "$g-update.log"
   element_serves "$g" v1.1.0
   client_checks "$g" element-v1.1.0 --only element
-  rc=0; glog "$g" "$g-tampered.log" 300 matrix-provision element-update --config /root/host.toml --version v1.2.0-tampered || rc=$?
+  rc=0; glog "$g" "$g-tampered.log" 300 matrix-provision element-update /root/host.toml --version v1.2.0-tampered || rc=$?
   expect_rc "$g: element-update refuses a tampered release" 1 $rc "$g-tampered.log"
   element_serves "$g" v1.1.0
+  # HOST_TOML is positional (default: the copy apply keeps); the spelling before it, --config, still works.
   rc=0; glog "$g" "$g-rollback.log" 300 matrix-provision element-update --config /root/host.toml --rollback || rc=$?
   expect_rc "$g: element-update --rollback" 0 $rc "$g-rollback.log"
   element_serves "$g" v1.0.0
