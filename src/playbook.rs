@@ -126,6 +126,8 @@ enum Kind {
     },
     Packages {
         names: Vec<String>,
+        #[serde(default)]
+        require_candidate: Vec<crate::steps::packages::Candidate>,
     },
     Postgres {
         role: String,
@@ -192,11 +194,13 @@ pub struct RenderedFile {
 /// Facts that only the host can tell (RAM, CPUs, the SSH port), gathered once per run.
 pub fn facts(sys: &dyn System) -> render::Facts {
     let f = sys.facts();
+    let release = crate::release::Release::of_host(sys);
     render::Facts {
         ram_mb: f.ram_mb,
         cpus: f.cpus,
         ssh_port: crate::steps::firewall::ssh_ports(sys)[0],
-        postgres_version: "15".into(),
+        postgres_version: release.postgres.into(),
+        release,
     }
 }
 
@@ -418,7 +422,13 @@ fn make_step(
             package,
             answers: answers.into_iter().map(|[q, t, v]| (q, t, v)).collect(),
         }),
-        Kind::Packages { names } => Box::new(PackagesStep { names }),
+        Kind::Packages {
+            names,
+            require_candidate,
+        } => Box::new(PackagesStep {
+            names,
+            require_candidate,
+        }),
         Kind::Postgres {
             role,
             database,

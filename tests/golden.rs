@@ -24,6 +24,7 @@ use matrix_provision::config::{
     ELEMENT_RELEASES_URL, MATRIX_KEYRING_URL, MATRIX_KEY_FINGERPRINT, MATRIX_REPO_URL,
 };
 use matrix_provision::playbook::{self, Inputs, RenderedFile};
+use matrix_provision::release::{self, Release};
 use matrix_provision::render::{Facts, RenderContext, Renderer, Secrets};
 use matrix_provision::system::FakeSystem;
 use yaml_rust2::{Yaml, YamlLoader};
@@ -81,12 +82,18 @@ fn defaults() -> HostConfig {
     }
 }
 
+/// A Debian 13 host (what a new server runs) unless a variant says otherwise.
 fn facts(ram_mb: u64, cpus: u32) -> Facts {
+    on(release::NEWEST, ram_mb, cpus)
+}
+
+fn on(release: Release, ram_mb: u64, cpus: u32) -> Facts {
     Facts {
         ram_mb,
         cpus,
         ssh_port: 22,
-        postgres_version: "15".into(),
+        postgres_version: release.postgres.into(),
+        release,
     }
 }
 
@@ -133,8 +140,15 @@ fn variants() -> Vec<(&'static str, RenderContext)> {
     d.element.enabled = false;
     d.turn.enabled = false;
 
+    // (e) the defaults on the older supported release (Debian 12): its codename and PostgreSQL cluster.
+    let e = defaults();
+
     vec![
         ("a-delegated-defaults", context(a, facts(4096, 2))),
+        (
+            "e-debian12-defaults",
+            context(e, on(release::SUPPORTED[0], 4096, 2)),
+        ),
         ("b-same-host-private", context(b, facts(8192, 4))),
         ("c-open-small-vps", context(c, facts(2048, 1))),
         ("d-synapse-only-big", context(d, facts(65536, 16))),
@@ -147,6 +161,8 @@ fn playbook_files(ctx: &RenderContext) -> Vec<RenderedFile> {
     let mut sys = FakeSystem::new();
     sys.facts.ram_mb = ctx.facts.ram_mb;
     sys.facts.cpus = ctx.facts.cpus;
+    sys.facts.os_version_id = ctx.facts.release.version.into();
+    sys.facts.os_codename = ctx.facts.release.codename.into();
     sys.on_cmd("sshd -T", 0, &format!("port {}\n", ctx.facts.ssh_port));
     sys.put(
         "/var/lib/matrix-provision/secrets/postgres_password",

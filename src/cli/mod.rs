@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "matrix-provision",
     version,
-    about = "Converge a Debian 12 host to a Matrix homeserver (Synapse, PostgreSQL, coturn, nginx, certbot, Element)"
+    about = "Converge a Debian 12 or 13 host to a Matrix homeserver (Synapse, PostgreSQL, coturn, nginx, certbot, Element)"
 )]
 pub struct Cli {
     /// More detail (-v: diffs of every change in apply too).

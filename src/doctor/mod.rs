@@ -122,7 +122,7 @@ impl Doctor<'_> {
             "matrix-synapse".into(),
             // The cluster itself: `postgresql` is only an umbrella unit that is "active" even when
             // the cluster is down.
-            "postgresql@15-main".into(),
+            crate::release::Release::of_host(self.sys).postgres_unit(),
             "nginx".into(),
         ];
         if c.turn.enabled {
@@ -373,7 +373,10 @@ impl Doctor<'_> {
                 return Check::fail(
                     name,
                     short(&o),
-                    "systemctl status postgresql@15-main (and run doctor as root)",
+                    format!(
+                        "systemctl status {} (and run doctor as root)",
+                        crate::release::Release::of_host(self.sys).postgres_unit()
+                    ),
                 )
             }
             Err(e) => return Check::fail(name, format!("{e:#}"), "apt install postgresql-client"),
@@ -648,7 +651,7 @@ mod tests {
         assert!(!failed(&checks));
         for name in [
             "service coturn",
-            "service postgresql@15-main",
+            &format!("service {}", crate::release::NEWEST.postgres_unit()),
             "TLS certificate matrix.example.org",
             "TLS certificate turn.example.org",
             ".well-known/matrix/server",
