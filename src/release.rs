@@ -18,6 +18,9 @@ pub struct Release {
     pub postgres: &'static str,
     /// The interpreter matrix.org builds this release's matrix-synapse-py3 virtualenv with.
     pub python: &'static str,
+    /// nginx has the `http2 on;` directive (1.25.1+, Debian 13's 1.26), where `listen … http2` is deprecated
+    /// and warns at every `nginx -t`; Debian 12's 1.22 only knows the `listen` flag.
+    pub nginx_http2_directive: bool,
 }
 
 /// Oldest first. A new Debian release is one more line here (and a guest in tests/vm).
@@ -27,12 +30,14 @@ pub const SUPPORTED: &[Release] = &[
         codename: "bookworm",
         postgres: "15",
         python: "python3.11",
+        nginx_http2_directive: false,
     },
     Release {
         version: "13",
         codename: "trixie",
         postgres: "17",
         python: "python3.13",
+        nginx_http2_directive: true,
     },
 ];
 
@@ -117,7 +122,10 @@ pub fn postgres_upgrade_procedure(old: &str, new: &Release, new_exists: bool) ->
         "pg_dropcluster {old} main   # only after Synapse works on {}",
         new.postgres
     ));
-    steps.push(format!("apt purge postgresql-{old}"));
+    steps.push(format!(
+        "apt purge postgresql-{old}   # its binaries; Debian {} no longer updates them",
+        new.version
+    ));
     steps
         .iter()
         .enumerate()

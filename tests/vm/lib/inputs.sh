@@ -102,7 +102,7 @@ build_synapsedeb() {
     --customize-hook="sync-out /out $out/gen" \
     "$suite" /dev/null "$(apt_sources "$suite")"
   # The package depends on the interpreter its venv was built with (control.in @PYTHON@), as upstream's does.
-  [ -e "$stage/opt/venvs/matrix-synapse/bin/$python" ]
+  [ -L "$stage/opt/venvs/matrix-synapse/bin/$python" ]
   # Upstream's tweaks (debian/build_virtualenv): paths under /etc and /var, server_name moved to conf.d.
   sed -e '/^tls_.*_path:/s/SERVERNAME/homeserver/' \
     -e '/^signing_key_path:/s/SERVERNAME/homeserver/' \
