@@ -140,14 +140,23 @@ fn variants() -> Vec<(&'static str, RenderContext)> {
     d.element.enabled = false;
     d.turn.enabled = false;
 
-    // (e) the defaults on the older supported release (Debian 12): its codename and PostgreSQL cluster.
-    let e = defaults();
+    // (e, f) examples/host.toml as a user starts from, parsed, on each supported release: the codename,
+    // the PostgreSQL cluster and what nginx the release has.
+    let example = || {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/host.toml");
+        matrix_provision::config::parse(&fs::read_to_string(&path).unwrap(), "examples/host.toml")
+            .unwrap_or_else(|e| panic!("examples/host.toml: {e:?}"))
+    };
 
     vec![
         ("a-delegated-defaults", context(a, facts(4096, 2))),
         (
-            "e-debian12-defaults",
-            context(e, on(release::SUPPORTED[0], 4096, 2)),
+            "e-debian12-example",
+            context(example(), on(release::SUPPORTED[0], 4096, 2)),
+        ),
+        (
+            "f-debian13-example",
+            context(example(), on(release::NEWEST, 4096, 2)),
         ),
         ("b-same-host-private", context(b, facts(8192, 4))),
         ("c-open-small-vps", context(c, facts(2048, 1))),
