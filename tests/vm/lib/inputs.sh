@@ -209,10 +209,13 @@ build_pebble() {
   cp /usr/bin/pebble "$out/bin/pebble"
   (
     cd "$out"
+    # Key usage and key identifiers: Python 3.13 (Debian 13's) verifies with VERIFY_X509_STRICT and rejects a
+    # CA without keyUsage or a leaf without an authority key identifier.
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 -subj '/CN=mp-vm test CA' \
-      -keyout ca.key -out ca.pem
+      -addext 'basicConstraints=critical,CA:TRUE' -addext 'keyUsage=critical,keyCertSign,cRLSign' \
+      -addext 'subjectKeyIdentifier=hash' -keyout ca.key -out ca.pem
     openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj '/CN=localhost' -keyout key.pem -out cert.csr
-    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >ext.cnf
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n' >ext.cnf
     openssl x509 -req -in cert.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 -extfile ext.cnf -out cert.pem
     rm -f cert.csr ca.srl ext.cnf ca.key
     chmod 644 key.pem
