@@ -103,8 +103,8 @@ pub fn supported_list() -> String {
 }
 
 /// The exact procedure for a host upgraded in place whose Synapse data is still in an older cluster.
-/// `empty_new` says whether the release's own cluster exists already (postgresql-NN's postinst creates
-/// an empty one on upgrade): it has to go first, or pg_upgradecluster refuses.
+/// `new_exists` says whether the release's own N/main exists already (postgresql-common creates none on a
+/// host that has a cluster, but an admin may have made one): it has to go first, or pg_upgradecluster refuses.
 pub fn postgres_upgrade_procedure(old: &str, new: &Release, new_exists: bool) -> String {
     let mut steps = Vec::new();
     if new_exists {

@@ -112,7 +112,7 @@ impl PreflightStep {
     }
 
     /// A host upgraded in place (12 → 13) still serves Synapse's data from the old release's cluster while
-    /// the new PostgreSQL sits beside it, usually with an empty cluster its package created. Going on would
+    /// the new PostgreSQL is installed beside it (with no cluster, or an empty one an admin made). Going on would
     /// tune the wrong cluster and, once the old one is gone, start Synapse on an empty database: stop and
     /// say exactly how to move the data (postgresql-common's pg_upgradecluster). An old cluster that no
     /// longer holds the default port (pg_upgradecluster moved it aside) is only a reminder.
@@ -268,7 +268,7 @@ mod tests {
         );
     }
 
-    /// The 12 → 13 upgrade as Debian leaves it: the old cluster on 5432 with the data, the new one empty.
+    /// The old cluster on 5432 with the data and an empty new one beside it (the procedure drops that first).
     #[test]
     fn upgraded_host_stops_with_the_pg_upgradecluster_procedure() {
         let sys = FakeSystem::new();

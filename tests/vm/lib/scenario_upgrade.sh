@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # Issue 11, item 3: a Debian 12 host converged with data (a user and a message), upgraded in place to 13 the
 # way Debian's release notes say (every apt source to trixie, `apt full-upgrade`, from the local mirror). Its
-# PostgreSQL 15 cluster still holds Synapse's data and postgresql-17 created an empty 17/main beside it.
+# PostgreSQL 15 cluster still holds Synapse's data; postgresql-17 is installed beside it (it creates no 17/main:
+# postgresql-common makes a main cluster only on a host that has none).
 # apply must stop before touching anything and print the procedure; after running exactly the printed
 # commands, apply converges on PostgreSQL 17 and the old message is still readable.
 
@@ -26,13 +27,20 @@ scenario_upgrade() {
     set -e
     echo "deb [trusted=yes] file:/srv/fixtures/debian13 ./" > /etc/apt/sources.list
     sed -i "s/^Suites: bookworm$/Suites: trixie/" /etc/apt/sources.list.d/matrix-org.sources
+    # A container boots no kernel of its own: a new one (and its initramfs, minutes under TCG-like load) proves nothing here.
+    if [ "$(systemd-detect-virt -c)" != none ]; then
+      apt-mark hold linux-image-amd64 >/dev/null
+      sed -i "s/^update_initramfs=.*/update_initramfs=no/" /etc/initramfs-tools/update-initramfs.conf
+    fi
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get full-upgrade -y -q -o Dpkg::Options::=--force-confold -o Dpkg::Options::=--force-confdef
     . /etc/os-release; echo "now: $PRETTY_NAME"; pg_lsclusters' || rc=$?
   expect_rc "$g: apt full-upgrade to Debian 13" 0 $rc "$g-full-upgrade.log"
   [ $rc -eq 0 ] || { guest_destroy "$g"; return 0; }
   out=$(guest_run "$g" '. /etc/os-release; echo "$VERSION_ID $(pg_lsclusters --no-header | awk "{print \$1\"/\"\$2\":\"\$3}" | tr "\n" " ")"' 2>&1)
-  check "$g: Debian 13 with the old cluster on 5432 and the new one beside it ($out)" grep -Eq '^13 15/main:5432 17/main:[0-9]+ $' <<<"$out"
+  check "$g: Debian 13, Synapse's data still in 15/main on 5432 ($out)" grep -Eq '^13 15/main:5432 (17/main:[0-9]+ )?$' <<<"$out"
+  local new_cluster=
+  ! grep -q '17/main' <<<"$out" || new_cluster=1
 
   local roots="/etc /usr/local /var/www /opt /var/lib/dpkg/status /var/lib/matrix-provision"
   snapshot "$g" $roots >"$RUN_DIR/logs/$g-before.snap"
@@ -40,8 +48,11 @@ scenario_upgrade() {
   expect_rc "$g: apply on the upgraded host stops" 1 $rc "$g-refused.log"
   local procedure
   procedure=$(printed_procedure "$RUN_DIR/logs/$g-refused.log")
+  # An existing (empty) 17/main must go first, or pg_upgradecluster refuses; without one, the upgrade is first.
+  local first='pg_upgradecluster 15 main'
+  [ -z "$new_cluster" ] || first='pg_dropcluster --stop 17 main'
   if grep -q 'upgraded in place' "$RUN_DIR/logs/$g-refused.log" && grep -qx 'pg_upgradecluster 15 main' <<<"$procedure" &&
-    [ "$(head -n1 <<<"$procedure")" = 'pg_dropcluster --stop 17 main' ]; then
+    [ "$(head -n1 <<<"$procedure")" = "$first" ]; then
     pass "$g: it prints the procedure ($(tr '\n' ';' <<<"$procedure"))"
   else
     fail "$g: it prints the procedure (got: $(tr '\n' ';' <<<"$procedure"))"; show_tail "$RUN_DIR/logs/$g-refused.log" 20
@@ -49,8 +60,13 @@ scenario_upgrade() {
   snapshot "$g" $roots >"$RUN_DIR/logs/$g-after.snap"
   if diff -q "$RUN_DIR/logs/$g-before.snap" "$RUN_DIR/logs/$g-after.snap" >/dev/null; then pass "$g: the refused apply changed no file"; else
     fail "$g: the refused apply changed no file"; diff "$RUN_DIR/logs/$g-before.snap" "$RUN_DIR/logs/$g-after.snap" | head -20 | sed 's/^/      | /'; fi
-  out=$(guest_run "$g" 'ls /etc/postgresql/17/main/conf.d/ 2>/dev/null; runuser -u postgres -- psql -p 5433 -XAtqc "SELECT count(*) FROM pg_database WHERE datname = '"'synapse'"'" 2>&1' || true)
-  check "$g: nothing was created on PostgreSQL 17 ($out)" [ "$out" = 0 ]
+  if [ -n "$new_cluster" ]; then
+    out=$(guest_run "$g" 'ls /etc/postgresql/17/main/conf.d/; port=$(pg_lsclusters --no-header | awk "\$1 == 17 {print \$3}"); runuser -u postgres -- psql -p "$port" -XAtqc "SELECT count(*) FROM pg_database WHERE datname = '"'synapse'"'" 2>&1' || true)
+    check "$g: nothing was created on PostgreSQL 17 ($out)" [ "$out" = 0 ]
+  else
+    out=$(guest_run "$g" 'ls -d /etc/postgresql/17/main 2>&1' || true)
+    check "$g: no PostgreSQL 17 cluster was created ($out)" grep -q 'No such file' <<<"$out"
+  fi
 
   # The printed procedure, up to and including pg_upgradecluster; the old cluster goes after Synapse works.
   local cmd ran=
