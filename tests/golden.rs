@@ -68,6 +68,7 @@ fn defaults() -> HostConfig {
         },
         firewall: Firewall {
             enabled: true,
+            ssh_ports: None,
             extra_allowed_ports: vec![],
         },
         sources: Sources {
@@ -91,7 +92,6 @@ fn on(release: Release, ram_mb: u64, cpus: u32) -> Facts {
     Facts {
         ram_mb,
         cpus,
-        ssh_port: 22,
         postgres_version: release.postgres.into(),
         release,
     }
@@ -172,7 +172,6 @@ fn playbook_files(ctx: &RenderContext) -> Vec<RenderedFile> {
     sys.facts.cpus = ctx.facts.cpus;
     sys.facts.os_version_id = ctx.facts.release.version.into();
     sys.facts.os_codename = ctx.facts.release.codename.into();
-    sys.on_cmd("sshd -T", 0, &format!("port {}\n", ctx.facts.ssh_port));
     sys.put(
         "/var/lib/matrix-provision/secrets/postgres_password",
         POSTGRES_PASSWORD,
@@ -437,7 +436,7 @@ fn json_outputs_parse_and_point_at_synapse() {
         let files = render_variant(&renderer, &ctx);
 
         if c.element.enabled {
-            let cfg = json(&files["/var/www/element/config.json"], variant);
+            let cfg = json(&files["/etc/matrix-provision/element/config.json"], variant);
             let hs = &cfg["default_server_config"]["m.homeserver"];
             assert_eq!(hs["base_url"], base_url.as_str());
             assert_eq!(hs["server_name"], c.server_name.as_str());
