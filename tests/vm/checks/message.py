@@ -60,7 +60,15 @@ def write(http, state):
 def read(http, state):
     s = json.load(open(state))
     body = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": s["user"]}, "password": s["pw"]}
-    token = call(http, "POST", "/_matrix/client/v3/login", body)["access_token"]
+    # Right after apply restarted Synapse, /health can answer while its database pool still fails (HTTP 500).
+    for _ in range(30):
+        status, _, r = http.request("POST", f"{SYNAPSE_LOCAL}/_matrix/client/v3/login", body)
+        if status < 500:
+            break
+        time.sleep(1)
+    if status != 200:
+        raise RuntimeError(f"login: HTTP {status} {r}")
+    token = r["access_token"]
     r = call(http, "GET", f"/_matrix/client/v3/rooms/{urllib.parse.quote(s['room'])}/messages?dir=b&limit=50",
              token=token)
     bodies = [e.get("content", {}).get("body") for e in r.get("chunk", [])]
