@@ -1,4 +1,4 @@
-//! matrix-provision: converge a Debian 12 host to a working Matrix homeserver.
+//! matrix-provision: converge a Debian 12 or 13 host to a working Matrix homeserver.
 //!
 //! Layout: `config` (host.toml) → `playbook` (the step graph, loaded from `playbooks/`) →
 //! `engine` (check → plan → apply → verify over the graph) → `steps` (one file per step kind), all
@@ -13,6 +13,7 @@ pub mod element;
 pub mod engine;
 pub mod http;
 pub mod playbook;
+pub mod release;
 pub mod render;
 pub mod report;
 pub mod secrets;

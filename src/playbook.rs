@@ -142,6 +142,8 @@ enum Kind {
         names: Vec<String>,
         #[serde(default)]
         defer_start: Vec<String>,
+        #[serde(default)]
+        require_candidate: Vec<crate::steps::packages::Candidate>,
     },
     Postgres {
         role: String,
@@ -256,10 +258,12 @@ pub struct RenderedFile {
 /// firewall step's to find, at check time.)
 pub fn facts(sys: &dyn System) -> render::Facts {
     let f = sys.facts();
+    let release = crate::release::Release::of_host(sys);
     render::Facts {
         ram_mb: f.ram_mb,
         cpus: f.cpus,
-        postgres_version: "15".into(),
+        postgres_version: release.postgres.into(),
+        release,
     }
 }
 
@@ -549,7 +553,15 @@ fn make_step(
             package,
             answers: answers.into_iter().map(|[q, t, v]| (q, t, v)).collect(),
         }),
-        Kind::Packages { names, defer_start } => Box::new(PackagesStep { names, defer_start }),
+        Kind::Packages {
+            names,
+            defer_start,
+            require_candidate,
+        } => Box::new(PackagesStep {
+            names,
+            defer_start,
+            require_candidate,
+        }),
         Kind::Postgres {
             role,
             database,
@@ -625,10 +637,12 @@ mod tests {
             config_path: format!("/root/{hostile}.toml").into(),
             self_exe: format!("/opt/{hostile}").into(),
         };
+        let release = crate::release::NEWEST;
         let facts = render::Facts {
             ram_mb: 4096,
             cpus: 2,
-            postgres_version: "15".into(),
+            postgres_version: release.postgres.into(),
+            release,
         };
         let files = definitions(&config, &facts, &inputs).unwrap_or_else(|e| panic!("{e:#}"));
         let steps: Vec<&StepDef> = files.iter().flat_map(|f| &f.step).collect();

@@ -119,8 +119,10 @@ pub struct RenderContext {
 pub struct Facts {
     pub ram_mb: u64,
     pub cpus: u32,
-    /// Major version, "15" on Debian 12; part of the PostgreSQL conf.d path.
+    /// The PostgreSQL major version of the host's release (crate::release); part of the conf.d path.
     pub postgres_version: String,
+    /// The host's Debian release: `release.codename` is the matrix.org apt suite.
+    pub release: crate::release::Release,
 }
 
 /// The only secrets a template inlines. Every Synapse secret is referenced by a `*_path` file instead.

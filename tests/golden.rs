@@ -24,6 +24,7 @@ use matrix_provision::config::{
     ELEMENT_RELEASES_URL, MATRIX_KEYRING_URL, MATRIX_KEY_FINGERPRINT, MATRIX_REPO_URL,
 };
 use matrix_provision::playbook::{self, Inputs, RenderedFile};
+use matrix_provision::release::{self, Release};
 use matrix_provision::render::{Facts, RenderContext, Renderer, Secrets};
 use matrix_provision::system::FakeSystem;
 use yaml_rust2::{Yaml, YamlLoader};
@@ -82,11 +83,17 @@ fn defaults() -> HostConfig {
     }
 }
 
+/// A Debian 13 host (what a new server runs) unless a variant says otherwise.
 fn facts(ram_mb: u64, cpus: u32) -> Facts {
+    on(release::NEWEST, ram_mb, cpus)
+}
+
+fn on(release: Release, ram_mb: u64, cpus: u32) -> Facts {
     Facts {
         ram_mb,
         cpus,
-        postgres_version: "15".into(),
+        postgres_version: release.postgres.into(),
+        release,
     }
 }
 
@@ -133,8 +140,24 @@ fn variants() -> Vec<(&'static str, RenderContext)> {
     d.element.enabled = false;
     d.turn.enabled = false;
 
+    // (e, f) examples/host.toml as a user starts from, parsed, on each supported release: the codename,
+    // the PostgreSQL cluster and what nginx the release has.
+    let example = || {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/host.toml");
+        matrix_provision::config::parse(&fs::read_to_string(&path).unwrap(), "examples/host.toml")
+            .unwrap_or_else(|e| panic!("examples/host.toml: {e:?}"))
+    };
+
     vec![
         ("a-delegated-defaults", context(a, facts(4096, 2))),
+        (
+            "e-debian12-example",
+            context(example(), on(release::SUPPORTED[0], 4096, 2)),
+        ),
+        (
+            "f-debian13-example",
+            context(example(), on(release::NEWEST, 4096, 2)),
+        ),
         ("b-same-host-private", context(b, facts(8192, 4))),
         ("c-open-small-vps", context(c, facts(2048, 1))),
         ("d-synapse-only-big", context(d, facts(65536, 16))),
@@ -147,6 +170,8 @@ fn playbook_files(ctx: &RenderContext) -> Vec<RenderedFile> {
     let mut sys = FakeSystem::new();
     sys.facts.ram_mb = ctx.facts.ram_mb;
     sys.facts.cpus = ctx.facts.cpus;
+    sys.facts.os_version_id = ctx.facts.release.version.into();
+    sys.facts.os_codename = ctx.facts.release.codename.into();
     sys.put(
         "/var/lib/matrix-provision/secrets/postgres_password",
         POSTGRES_PASSWORD,

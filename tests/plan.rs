@@ -1,4 +1,4 @@
-//! The real playbooks, planned against a fake fresh Debian 12 host: the graph builds for every shape of
+//! The real playbooks, planned against a fake fresh Debian 13 host (FakeSystem: the newest release): the graph builds for every shape of
 //! host.toml, the plan lists the work, writes nothing, and no secret appears in it.
 
 use std::path::PathBuf;

@@ -28,7 +28,7 @@ use crate::report::Verbosity;
 #[command(
     name = "matrix-provision",
     version = env!("MP_LONG_VERSION"),
-    about = "Converge a Debian 12 host to a Matrix homeserver (Synapse, PostgreSQL, coturn, nginx, certbot, Element)"
+    about = "Converge a Debian 12 or 13 host to a Matrix homeserver (Synapse, PostgreSQL, coturn, nginx, certbot, Element)"
 )]
 pub struct Cli {
     /// More detail (-v: diffs of every change in apply too).

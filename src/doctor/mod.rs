@@ -543,7 +543,10 @@ impl Doctor<'_> {
                 return Check::fail(
                     name,
                     short(&o),
-                    "is PostgreSQL running (see its service checks)? and run doctor as root",
+                    format!(
+                        "systemctl status {} (and run doctor as root)",
+                        crate::release::Release::of_host(self.sys).postgres_unit()
+                    ),
                 )
             }
             Err(e) => return Check::fail(name, format!("{e:#}"), "apt install postgresql-client"),
@@ -969,7 +972,7 @@ mod tests {
         for name in [
             "service coturn",
             "service postgresql",
-            "service postgresql@15-main",
+            &format!("service {}", crate::release::NEWEST.postgres_unit()),
             "service certbot.timer",
             "service matrix-element-update.timer",
             "matrix-synapse health",

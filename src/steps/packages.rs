@@ -15,6 +15,9 @@ pub struct PackagesStep {
     /// maintainer scripts' start is held back with a policy-rc.d for the one transaction, and the
     /// handler that follows starts each once.
     pub defer_start: Vec<String>,
+    /// Packages that only a configured repository provides: apt must have a candidate for each before
+    /// the transaction starts, or nothing is installed.
+    pub require_candidate: Vec<Candidate>,
 }
 
 /// Debian's hook that invoke-rc.d and deb-systemd-invoke ask before starting anything (exit 101: don't).
@@ -42,6 +45,31 @@ fn stale_policy(ctx: &Ctx) -> Result<bool> {
         .sys
         .read(Path::new(POLICY_RC_D))?
         .is_some_and(|b| String::from_utf8_lossy(&b).contains(POLICY_MARK)))
+}
+
+/// `package` must come from the apt source `repo` (suite `suite`) for the host's `release`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Candidate {
+    pub package: String,
+    pub repo: String,
+    pub suite: String,
+    pub release: String,
+}
+
+impl Candidate {
+    fn missing(&self, detail: &str) -> anyhow::Error {
+        anyhow::anyhow!(
+            "{pkg}: the apt repository {repo} offers no {pkg} for {release} (suite `{suite}`): {detail}. \
+             Nothing was installed. Check that {repo}/dists/{suite}/ exists and lists {pkg} for amd64 \
+             (the repository publishes one suite per Debian release), point sources.matrix_repo_url at \
+             a repository that does, or install a Debian release it supports; then run apply again",
+            pkg = self.package,
+            repo = self.repo.trim_end_matches('/'),
+            release = self.release,
+            suite = self.suite,
+        )
+    }
 }
 
 /// How long to wait for another apt/dpkg (unattended-upgrades, or the orphan of a killed run) to finish.
@@ -145,10 +173,39 @@ impl Step for PackagesStep {
             })
             .collect();
         if !update.ok() || !problems.is_empty() {
+            // A suite the repository does not publish fails here already ("does not have a Release file"
+            // or a 404 for its InRelease); a signature problem is not that and keeps apt's own words.
+            let no_suite = |c: &Candidate, l: &str| {
+                l.contains(c.repo.trim_end_matches('/'))
+                    && (l.contains("does not have a Release file") || l.contains("404"))
+            };
+            for c in &self.require_candidate {
+                if let Some(line) = problems.iter().find(|l| no_suite(c, l)) {
+                    return Err(c.missing(&format!("apt-get update says `{}`", line.trim())));
+                }
+            }
             bail!(
                 "apt-get update failed: {}\nfix the repository (network, sources.matrix_repo_url, keyring) and run again",
                 if problems.is_empty() { update.tail() } else { problems.join("\n") }
             );
+        }
+        for c in self
+            .require_candidate
+            .iter()
+            .filter(|c| missing.contains(&c.package))
+        {
+            let policy = run_ok(
+                ctx.sys,
+                &Cmd::new("apt-cache").args(["policy", c.package.as_str()]),
+            )?;
+            let candidate = policy
+                .stdout
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("Candidate:"))
+                .map(str::trim);
+            if matches!(candidate, None | Some("(none)")) {
+                return Err(c.missing("apt-cache policy shows no candidate"));
+            }
         }
         // An admin's own policy-rc.d (containers have one) is theirs: then the packages start as usual.
         let hold = !self.defer_start.is_empty() && ctx.sys.stat(Path::new(POLICY_RC_D))?.is_none();
@@ -191,8 +248,69 @@ impl Step for PackagesStep {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::release::NEWEST;
     use crate::secrets::SecretStore;
     use crate::system::FakeSystem;
+
+    fn synapse() -> Candidate {
+        Candidate {
+            package: "matrix-synapse-py3".into(),
+            repo: "http://repo".into(),
+            suite: NEWEST.codename.into(),
+            release: format!("Debian {} ({})", NEWEST.version, NEWEST.codename),
+        }
+    }
+
+    fn no_synapse_for_this_release(update: &str, policy: &str) -> String {
+        let sys = FakeSystem::new();
+        sys.on_cmd("dpkg-query", 1, "nginx un \n");
+        sys.on_cmd("dpkg --audit", 0, "");
+        sys.on_cmd("apt-get update", 0, update);
+        sys.on_cmd("apt-cache policy matrix-synapse-py3", 0, policy);
+        sys.on_cmd("apt-get install", 0, "");
+        let secrets = SecretStore::new();
+        let ctx = Ctx::new(&sys, &secrets);
+        let step = PackagesStep {
+            names: vec!["nginx".into(), "matrix-synapse-py3".into()],
+            defer_start: vec![],
+            require_candidate: vec![synapse()],
+        };
+        let err = step.apply(&ctx, &Change::run("x")).unwrap_err().to_string();
+        assert!(
+            !sys.commands()
+                .iter()
+                .any(|c| c.starts_with("apt-get install")),
+            "nothing may be installed"
+        );
+        let release = synapse().release;
+        for what in [
+            "http://repo",
+            &release,
+            "sources.matrix_repo_url",
+            "Nothing was installed",
+        ] {
+            assert!(err.contains(what), "{what}: {err}");
+        }
+        err
+    }
+
+    #[test]
+    fn a_repository_without_the_release_stops_before_installing() {
+        // The suite exists but lists no matrix-synapse-py3 (apt-cache policy: no candidate).
+        let err = no_synapse_for_this_release(
+            &format!("Hit:1 http://repo {} InRelease\n", NEWEST.codename),
+            "matrix-synapse-py3:\n  Installed: (none)\n  Candidate: (none)\n  Version table:\n",
+        );
+        assert!(err.contains("no candidate"), "{err}");
+        // apt does not know the package at all: empty output.
+        no_synapse_for_this_release("", "");
+        // No dists/<codename> at all: apt-get update already fails for that source.
+        let err = no_synapse_for_this_release(
+            &format!("Err:2 http://repo {c} Release\n  404  Not Found [IP: 127.0.0.1 8099]\nE: The repository 'http://repo {c} Release' does not have a Release file.\n", c = NEWEST.codename),
+            "",
+        );
+        assert!(err.contains("does not have a Release file"), "{err}");
+    }
 
     #[test]
     fn only_missing_packages_are_installed_in_one_transaction() {
@@ -201,10 +319,15 @@ mod tests {
         sys.on_cmd(
             "apt-get update",
             0,
-            "Hit:1 http://deb.debian.org bookworm InRelease\n",
+            "Hit:1 http://deb.debian.org/debian stable InRelease\n",
         );
         sys.on_cmd("apt-get install", 0, "");
         sys.on_cmd("dpkg --audit", 0, "");
+        sys.on_cmd(
+            "apt-cache policy",
+            2,
+            "must not run: matrix-synapse-py3 is not missing",
+        );
         // An apt of someone else's holds the lock for two looks, then finishes.
         sys.locks
             .lock()
@@ -215,6 +338,7 @@ mod tests {
         let step = PackagesStep {
             names: vec!["nginx".into(), "coturn".into(), "ufw".into()],
             defer_start: vec![],
+            require_candidate: vec![synapse()],
         };
         let c = step.check(&ctx).unwrap();
         assert_eq!(c.summary, "apt-get install coturn ufw");
@@ -257,13 +381,14 @@ mod tests {
         sys.on_cmd(
             "apt-get update",
             0,
-            "W: GPG error: http://repo bookworm InRelease: The following signatures were invalid: BADSIG\n",
+            "W: GPG error: http://repo stable InRelease: The following signatures were invalid: BADSIG\n",
         );
         let secrets = SecretStore::new();
         let ctx = Ctx::new(&sys, &secrets);
         let step = PackagesStep {
             names: vec!["matrix-synapse-py3".into()],
             defer_start: vec![],
+            require_candidate: vec![synapse()],
         };
         let err = step.apply(&ctx, &Change::run("x")).unwrap_err().to_string();
         assert!(
@@ -296,6 +421,7 @@ mod tests {
         let step = PackagesStep {
             names: vec!["matrix-synapse-py3".into(), "postgresql".into()],
             defer_start: vec!["matrix-synapse".into(), "postgresql".into()],
+            require_candidate: vec![],
         };
         step.apply(&ctx, &Change::run("x")).unwrap();
         let script = seen
@@ -317,6 +443,7 @@ mod tests {
         let step = PackagesStep {
             names: vec!["nginx".into()],
             defer_start: vec!["nginx".into()],
+            require_candidate: vec![],
         };
         sys.put(POLICY_RC_D, "#!/bin/sh\nexit 101\n");
         assert!(step.check(&ctx).unwrap().is_in_sync(), "the admin's own");

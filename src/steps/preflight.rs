@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 use crate::engine::{Change, Ctx, Step};
+use crate::release::{postgres_upgrade_procedure, Release};
 use crate::system::Cmd;
 
 pub struct PreflightStep {
@@ -22,12 +23,8 @@ pub struct PreflightStep {
 impl PreflightStep {
     fn os_and_root(&self, ctx: &Ctx) -> Result<()> {
         let f = ctx.sys.facts();
-        if f.os_id != "debian" || f.os_version_id != "12" {
-            bail!(
-                "this host runs {} {}; matrix-provision supports Debian 12 (bookworm) only",
-                f.os_id,
-                f.os_version_id
-            );
+        if let Err(why) = Release::of(&f) {
+            bail!(why);
         }
         if !f.is_root && !self.dry_run {
             bail!("apply must run as root (sudo matrix-provision apply …)");
@@ -114,6 +111,57 @@ impl PreflightStep {
         Ok(())
     }
 
+    /// A host upgraded in place (12 → 13) still serves Synapse's data from the old release's cluster while
+    /// the new PostgreSQL is installed beside it (with no cluster, or an empty one an admin made). Going on would
+    /// tune the wrong cluster and, once the old one is gone, start Synapse on an empty database: stop and
+    /// say exactly how to move the data (postgresql-common's pg_upgradecluster). An old cluster that no
+    /// longer holds the default port (pg_upgradecluster moved it aside) is only a reminder.
+    fn postgres_upgrade_guard(&self, ctx: &Ctx) -> Result<()> {
+        if ctx.sys.stat(Path::new("/usr/bin/pg_lsclusters"))?.is_none() {
+            return Ok(());
+        }
+        let release = Release::of_host(ctx.sys);
+        let out = ctx.sys.run(&Cmd::new("pg_lsclusters").arg("--no-header"))?;
+        if !out.ok() {
+            bail!("pg_lsclusters failed: {}", out.tail());
+        }
+        // Ver Cluster Port Status Owner Data-directory Log-file
+        let clusters: Vec<(String, String, String)> = out
+            .stdout
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() >= 3).then(|| (f[0].to_string(), f[1].to_string(), f[2].to_string()))
+            })
+            .collect();
+        let new_exists = clusters
+            .iter()
+            .any(|(v, c, _)| v == release.postgres && c == "main");
+        for (version, cluster, port) in &clusters {
+            if version == release.postgres {
+                continue;
+            }
+            if port == "5432" {
+                bail!(
+                    "PostgreSQL {version}/{cluster} (port 5432, where Synapse's database is) is from an older \
+                     Debian release: this host was upgraded in place and Debian {} uses PostgreSQL {} ({}). \
+                     apply stops here so it neither tunes the wrong cluster nor starts Synapse on an empty \
+                     database. Move the data with postgresql-common (as root), then run apply again:\n{}",
+                    release.version,
+                    release.postgres,
+                    release.postgres_cluster(),
+                    postgres_upgrade_procedure(version, &release, new_exists)
+                );
+            }
+            ctx.warn(format!(
+                "PostgreSQL {version}/{cluster} (port {port}) is still there beside {}: once Synapse works, \
+                 `pg_dropcluster {version} {cluster}` and `apt purge postgresql-{version}`",
+                release.postgres_cluster()
+            ));
+        }
+        Ok(())
+    }
+
     /// Resolve every name, all at once, giving up after two seconds: a warning, never an error.
     fn dns(&self, ctx: &Ctx) {
         let (tx, rx) = mpsc::channel();
@@ -152,6 +200,7 @@ impl Step for PreflightStep {
         self.os_and_root(ctx)?;
         self.ports_free(ctx)?;
         self.server_name_guard(ctx)?;
+        self.postgres_upgrade_guard(ctx)?;
         self.dns(ctx);
         Ok(Change::in_sync())
     }
@@ -201,12 +250,64 @@ mod tests {
             .check(&Ctx::new(&sys, &secrets))
             .unwrap()
             .is_in_sync());
+        for version in crate::release::SUPPORTED.iter().map(|r| r.version) {
+            sys.facts.os_version_id = version.into();
+            assert!(step()
+                .check(&Ctx::new(&sys, &secrets))
+                .unwrap()
+                .is_in_sync());
+        }
         sys.facts.os_version_id = "11".into();
         let err = step()
             .check(&Ctx::new(&sys, &secrets))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("Debian 12"), "{err}");
+        assert!(
+            err.contains("debian 11") && err.contains(&crate::release::supported_list()),
+            "{err}"
+        );
+    }
+
+    /// The old cluster on 5432 with the data and an empty new one beside it (the procedure drops that first).
+    #[test]
+    fn upgraded_host_stops_with_the_pg_upgradecluster_procedure() {
+        let sys = FakeSystem::new();
+        let (old, new) = (crate::release::SUPPORTED[0], crate::release::NEWEST);
+        sys.on_cmd("ss", 0, "");
+        sys.put("/usr/bin/pg_lsclusters", "");
+        sys.on_cmd(
+            "pg_lsclusters",
+            0,
+            &format!(
+                "{o} main 5432 online postgres /var/lib/postgresql/{o}/main /var/log/postgresql/postgresql-{o}-main.log\n\
+                 {n} main 5433 online postgres /var/lib/postgresql/{n}/main /var/log/postgresql/postgresql-{n}-main.log\n",
+                o = old.postgres,
+                n = new.postgres
+            ),
+        );
+        let secrets = SecretStore::new();
+        let err = step()
+            .check(&Ctx::new(&sys, &secrets))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&postgres_upgrade_procedure(old.postgres, &new, true)),
+            "{err}"
+        );
+        assert!(err.contains("upgraded in place"), "{err}");
+
+        // After pg_upgradecluster the old cluster moved aside: a reminder, not an error.
+        sys.on_cmd(
+            "pg_lsclusters",
+            0,
+            &format!(
+                "{o} main 5433 down postgres /var/lib/postgresql/{o}/main x\n{n} main 5432 online postgres /var/lib/postgresql/{n}/main x\n",
+                o = old.postgres,
+                n = new.postgres
+            ),
+        );
+        let ctx = Ctx::new(&sys, &secrets);
+        assert!(step().check(&ctx).unwrap().is_in_sync());
     }
 
     #[test]

@@ -51,7 +51,9 @@ impl FakeSystem {
                 cpus: 2,
                 var_free_mb: 50_000,
                 os_id: "debian".into(),
-                os_version_id: "12".into(),
+                // A new server: the newest supported release (tests set an older one explicitly).
+                os_version_id: crate::release::NEWEST.version.into(),
+                os_codename: crate::release::NEWEST.codename.into(),
                 is_root: true,
             },
         }

@@ -157,6 +157,8 @@ pub struct Facts {
     pub var_free_mb: u64,
     pub os_id: String,
     pub os_version_id: String,
+    /// `VERSION_CODENAME` in /etc/os-release; crate::release maps it to a supported release.
+    pub os_codename: String,
     pub is_root: bool,
 }
 

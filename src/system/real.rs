@@ -372,6 +372,7 @@ impl System for RealSystem {
             var_free_mb,
             os_id: field("ID"),
             os_version_id: field("VERSION_ID"),
+            os_codename: field("VERSION_CODENAME"),
             is_root: nix::unistd::geteuid().is_root(),
         }
     }

@@ -18,9 +18,9 @@ t apt-install-base apt-get install -y -q gnupg postgresql nginx certbot coturn u
 curl -fsS -o /usr/share/keyrings/matrix-org-archive-keyring.gpg "$REPO/matrix-org-archive-keyring.gpg"
 got=$(gpg --show-keys --with-colons /usr/share/keyrings/matrix-org-archive-keyring.gpg | awk -F: '/^fpr/ {print $10; exit}')
 [ "$got" = "$FPR" ] && ok keyring-fingerprint || bad keyring-fingerprint "got '$got', want '$FPR'"
-printf 'Types: deb\nURIs: %s/\nSuites: bookworm\nComponents: main\nSigned-By: /usr/share/keyrings/matrix-org-archive-keyring.gpg\n' "$REPO" \
+printf 'Types: deb\nURIs: %s/\nSuites: %s\nComponents: main\nSigned-By: /usr/share/keyrings/matrix-org-archive-keyring.gpg\n' "$REPO" "$(. /etc/os-release; echo "$VERSION_CODENAME")" \
   >/etc/apt/sources.list.d/matrix-org.sources
-t signed-repo-update sh -c 'apt-get update -q 2>&1 | tee /dev/stderr | grep -q "127.0.0.1:8099/matrix/debian bookworm InRelease"'
+t signed-repo-update sh -c 'apt-get update -q 2>&1 | tee /dev/stderr | grep -q "127.0.0.1:8099/matrix/debian $(. /etc/os-release; echo $VERSION_CODENAME) InRelease"'
 # A wrong key must be refused: the signature check is real.
 cp /usr/share/keyrings/matrix-org-archive-keyring.gpg /root/good.gpg
 gpg --batch --quiet --no-default-keyring --keyring /root/other.gpg --passphrase '' --quick-gen-key other@example.test ed25519 sign never 2>/dev/null

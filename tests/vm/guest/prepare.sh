@@ -7,7 +7,7 @@ install -m644 "$here/mp-fixtures-http.service" "$here/pebble.service" /etc/syste
 systemctl daemon-reload
 systemctl enable --now mp-fixtures-http.service pebble.service >/dev/null 2>&1
 for _ in $(seq 1 100); do
-  if curl -fsS -o /dev/null http://127.0.0.1:8099/matrix/debian/dists/bookworm/InRelease &&
+  if curl -fsS -o /dev/null "http://127.0.0.1:8099/matrix/debian/dists/$(. /etc/os-release; echo "$VERSION_CODENAME")/InRelease" &&
     curl -fsS -o /dev/null --cacert /srv/fixtures/pebble/ca.pem https://localhost:14000/dir; then
     exit 0
   fi

@@ -35,9 +35,11 @@ phase() {
 }
 
 # One line per check. Scenarios call pass/fail/skip; `check DESC CMD...` runs CMD and records the outcome.
-pass() { PASSED=$((PASSED + 1)); printf 'PASS  %s\n' "$*"; }
-fail() { FAILED=$((FAILED + 1)); FAILED_NAMES+=("$*"); printf 'FAIL  %s\n' "$*"; }
-skip() { SKIPPED=$((SKIPPED + 1)); printf 'SKIPPED: %s\n' "$*"; }
+# RELEASE_LABEL ("[debian13] ") tells the releases' lines apart when a run covers both.
+RELEASE_LABEL=
+pass() { PASSED=$((PASSED + 1)); printf 'PASS  %s%s\n' "$RELEASE_LABEL" "$*"; }
+fail() { FAILED=$((FAILED + 1)); FAILED_NAMES+=("$RELEASE_LABEL$*"); printf 'FAIL  %s%s\n' "$RELEASE_LABEL" "$*"; }
+skip() { SKIPPED=$((SKIPPED + 1)); printf 'SKIPPED: %s%s\n' "$RELEASE_LABEL" "$*"; }
 check() {
   local desc=$1
   shift
