@@ -13,7 +13,7 @@ pub struct ServiceStep {
     /// Poll this URL after starting until it answers (Synapse's /health).
     pub wait_http: Option<String>,
     /// The unit that really runs the service when `unit` is an umbrella that stays "active" without it
-    /// (postgresql vs its cluster postgresql@15-main); doctor watches both.
+    /// (postgresql vs its cluster postgresql@N-main); doctor watches both.
     pub instance: Option<String>,
     /// What the service presents on its TLS ports once converged (doctor compares it with the disk).
     pub tls: Vec<Served>,
