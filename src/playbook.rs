@@ -18,7 +18,7 @@ use crate::steps::{
     certificate::{Acme, CertificateStep},
     debconf::DebconfStep,
     element::{ElementStep, SystemUserStep},
-    file::{Contents, DirStep, FileStep, Owner, SymlinkStep},
+    file::{Contents, DirStep, FileStep, Owner, SymlinkStep, UnlinkStep},
     firewall::FirewallStep,
     packages::PackagesStep,
     postgres::PostgresStep,
@@ -106,6 +106,10 @@ enum Kind {
         mode: String,
     },
     Symlink {
+        link: PathBuf,
+        target: PathBuf,
+    },
+    Unlink {
         link: PathBuf,
         target: PathBuf,
     },
@@ -197,6 +201,7 @@ pub fn facts(sys: &dyn System) -> render::Facts {
         cpus: f.cpus,
         ssh_port: crate::steps::firewall::ssh_ports(sys)[0],
         postgres_version: "15".into(),
+        addresses: f.addresses.iter().map(|a| a.to_string()).collect(),
     }
 }
 
@@ -395,6 +400,7 @@ fn make_step(
             owner: Owner::parse(&owner, &mode)?,
         }),
         Kind::Symlink { link, target } => Box::new(SymlinkStep { link, target }),
+        Kind::Unlink { link, target } => Box::new(UnlinkStep { link, target }),
         Kind::Secret {
             name,
             path,

@@ -87,6 +87,13 @@ fn facts(ram_mb: u64, cpus: u32) -> Facts {
         cpus,
         ssh_port: 22,
         postgres_version: "15".into(),
+        // Loopback, a private LAN address behind NAT and a public IPv6 one.
+        addresses: vec![
+            "127.0.0.1".into(),
+            "10.0.0.5".into(),
+            "::1".into(),
+            "2001:db8:5::5".into(),
+        ],
     }
 }
 
@@ -147,6 +154,12 @@ fn playbook_files(ctx: &RenderContext) -> Vec<RenderedFile> {
     let mut sys = FakeSystem::new();
     sys.facts.ram_mb = ctx.facts.ram_mb;
     sys.facts.cpus = ctx.facts.cpus;
+    sys.facts.addresses = ctx
+        .facts
+        .addresses
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
     sys.on_cmd("sshd -T", 0, &format!("port {}\n", ctx.facts.ssh_port));
     sys.put(
         "/var/lib/matrix-provision/secrets/postgres_password",

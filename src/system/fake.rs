@@ -45,6 +45,10 @@ impl FakeSystem {
                 os_id: "debian".into(),
                 os_version_id: "12".into(),
                 is_root: true,
+                addresses: vec![
+                    std::net::Ipv4Addr::LOCALHOST.into(),
+                    std::net::Ipv6Addr::LOCALHOST.into(),
+                ],
             },
         }
     }

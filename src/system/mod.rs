@@ -105,6 +105,8 @@ pub struct Facts {
     pub os_id: String,
     pub os_version_id: String,
     pub is_root: bool,
+    /// Every address on the host's interfaces (loopback included), sorted, without duplicates.
+    pub addresses: Vec<std::net::IpAddr>,
 }
 
 pub trait System {
