@@ -52,6 +52,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/postgres/matrix-provision.conf.j2"),
     ),
     (
+        "systemd/postgresql-hardening.conf.j2",
+        include_str!("../templates/systemd/postgresql-hardening.conf.j2"),
+    ),
+    (
         "coturn/turnserver.conf.j2",
         include_str!("../templates/coturn/turnserver.conf.j2"),
     ),

@@ -6,8 +6,9 @@
 # no-SNI clients get no TLS handshake on 443/8448, coturn's TLS and its refusal to relay to the host itself.
 
 GIXY_VERSION=${MP_VM_GIXY_VERSION:-0.2.59}
-# Exposure levels (systemd-analyze security; lower is better, under 5.0 is "OK"), unit:max, max exclusive.
-JUDGES_EXPOSURE_MAX="matrix-synapse:5.0 coturn:5.0 nginx:7.05 matrix-element-update:5.0"
+# Exposure levels (systemd-analyze security; lower is better, under 5.0 is "OK"), unit:max, max exclusive
+# (nginx: at most 7.0, as one decimal). The issue sets none for PostgreSQL; its drop-in keeps it "OK" too.
+JUDGES_EXPOSURE_MAX="matrix-synapse:5.0 coturn:5.0 nginx:7.05 matrix-element-update:5.0 postgresql@15-main:5.0"
 
 # The gixy-ng wheels for the guest's Python (3.11), downloaded once on the host with pip (the guest has no
 # PyPI access). Pure-Python apart from markupsafe, whose pure fallback also works. Prints the directory.
