@@ -8,7 +8,7 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
@@ -21,6 +21,9 @@ pub struct Options {
     pub read_timeout: Duration,
     /// Whole request including redirects and the body.
     pub total_timeout: Duration,
+    /// Slowest tolerated transfer: at least `.0` bytes in every `.1`. A server that drips a byte now and
+    /// then never trips `read_timeout`; this ends it within one window instead of at `total_timeout`.
+    pub min_rate: (u64, Duration),
     /// Responses larger than this are refused (checked against Content-Length and while reading).
     pub max_bytes: u64,
     /// PEM bundle to trust *instead of* the built-in Mozilla roots (private servers, e.g. a test ACME CA).
@@ -33,8 +36,10 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             connect_timeout: Duration::from_secs(15),
-            read_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(30),
             total_timeout: Duration::from_secs(15 * 60),
+            // 1 KiB in 30 s: far below any real link, far above a drip.
+            min_rate: (1024, Duration::from_secs(30)),
             max_bytes: 256 * 1024 * 1024,
             ca_bundle: None,
             config_key: None,
@@ -49,6 +54,35 @@ impl Options {
             config_key: Some(key.to_string()),
             ..Options::default()
         }
+    }
+}
+
+/// `opts`, with the limits cut to seconds when `url` is on loopback (a health check, a local API): a
+/// service that accepted the connection and hangs must not hold a step for a quarter of an hour.
+pub fn suited(url: &str, opts: &Options) -> Options {
+    let host = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or("");
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    let loopback = host.starts_with("127.")
+        || host.starts_with("[::1]")
+        || host == "localhost"
+        || host.starts_with("localhost:");
+    if !loopback {
+        return opts.clone();
+    }
+    Options {
+        connect_timeout: opts.connect_timeout.min(Duration::from_secs(5)),
+        read_timeout: opts.read_timeout.min(Duration::from_secs(10)),
+        total_timeout: opts.total_timeout.min(Duration::from_secs(30)),
+        min_rate: (
+            opts.min_rate.0,
+            opts.min_rate.1.min(Duration::from_secs(10)),
+        ),
+        ..opts.clone()
     }
 }
 
@@ -94,17 +128,41 @@ fn fetch(url: &str, opts: &Options, sink: &mut dyn Write) -> Result<u64> {
             );
         }
     }
+    let check = opts
+        .config_key
+        .as_deref()
+        .map(|k| format!("; check {k} in host.toml"))
+        .unwrap_or_default();
     let mut reader = response.body_mut().as_reader();
     let mut buf = vec![0u8; 64 * 1024];
     let mut total: u64 = 0;
+    let (min_bytes, window) = opts.min_rate;
+    let mut window_start = Instant::now();
+    let mut window_bytes: u64 = 0;
     loop {
         let n = match reader.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if is_timeout(&e) => bail!(
+                "GET {url}: timed out: nothing received for {} s after {total} bytes{check}",
+                opts.read_timeout.as_secs()
+            ),
             Err(e) => bail!("GET {url}: reading the response failed after {total} bytes: {e}"),
         };
         total += n as u64;
+        window_bytes += n as u64;
+        if window_start.elapsed() >= window {
+            if window_bytes < min_bytes {
+                bail!(
+                    "GET {url}: too slow, timed out: {window_bytes} bytes in the last {} s \
+                     (less than {min_bytes}; a stalled or dripping server){check}",
+                    window_start.elapsed().as_secs()
+                );
+            }
+            window_start = Instant::now();
+            window_bytes = 0;
+        }
         if total > opts.max_bytes {
             bail!(
                 "GET {url}: response exceeds the {} byte limit",
@@ -165,6 +223,13 @@ pub fn request(
     Ok(Reply { status, body })
 }
 
+/// ureq reports its per-read timeout as an io error of kind TimedOut (or the ureq Timeout it wraps).
+fn is_timeout(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::TimedOut
+        || e.kind() == io::ErrorKind::WouldBlock
+        || e.to_string().to_ascii_lowercase().contains("timeout")
+}
+
 fn agent(opts: &Options) -> Result<ureq::Agent> {
     agent_with(opts, true)
 }
@@ -178,6 +243,8 @@ fn agent_with(opts: &Options, status_as_error: bool) -> Result<ureq::Agent> {
         .user_agent(concat!("matrix-provision/", env!("CARGO_PKG_VERSION")))
         .timeout_connect(Some(opts.connect_timeout))
         .timeout_per_read(Some(opts.read_timeout))
+        // A server that accepts and never answers: no status line within the read timeout.
+        .timeout_recv_response(Some(opts.read_timeout))
         .timeout_global(Some(opts.total_timeout))
         .tls_config(tls.build())
         .http_status_as_error(status_as_error)
@@ -321,5 +388,92 @@ mod tests {
         .to_string();
         assert!(err.starts_with("DELETE http://127.0.0.1:"), "{err}");
         assert!(err.contains("connection refused"), "{err}");
+    }
+
+    /// A server that sends its headers, then `body` one byte every `pause`.
+    fn drip(body: &'static [u8], pause: Duration) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/releases/latest", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok() && line != "\r\n" {
+                line.clear();
+            }
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            for b in body {
+                if stream.write_all(&[*b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(pause);
+            }
+        });
+        url
+    }
+
+    #[test]
+    fn a_dripping_server_is_given_up_on_within_one_window() {
+        // Every byte arrives well inside the read timeout: only the rate limit can end this.
+        let url = drip(&[b'x'; 4096], Duration::from_millis(100));
+        let opts = Options {
+            read_timeout: Duration::from_secs(2),
+            min_rate: (1024, Duration::from_secs(1)),
+            ..Options::for_key("sources.element_releases_url")
+        };
+        let started = Instant::now();
+        let err = get(&url, &opts).unwrap_err().to_string();
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(err.contains("too slow") && err.contains(&url), "{err}");
+        assert!(err.contains("sources.element_releases_url"), "{err}");
+    }
+
+    #[test]
+    fn a_stalled_body_times_out_naming_the_url() {
+        let url = drip(b"xy", Duration::from_secs(20));
+        let opts = Options {
+            read_timeout: Duration::from_millis(500),
+            ..Options::default()
+        };
+        let started = Instant::now();
+        let err = get(&url, &opts).unwrap_err().to_string();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(err.contains("timed out") && err.contains(&url), "{err}");
+    }
+
+    #[test]
+    fn loopback_urls_get_limits_in_seconds() {
+        let d = Options::default();
+        for url in [
+            "http://127.0.0.1:8008/health",
+            "http://localhost/x",
+            "http://[::1]:80/",
+        ] {
+            assert!(
+                suited(url, &d).total_timeout <= Duration::from_secs(30),
+                "{url}"
+            );
+        }
+        let far = suited("https://api.github.com/x", &d);
+        assert_eq!(far.total_timeout, d.total_timeout);
+    }
+
+    #[test]
+    fn the_default_rate_limit_ends_a_one_byte_a_minute_drip() {
+        let d = Options::default();
+        assert!(d.read_timeout < Duration::from_secs(60));
+        assert!(d.min_rate.0 > 1 && d.min_rate.1 <= Duration::from_secs(60));
     }
 }

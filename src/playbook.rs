@@ -43,6 +43,10 @@ pub const PLAYBOOKS: &[(&str, &str)] = &[
         include_str!("../playbooks/30-nginx-tls.toml"),
     ),
     (
+        "35-certbot.toml",
+        include_str!("../playbooks/35-certbot.toml"),
+    ),
+    (
         "40-coturn.toml",
         include_str!("../playbooks/40-coturn.toml"),
     ),
@@ -90,6 +94,9 @@ enum Kind {
         mode: String,
         #[serde(default)]
         sensitive: bool,
+        /// argv of the service's config test, run with the candidate in place (see steps::file).
+        #[serde(default)]
+        validate: Vec<String>,
     },
     Copy {
         src: PathBuf,
@@ -98,6 +105,8 @@ enum Kind {
         mode: String,
         #[serde(default)]
         sensitive: bool,
+        #[serde(default)]
+        validate: Vec<String>,
     },
     Dir {
         path: PathBuf,
@@ -108,6 +117,8 @@ enum Kind {
     Symlink {
         link: PathBuf,
         target: PathBuf,
+        #[serde(default)]
+        validate: Vec<String>,
     },
     Unlink {
         link: PathBuf,
@@ -184,6 +195,31 @@ pub struct Graph {
     pub secrets: SecretStore,
     /// Every file rendered from a template, as the playbooks place it (golden tests compare these).
     pub rendered: Vec<RenderedFile>,
+    /// Directories our atomic writer writes into: where a killed run may have left temp files.
+    pub write_dirs: std::collections::BTreeSet<PathBuf>,
+}
+
+impl Graph {
+    /// Remove the temp files a killed run left where we write (apply calls it under the run lock, before
+    /// any step). A leftover executable in renewal-hooks/deploy/ would otherwise sit there for good.
+    pub fn sweep_leftovers(&self, sys: &dyn System) -> Result<Vec<PathBuf>> {
+        let mut removed = Vec::new();
+        for dir in &self.write_dirs {
+            removed.extend(sys.sweep_temps(dir)?);
+        }
+        Ok(removed)
+    }
+}
+
+/// The directory a file-writing step writes into.
+fn written_dir(kind: &Kind) -> Option<PathBuf> {
+    let path = match kind {
+        Kind::Template { dest, .. } | Kind::Copy { dest, .. } => dest,
+        Kind::Symlink { link, .. } => link,
+        Kind::Secret { path, .. } | Kind::AptKeyring { dest: path, .. } => path,
+        _ => return None,
+    };
+    path.parent().map(PathBuf::from)
 }
 
 pub struct RenderedFile {
@@ -193,13 +229,13 @@ pub struct RenderedFile {
     pub contents: String,
 }
 
-/// Facts that only the host can tell (RAM, CPUs, the SSH port), gathered once per run.
+/// Facts that only the host can tell (RAM, CPUs), gathered once per run. (The SSH ports are the
+/// firewall step's to find, at check time.)
 pub fn facts(sys: &dyn System) -> render::Facts {
     let f = sys.facts();
     render::Facts {
         ram_mb: f.ram_mb,
         cpus: f.cpus,
-        ssh_port: crate::steps::firewall::ssh_ports(sys)[0],
         postgres_version: "15".into(),
         addresses: f.addresses.iter().map(|a| a.to_string()).collect(),
     }
@@ -232,6 +268,9 @@ fn definitions(
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
+    // Every `{{ … }}` in a playbook sits inside a TOML basic string: escape for it, so no value can end
+    // the string and write TOML of its own (a URL ending in `"#` once cut itself short this way).
+    env.set_formatter(toml_string_formatter);
     let ctx = context! {
         config => config,
         delegated => config.delegated(),
@@ -250,6 +289,38 @@ fn definitions(
             toml::from_str(&text).with_context(|| format!("playbooks/{name} (after rendering)"))
         })
         .collect()
+}
+
+/// Writes strings escaped for a TOML basic string (`"` `\\` and control characters), other values as is.
+fn toml_string_formatter(
+    out: &mut minijinja::Output<'_>,
+    _state: &minijinja::State<'_, '_>,
+    value: &minijinja::Value,
+) -> Result<(), minijinja::Error> {
+    let text = match value.as_str() {
+        Some(s) => toml_escape(s),
+        None if value.is_none() || value.is_undefined() => String::new(),
+        None => value.to_string(),
+    };
+    out.write_str(&text)
+        .map_err(|_| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, "write failed"))
+}
+
+/// The body of a TOML basic string holding `s`.
+pub fn toml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Where this run's inputs live on the host (copied for the update timer).
@@ -272,6 +343,14 @@ pub fn build(
             secrets.load(sys, name, path)?;
         }
     }
+    // The admin's password and token are no template's input, but they are secrets all the same. An
+    // unreadable file (plan as a normal user) just means there is nothing to redact yet.
+    if let Ok(Some(admin)) = crate::admin::Credentials::load(sys) {
+        secrets.remember(&admin.password);
+        if let Some(token) = &admin.access_token {
+            secrets.remember(token);
+        }
+    }
     let secret = |name: &str| -> Result<String> {
         Ok(secrets
             .get(name)
@@ -288,11 +367,15 @@ pub fn build(
     )
     .to_value();
     let renderer = Renderer::new();
+    // The state directory: the pending-handlers file and the admin's credentials are written there.
+    let mut write_dirs =
+        std::collections::BTreeSet::from([PathBuf::from("/var/lib/matrix-provision")]);
     let mut nodes = Vec::new();
     let mut rendered = Vec::new();
     for file in files {
         for def in file.step {
             let description = def.description.clone().unwrap_or_else(|| def.id.clone());
+            write_dirs.extend(written_dir(&def.kind));
             let step = make_step(
                 def.kind,
                 config,
@@ -321,8 +404,7 @@ pub fn build(
                     h.id
                 ),
             };
-            let validate = (!h.validate.is_empty())
-                .then(|| Cmd::new(&h.validate[0]).args(h.validate[1..].iter().cloned()));
+            let validate = command(&h.validate);
             nodes.push(Node {
                 description: format!("{} {}", h.action, h.unit),
                 id: h.id,
@@ -342,7 +424,14 @@ pub fn build(
         nodes,
         secrets,
         rendered,
+        write_dirs,
     })
+}
+
+/// An argv from a playbook as a command; empty means none.
+fn command(argv: &[String]) -> Option<Cmd> {
+    let (program, args) = argv.split_first()?;
+    Some(Cmd::new(program).args(args.iter().cloned()))
 }
 
 fn make_step(
@@ -366,6 +455,7 @@ fn make_step(
             owner,
             mode,
             sensitive,
+            validate,
         } => {
             let owner = Owner::parse(&owner, &mode)?;
             let contents = renderer.render(&template, ctx)?;
@@ -374,6 +464,7 @@ fn make_step(
                 owner: owner.clone(),
                 contents: Contents::Fixed(contents.clone().into_bytes()),
                 sensitive,
+                validate: command(&validate),
             };
             rendered.push(RenderedFile {
                 template,
@@ -389,17 +480,27 @@ fn make_step(
             owner,
             mode,
             sensitive,
+            validate,
         } => Box::new(FileStep {
             path: dest,
             owner: Owner::parse(&owner, &mode)?,
             contents: Contents::CopyOf(src),
             sensitive,
+            validate: command(&validate),
         }),
         Kind::Dir { path, owner, mode } => Box::new(DirStep {
             path,
             owner: Owner::parse(&owner, &mode)?,
         }),
-        Kind::Symlink { link, target } => Box::new(SymlinkStep { link, target }),
+        Kind::Symlink {
+            link,
+            target,
+            validate,
+        } => Box::new(SymlinkStep {
+            link,
+            target,
+            validate: command(&validate),
+        }),
         Kind::Unlink { link, target } => Box::new(UnlinkStep { link, target }),
         Kind::Secret {
             name,
@@ -447,11 +548,93 @@ fn make_step(
         Kind::Disabled { unit } => Box::new(DisabledStep { unit }),
         Kind::Element => Box::new(ElementStep::from_config(config)),
         Kind::SystemUser { name, home } => Box::new(SystemUserStep { name, home }),
-        Kind::Firewall { allow } => Box::new(FirewallStep { allow }),
+        Kind::Firewall { allow } => Box::new(FirewallStep {
+            ssh_ports: config.firewall.ssh_ports.clone(),
+            allow,
+        }),
         Kind::AdminUser { name } => Box::new(AdminUserStep {
             localpart: name,
             server_name: config.server_name.clone(),
             transport: Box::new(crate::admin::HttpTransport::loopback()),
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every string a playbook interpolates is escaped for TOML: values holding quotes, backslashes,
+    /// `#`, newlines and control characters come out of the rendered playbook exactly as they went in,
+    /// in every playbook (this bypasses validation on purpose: escaping must not depend on it).
+    #[test]
+    fn interpolated_strings_cannot_escape_their_toml_string() {
+        let mut config = crate::config::parse(
+            "server_name = \"example.com\"\n[acme]\nemail = \"a@example.com\"\n[synapse]\nadmin_user = \"admin\"\n",
+            "t",
+        )
+        .unwrap();
+        let hostile = "x\"#\\\" = 1\n[[step]]\u{1b}[2J\ttab";
+        config.sources.matrix_keyring_url = format!("https://example.org/k.gpg{hostile}");
+        config.sources.matrix_key_fingerprint = hostile.to_string();
+        config.synapse.admin_user = Some(hostile.to_string());
+        config.element.version = hostile.to_string();
+        config.firewall.extra_allowed_ports = vec![hostile.to_string()];
+        let inputs = Inputs {
+            config_path: format!("/root/{hostile}.toml").into(),
+            self_exe: format!("/opt/{hostile}").into(),
+        };
+        let facts = render::Facts {
+            ram_mb: 4096,
+            cpus: 2,
+            postgres_version: "15".into(),
+            addresses: vec!["127.0.0.1".into()],
+        };
+        let files = definitions(&config, &facts, &inputs).unwrap_or_else(|e| panic!("{e:#}"));
+        let steps: Vec<&StepDef> = files.iter().flat_map(|f| &f.step).collect();
+        let step = |id: &str| {
+            &steps
+                .iter()
+                .find(|s| s.id == id)
+                .unwrap_or_else(|| panic!("no step {id}"))
+                .kind
+        };
+        match step("matrix-keyring") {
+            Kind::AptKeyring {
+                url, fingerprint, ..
+            } => {
+                assert_eq!(url, &config.sources.matrix_keyring_url);
+                assert_eq!(fingerprint, hostile);
+            }
+            other => panic!("{other:?}"),
+        }
+        match step("admin-user") {
+            Kind::AdminUser { name } => assert_eq!(name, hostile),
+            other => panic!("{other:?}"),
+        }
+        match step("firewall") {
+            Kind::Firewall { allow } => assert_eq!(allow.last().unwrap(), hostile),
+            other => panic!("{other:?}"),
+        }
+        let copies: Vec<&PathBuf> = steps
+            .iter()
+            .filter_map(|s| match &s.kind {
+                Kind::Copy { src, .. } => Some(src),
+                _ => None,
+            })
+            .collect();
+        assert!(copies.contains(&&inputs.config_path), "{copies:?}");
+        assert!(copies.contains(&&inputs.self_exe), "{copies:?}");
+        // No step appeared out of a value.
+        assert!(steps.iter().all(|s| !s.id.contains('\u{1b}')));
+    }
+
+    #[test]
+    fn toml_escape_round_trips() {
+        for s in ["plain", "a\"b", "back\\slash", "nl\nx", "\u{7f}\u{1}", "#x"] {
+            let doc = format!("v = \"{}\"", toml_escape(s));
+            let parsed: toml::Value = toml::from_str(&doc).unwrap();
+            assert_eq!(parsed["v"].as_str(), Some(s), "{doc}");
+        }
+    }
 }

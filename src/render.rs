@@ -108,6 +108,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/certbot/deploy-hook.sh.j2"),
     ),
     (
+        "certbot/certbot-service.conf.j2",
+        include_str!("../templates/certbot/certbot-service.conf.j2"),
+    ),
+    (
         "systemd/matrix-element-update.service.j2",
         include_str!("../templates/systemd/matrix-element-update.service.j2"),
     ),
@@ -139,8 +143,6 @@ pub struct RenderContext {
 pub struct Facts {
     pub ram_mb: u64,
     pub cpus: u32,
-    /// sshd's effective port (for ufw; templates don't use it yet).
-    pub ssh_port: u16,
     /// Major version, "15" on Debian 12; part of the PostgreSQL conf.d path.
     pub postgres_version: String,
     /// The addresses on the host's interfaces (coturn must never relay to the host itself).
@@ -172,8 +174,11 @@ pub struct Paths {
     pub secrets_dir: String,
     /// certbot `--webroot-path`; nginx serves `/.well-known/acme-challenge/` from here on port 80.
     pub acme_webroot: String,
-    /// Element releases live under here; `current` is the served release, `config.json` sits beside it.
+    /// Element releases live under here (the updater user's tree); `current` is the served release.
     pub element_root: String,
+    /// Root-owned directory holding our Element `config.json`, outside the updater-writable tree; nginx
+    /// serves `/config.json` from it.
+    pub element_config_dir: String,
     /// coturn's copy of the TURN certificate (turnserver cannot read /etc/letsencrypt/live).
     pub coturn_cert_dir: String,
     /// certbot's live directory: `<letsencrypt_live>/<host>/{fullchain,privkey}.pem`.
@@ -191,6 +196,7 @@ impl Default for Paths {
             // Under /var/www, not the private state dir: nginx (www-data) must be able to read challenges.
             acme_webroot: "/var/www/letsencrypt".into(),
             element_root: "/var/www/element".into(),
+            element_config_dir: "/etc/matrix-provision/element".into(),
             coturn_cert_dir: "/etc/coturn/certs".into(),
             letsencrypt_live: "/etc/letsencrypt/live".into(),
             host_config: "/etc/matrix-provision/host.toml".into(),
@@ -237,8 +243,10 @@ impl Renderer {
         env.set_keep_trailing_newline(true);
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
-        // These are config files, not HTML.
-        env.set_auto_escape_callback(|_| AutoEscape::None);
+        // These are config files, not HTML: nothing is HTML-escaped, but no value may carry syntax. A
+        // custom mode (not None) makes minijinja mark macro output, already checked inside, as safe.
+        env.set_auto_escape_callback(|_| AutoEscape::Custom("config"));
+        env.set_formatter(plain_values_only);
         env.add_filter("shquote", shquote);
         env.add_function("raise", raise);
         for (name, source) in TEMPLATES.iter().chain(PARTIALS) {
@@ -287,9 +295,47 @@ fn raise(message: String) -> Result<String, minijinja::Error> {
     ))
 }
 
-/// POSIX shell single quoting: `it's` → `'it'\''s'`.
-fn shquote(value: String) -> String {
-    format!("'{}'", value.replace('\'', r"'\''"))
+/// POSIX shell single quoting: `it's` → `'it'\''s'`. Quoted output is safe to write anywhere.
+fn shquote(value: String) -> Value {
+    Value::from_safe_string(format!("'{}'", value.replace('\'', r"'\''")))
+}
+
+/// Characters a value may carry into a config file unquoted: none of them is syntax in nginx, YAML
+/// (mid-line), coturn, systemd units, deb822 or shell, and each is in a host name, URL, path, IP
+/// address, version or generated secret. Validated host.toml values never hold anything else; a value
+/// that does fails the render instead of ending a directive or opening a new one.
+pub fn plain_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "._:/@+=,%~-[]".contains(c)
+}
+
+/// The formatter of every `{{ … }}` in a file template. Strings must be plain (see [`plain_char`]);
+/// output of `tojson` and `shquote`, which quote for their syntax, passes as it is.
+fn plain_values_only(
+    out: &mut minijinja::Output<'_>,
+    state: &minijinja::State<'_, '_>,
+    value: &Value,
+) -> Result<(), minijinja::Error> {
+    let _ = state;
+    let fmt_err = |_| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, "write failed");
+    if value.is_undefined() || value.is_none() {
+        return Ok(());
+    }
+    if let (Some(s), false) = (value.as_str(), value.is_safe()) {
+        if let Some(c) = s.chars().find(|c| !plain_char(*c)) {
+            return Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                format!(
+                    "value \"{}\" holds {}, which is syntax in a config file; refusing to write it",
+                    crate::report::escape(s),
+                    crate::report::escape(&format!("`{c}`"))
+                ),
+            ));
+        }
+    }
+    match value.as_str() {
+        Some(s) => out.write_str(s).map_err(fmt_err),
+        None => write!(out, "{value}").map_err(fmt_err),
+    }
 }
 
 #[cfg(test)]
@@ -320,14 +366,45 @@ mod tests {
     #[test]
     fn no_html_escaping_and_trailing_newline_kept() {
         let mut r = Renderer::new();
-        r.env.add_template("t/raw.j2", "{{ v }}\n").unwrap();
+        r.env
+            .add_template("t/raw.j2", "{{ v }} {{ n }} {{ q|tojson }}\n")
+            .unwrap();
         let out = r
             .render(
                 "t/raw.j2",
-                &Value::from_serialize(serde_json::json!({"v": "a<b>&'\""})),
+                &Value::from_serialize(serde_json::json!({"v": "a/b:c@d", "n": 5, "q": "a \"b\""})),
             )
             .unwrap();
-        assert_eq!(out, "a<b>&'\"\n");
+        assert_eq!(out, "a/b:c@d 5 \"a \\\"b\\\"\"\n");
+    }
+
+    /// A value with syntax in it (a quote, `;`, `{`, a space, a newline, ESC) never reaches a config file:
+    /// the render fails and says so, with the value escaped.
+    #[test]
+    fn values_with_config_syntax_are_refused() {
+        let mut r = Renderer::new();
+        r.env
+            .add_template("t/nginx.j2", "server_name {{ v }};\n")
+            .unwrap();
+        for bad in [
+            "a;b",
+            "a b",
+            "x\"y",
+            "x}y",
+            "line\nreturn 301",
+            "\u{1b}[2J",
+            "a#b",
+            "a'b",
+            "$x",
+        ] {
+            let ctx = Value::from_serialize(serde_json::json!({ "v": bad }));
+            let err = r.render("t/nginx.j2", &ctx).unwrap_err().to_string();
+            assert!(err.contains("syntax in a config file"), "{bad:?}: {err}");
+            assert!(
+                !err.contains('\u{1b}') && !err.contains("\nreturn"),
+                "{err}"
+            );
+        }
     }
 
     #[test]
@@ -344,8 +421,11 @@ mod tests {
 
     #[test]
     fn shquote_survives_single_quotes() {
-        assert_eq!(shquote("turn.example.com".into()), "'turn.example.com'");
-        assert_eq!(shquote("it's".into()), r"'it'\''s'");
+        assert_eq!(
+            shquote("turn.example.com".into()).as_str(),
+            Some("'turn.example.com'")
+        );
+        assert_eq!(shquote("it's".into()).as_str(), Some(r"'it'\''s'"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Secrets as a type: generated once with `rand`, stored 0600/0640 by the secret step, never printed.
 //! `Debug`/`Display` of a [`Secret`] say `[redacted]`; the only way to the value is [`Secret::expose`].
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
@@ -43,6 +44,9 @@ impl fmt::Display for Secret {
 #[derive(Default)]
 pub struct SecretStore {
     entries: BTreeMap<String, Secret>,
+    /// Secrets met during the run that no template renders (the admin's password and token): redacted
+    /// like the others. Behind a RefCell because steps only see the store shared.
+    remembered: RefCell<Vec<Secret>>,
 }
 
 impl SecretStore {
@@ -77,16 +81,30 @@ impl SecretStore {
             .collect()
     }
 
+    /// Redact `secret` from now on too (it is not rendered into any file, so it has no name here).
+    pub fn remember(&self, secret: &Secret) {
+        let mut r = self.remembered.borrow_mut();
+        if !secret.expose().is_empty() && !r.contains(secret) {
+            r.push(secret.clone());
+        }
+    }
+
+    fn all(&self) -> Vec<Secret> {
+        let mut all: Vec<Secret> = self.entries.values().cloned().collect();
+        all.extend(self.remembered.borrow().iter().cloned());
+        all
+    }
+
     /// Does `text` contain any secret? Such file contents are never diffed in the open.
     pub fn appears_in(&self, text: &str) -> bool {
-        self.entries
-            .values()
+        self.all()
+            .iter()
             .any(|secret| text.contains(secret.expose()))
     }
 
     /// Replace every secret in `text` with `[redacted]` (for error messages and logs).
     pub fn redact(&self, text: &str) -> String {
-        self.entries.values().fold(text.to_string(), |t, secret| {
+        self.all().iter().fold(text.to_string(), |t, secret| {
             t.replace(secret.expose(), "[redacted]")
         })
     }

@@ -352,6 +352,7 @@ fn example_file_documents_the_real_defaults_and_every_option() {
     let mut want = minimal("example.com");
     want.synapse.admin_user = Some("admin".into());
     want.turn.external_ip = Some("203.0.113.7".into());
+    want.firewall.ssh_ports = Some(vec![22]);
     want.sources.acme_ca_bundle =
         Some("/usr/local/share/ca-certificates/private-acme-ca.pem".into());
     want.sources.element_signing_key = Some("/etc/matrix-provision/element-release-key.asc".into());

@@ -10,6 +10,7 @@ use matrix_provision::element::{
     self, installed_version, plan_rollback, plan_update, releases, rollback, update, Action,
     ElementSource, Installation, Plan, Wanted,
 };
+use matrix_provision::system::RealSystem;
 use support::{dead_port, fixtures};
 
 fn source() -> ElementSource {
@@ -17,16 +18,19 @@ fn source() -> ElementSource {
     ElementSource {
         releases_url: f.releases_url(),
         signing_keyring: Some(f.keyring()),
-        http: Default::default(),
+        ..Default::default()
     }
 }
 
-/// A fresh install root with our config.json in it, as apply leaves it.
+fn sys() -> RealSystem {
+    RealSystem::new("/")
+}
+
+/// A fresh install root, as apply leaves it.
 fn installation(keep: u32) -> (tempfile::TempDir, Installation) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("element");
     fs::create_dir(&root).unwrap();
-    fs::write(root.join("config.json"), "{\"ours\": true}\n").unwrap();
     (dir, Installation::new(root, keep))
 }
 
@@ -65,15 +69,15 @@ fn assert_no_leftovers(inst: &Installation) {
 }
 
 fn install_first(inst: &Installation) {
-    let o = update(inst, &source(), &pinned("v1.0.0")).unwrap();
+    let o = update(&sys(), inst, &source(), &pinned("v1.0.0")).unwrap();
     assert_eq!(o.action, Action::Installed);
 }
 
 #[test]
 fn fresh_install_of_latest() {
     let (_d, inst) = installation(3);
-    assert_eq!(installed_version(&inst).unwrap(), None);
-    let plan = plan_update(&inst, &source(), &Wanted::Latest).unwrap();
+    assert_eq!(installed_version(&sys(), &inst).unwrap(), None);
+    let plan = plan_update(&sys(), &inst, &source(), &Wanted::Latest).unwrap();
     assert_eq!(
         plan,
         Plan::Install {
@@ -83,12 +87,15 @@ fn fresh_install_of_latest() {
     );
     assert!(plan.is_change());
 
-    let o = update(&inst, &source(), &Wanted::Latest).unwrap();
+    let o = update(&sys(), &inst, &source(), &Wanted::Latest).unwrap();
     assert_eq!(o.action, Action::Installed);
     assert_eq!(o.version, "v1.1.0");
     assert_eq!(o.previous, None);
     assert!(o.changed());
-    assert_eq!(installed_version(&inst).unwrap().as_deref(), Some("v1.1.0"));
+    assert_eq!(
+        installed_version(&sys(), &inst).unwrap().as_deref(),
+        Some("v1.1.0")
+    );
     assert_eq!(current_target(&inst), Path::new("archive/element-v1.1.0"));
     assert!(served_index(&inst).contains("fake Element v1.1.0"));
     assert_eq!(
@@ -96,16 +103,8 @@ fn fresh_install_of_latest() {
         "v1.1.0\n"
     );
 
-    // Our config.json is linked in, not copied; the sample stays as shipped.
-    let link = inst.root.join("archive/element-v1.1.0/config.json");
-    assert_eq!(
-        fs::read_link(&link).unwrap(),
-        Path::new("../../config.json")
-    );
-    assert_eq!(
-        fs::read_to_string(inst.root.join("current/config.json")).unwrap(),
-        "{\"ours\": true}\n"
-    );
+    // The release stays as shipped: our config.json lives outside the tree (nginx serves it from there).
+    assert!(fs::symlink_metadata(inst.root.join("current/config.json")).is_err());
     assert!(inst.root.join("current/config.sample.json").is_file());
 
     // World-readable for nginx, nothing writable by others.
@@ -120,23 +119,23 @@ fn fresh_install_of_latest() {
     assert_eq!(mode("archive/element-v1.1.0/bundles"), 0o755);
     assert_eq!(mode("archive/element-v1.1.0/index.html"), 0o644);
     assert_eq!(mode("archive/element-v1.1.0/bundles/app.js"), 0o644);
-    assert_eq!(releases(&inst).unwrap(), ["v1.1.0"]);
+    assert_eq!(releases(&sys(), &inst).unwrap(), ["v1.1.0"]);
     assert_no_leftovers(&inst);
 }
 
 #[test]
 fn already_current_changes_nothing() {
     let (_d, inst) = installation(3);
-    update(&inst, &source(), &Wanted::Latest).unwrap();
+    update(&sys(), &inst, &source(), &Wanted::Latest).unwrap();
     let before = fs::symlink_metadata(inst.root.join("current")).unwrap();
 
     assert_eq!(
-        plan_update(&inst, &source(), &Wanted::Latest).unwrap(),
+        plan_update(&sys(), &inst, &source(), &Wanted::Latest).unwrap(),
         Plan::UpToDate {
             version: "v1.1.0".into()
         }
     );
-    let o = update(&inst, &source(), &Wanted::Latest).unwrap();
+    let o = update(&sys(), &inst, &source(), &Wanted::Latest).unwrap();
     assert_eq!(o.action, Action::AlreadyCurrent);
     assert!(!o.changed());
     assert_eq!(o.version, "v1.1.0");
@@ -153,9 +152,9 @@ fn already_current_changes_nothing() {
         releases_url: format!("http://127.0.0.1:{}/releases", dead_port()),
         ..source()
     };
-    let o = update(&inst, &offline, &pinned("v1.1.0")).unwrap();
+    let o = update(&sys(), &inst, &offline, &pinned("v1.1.0")).unwrap();
     assert_eq!(o.action, Action::AlreadyCurrent);
-    assert!(!plan_update(&inst, &offline, &pinned("v1.1.0"))
+    assert!(!plan_update(&sys(), &inst, &offline, &pinned("v1.1.0"))
         .unwrap()
         .is_change());
 }
@@ -164,19 +163,19 @@ fn already_current_changes_nothing() {
 fn pinned_version_is_installed_not_latest() {
     let (_d, inst) = installation(3);
     assert_eq!(
-        plan_update(&inst, &source(), &pinned("v1.0.0")).unwrap(),
+        plan_update(&sys(), &inst, &source(), &pinned("v1.0.0")).unwrap(),
         Plan::Install {
             from: None,
             to: "v1.0.0".into()
         }
     );
-    let o = update(&inst, &source(), &pinned("v1.0.0")).unwrap();
+    let o = update(&sys(), &inst, &source(), &pinned("v1.0.0")).unwrap();
     assert_eq!(
         (o.action, o.version.as_str()),
         (Action::Installed, "v1.0.0")
     );
     assert!(served_index(&inst).contains("v1.0.0"));
-    assert_eq!(releases(&inst).unwrap(), ["v1.0.0"]);
+    assert_eq!(releases(&sys(), &inst).unwrap(), ["v1.0.0"]);
 }
 
 #[test]
@@ -184,13 +183,13 @@ fn update_from_first_to_second_release() {
     let (_d, inst) = installation(3);
     install_first(&inst);
     assert_eq!(
-        plan_update(&inst, &source(), &Wanted::Latest).unwrap(),
+        plan_update(&sys(), &inst, &source(), &Wanted::Latest).unwrap(),
         Plan::Install {
             from: Some("v1.0.0".into()),
             to: "v1.1.0".into()
         }
     );
-    let o = update(&inst, &source(), &Wanted::Latest).unwrap();
+    let o = update(&sys(), &inst, &source(), &Wanted::Latest).unwrap();
     assert_eq!(o.action, Action::Installed);
     assert_eq!(o.version, "v1.1.0");
     assert_eq!(o.previous.as_deref(), Some("v1.0.0"));
@@ -201,7 +200,7 @@ fn update_from_first_to_second_release() {
         "{o}"
     );
     assert!(served_index(&inst).contains("v1.1.0"));
-    assert_eq!(releases(&inst).unwrap(), ["v1.0.0", "v1.1.0"]);
+    assert_eq!(releases(&sys(), &inst).unwrap(), ["v1.0.0", "v1.1.0"]);
     assert_no_leftovers(&inst);
 }
 
@@ -209,27 +208,27 @@ fn update_from_first_to_second_release() {
 fn rollback_switches_to_the_previous_release_and_forward_again_offline() {
     let (_d, inst) = installation(3);
     install_first(&inst);
-    update(&inst, &source(), &Wanted::Latest).unwrap();
+    update(&sys(), &inst, &source(), &Wanted::Latest).unwrap();
 
     assert_eq!(
-        plan_rollback(&inst).unwrap(),
+        plan_rollback(&sys(), &inst).unwrap(),
         Plan::Switch {
             from: Some("v1.1.0".into()),
             to: "v1.0.0".into()
         }
     );
-    let o = rollback(&inst).unwrap();
+    let o = rollback(&sys(), &inst).unwrap();
     assert_eq!(o.action, Action::RolledBack);
     assert_eq!(o.version, "v1.0.0");
     assert_eq!(o.previous.as_deref(), Some("v1.1.0"));
     assert!(served_index(&inst).contains("v1.0.0"));
     assert_eq!(
-        releases(&inst).unwrap(),
+        releases(&sys(), &inst).unwrap(),
         ["v1.0.0", "v1.1.0"],
         "rollback deleted a release"
     );
 
-    let e = rollback(&inst).unwrap_err();
+    let e = rollback(&sys(), &inst).unwrap_err();
     assert!(
         format!("{e:#}").contains("no Element release older than v1.0.0"),
         "{e:#}"
@@ -242,13 +241,13 @@ fn rollback_switches_to_the_previous_release_and_forward_again_offline() {
         ..source()
     };
     assert_eq!(
-        plan_update(&inst, &offline, &pinned("v1.1.0")).unwrap(),
+        plan_update(&sys(), &inst, &offline, &pinned("v1.1.0")).unwrap(),
         Plan::Switch {
             from: Some("v1.0.0".into()),
             to: "v1.1.0".into()
         }
     );
-    let o = update(&inst, &offline, &pinned("v1.1.0")).unwrap();
+    let o = update(&sys(), &inst, &offline, &pinned("v1.1.0")).unwrap();
     assert_eq!(o.action, Action::Switched);
     assert!(served_index(&inst).contains("v1.1.0"));
 }
@@ -256,7 +255,7 @@ fn rollback_switches_to_the_previous_release_and_forward_again_offline() {
 #[test]
 fn rollback_with_nothing_installed_fails_clearly() {
     let (_d, inst) = installation(3);
-    let e = rollback(&inst).unwrap_err();
+    let e = rollback(&sys(), &inst).unwrap_err();
     assert!(
         format!("{e:#}").contains("no Element release is installed"),
         "{e:#}"
@@ -267,25 +266,25 @@ fn rollback_with_nothing_installed_fails_clearly() {
 fn retention_keeps_the_newest_releases() {
     let (_d, inst) = installation(2);
     for tag in ["v0.9.0", "v1.0.0"] {
-        update(&inst, &source(), &pinned(tag)).unwrap();
+        update(&sys(), &inst, &source(), &pinned(tag)).unwrap();
     }
-    let o = update(&inst, &source(), &Wanted::Latest).unwrap();
+    let o = update(&sys(), &inst, &source(), &Wanted::Latest).unwrap();
     assert_eq!(o.pruned, ["v0.9.0"]);
     assert!(o.warnings.is_empty(), "{:?}", o.warnings);
     assert!(o.to_string().contains("removed old releases v0.9.0"), "{o}");
-    assert_eq!(releases(&inst).unwrap(), ["v1.0.0", "v1.1.0"]);
+    assert_eq!(releases(&sys(), &inst).unwrap(), ["v1.0.0", "v1.1.0"]);
 }
 
 #[test]
 fn retention_never_deletes_the_live_release() {
     let (_d, inst) = installation(2);
-    update(&inst, &source(), &Wanted::Latest).unwrap();
-    update(&inst, &source(), &pinned("v1.0.0")).unwrap();
+    update(&sys(), &inst, &source(), &Wanted::Latest).unwrap();
+    update(&sys(), &inst, &source(), &pinned("v1.0.0")).unwrap();
     // Pinning the oldest: it stays because it is live, plus the newest other one.
-    let o = update(&inst, &source(), &pinned("v0.9.0")).unwrap();
+    let o = update(&sys(), &inst, &source(), &pinned("v0.9.0")).unwrap();
     assert_eq!(o.version, "v0.9.0");
     assert_eq!(o.pruned, ["v1.0.0"]);
-    assert_eq!(releases(&inst).unwrap(), ["v0.9.0", "v1.1.0"]);
+    assert_eq!(releases(&sys(), &inst).unwrap(), ["v0.9.0", "v1.1.0"]);
     assert!(served_index(&inst).contains("v0.9.0"));
 }
 
@@ -294,14 +293,14 @@ fn retention_never_deletes_the_live_release() {
 fn fails_cleanly(src: &ElementSource, wanted: &Wanted, needles: &[&str]) -> String {
     let (_d, inst) = installation(3);
     install_first(&inst);
-    let e = update(&inst, src, wanted).unwrap_err();
+    let e = update(&sys(), &inst, src, wanted).unwrap_err();
     let msg = format!("{e:#}");
     for n in needles {
         assert!(msg.contains(n), "error lacks {n:?}:\n{msg}");
     }
     assert_eq!(current_target(&inst), Path::new("archive/element-v1.0.0"));
     assert!(served_index(&inst).contains("v1.0.0"));
-    assert_eq!(releases(&inst).unwrap(), ["v1.0.0"]);
+    assert_eq!(releases(&sys(), &inst).unwrap(), ["v1.0.0"]);
     assert_no_leftovers(&inst);
     msg
 }
@@ -347,7 +346,9 @@ fn armored_keyring_works_too() {
         ..source()
     };
     assert_eq!(
-        update(&inst, &src, &Wanted::Latest).unwrap().version,
+        update(&sys(), &inst, &src, &Wanted::Latest)
+            .unwrap()
+            .version,
         "v1.1.0"
     );
 }
@@ -428,7 +429,7 @@ fn unknown_pinned_release_is_a_404_naming_url_and_setting() {
         &["HTTP 404", &url, "check sources.element_releases_url"],
     );
     let (_d, inst) = installation(3);
-    let e = plan_update(&inst, &source(), &pinned("v9.9.9")).unwrap_err();
+    let e = plan_update(&sys(), &inst, &source(), &pinned("v9.9.9")).unwrap_err();
     assert!(format!("{e:#}").contains("HTTP 404"));
 }
 
@@ -477,7 +478,7 @@ fn leftovers_of_a_killed_run_are_swept() {
     fs::create_dir_all(inst.root.join(".download-v1.1.0-dead")).unwrap();
     std::os::unix::fs::symlink("archive/element-v1.1.0", inst.root.join("current.tmp-dead"))
         .unwrap();
-    update(&inst, &source(), &Wanted::Latest).unwrap();
+    update(&sys(), &inst, &source(), &Wanted::Latest).unwrap();
     assert_no_leftovers(&inst);
 }
 
@@ -487,7 +488,7 @@ fn partial_release_dir_from_update_sh_is_replaced() {
     install_first(&inst);
     // update.sh extracted in place; a crash leaves a directory without index.html.
     fs::create_dir_all(inst.root.join("archive/element-v1.1.0/bundles")).unwrap();
-    let o = update(&inst, &source(), &Wanted::Latest).unwrap();
+    let o = update(&sys(), &inst, &source(), &Wanted::Latest).unwrap();
     assert_eq!(o.action, Action::Installed);
     assert!(served_index(&inst).contains("v1.1.0"));
 }
@@ -501,8 +502,11 @@ fn update_sh_layout_is_understood_and_taken_over() {
     let cur = inst.root.join("current");
     fs::remove_file(&cur).unwrap();
     std::os::unix::fs::symlink(&abs, &cur).unwrap();
-    assert_eq!(installed_version(&inst).unwrap().as_deref(), Some("v1.0.0"));
-    update(&inst, &source(), &Wanted::Latest).unwrap();
+    assert_eq!(
+        installed_version(&sys(), &inst).unwrap().as_deref(),
+        Some("v1.0.0")
+    );
+    update(&sys(), &inst, &source(), &Wanted::Latest).unwrap();
     assert_eq!(current_target(&inst), Path::new("archive/element-v1.1.0"));
 }
 
@@ -510,9 +514,9 @@ fn update_sh_layout_is_understood_and_taken_over() {
 fn current_that_is_a_directory_is_an_error_not_a_guess() {
     let (_d, inst) = installation(3);
     fs::create_dir(inst.root.join("current")).unwrap();
-    let e = installed_version(&inst).unwrap_err();
+    let e = installed_version(&sys(), &inst).unwrap_err();
     assert!(e.to_string().contains("is not a symlink"), "{e}");
-    let e = update(&inst, &source(), &Wanted::Latest).unwrap_err();
+    let e = update(&sys(), &inst, &source(), &Wanted::Latest).unwrap_err();
     assert!(format!("{e:#}").contains("is not a symlink"), "{e:#}");
     assert!(inst.root.join("current").is_dir());
 }
@@ -521,10 +525,8 @@ fn current_that_is_a_directory_is_an_error_not_a_guess() {
 fn install_root_is_created_when_missing() {
     let dir = tempfile::tempdir().unwrap();
     let inst = Installation::new(dir.path().join("a/b/element"), 3);
-    let o = element::update(&inst, &source(), &Wanted::Latest).unwrap();
+    let o = element::update(&sys(), &inst, &source(), &Wanted::Latest).unwrap();
     assert_eq!(o.version, "v1.1.0");
-    // Without apply's config.json the link dangles: nginx answers 404 and Element uses defaults.
-    assert!(fs::symlink_metadata(inst.root.join("current/config.json")).is_ok());
 }
 
 #[test]
@@ -533,32 +535,76 @@ fn concurrent_runs_serialize_on_the_lock() {
     let runs: Vec<_> = (0..2)
         .map(|_| {
             let inst = inst.clone();
-            std::thread::spawn(move || update(&inst, &source(), &Wanted::Latest).unwrap().action)
+            std::thread::spawn(move || {
+                update(&sys(), &inst, &source(), &Wanted::Latest)
+                    .unwrap()
+                    .action
+            })
         })
         .collect();
     let mut actions: Vec<Action> = runs.into_iter().map(|h| h.join().unwrap()).collect();
     actions.sort_by_key(|a| format!("{a:?}"));
     assert_eq!(actions, [Action::AlreadyCurrent, Action::Installed]);
-    assert_eq!(releases(&inst).unwrap(), ["v1.1.0"]);
+    assert_eq!(releases(&sys(), &inst).unwrap(), ["v1.1.0"]);
     assert_no_leftovers(&inst);
 }
 
-/// apply runs as root but the timer as matrix-element: what root installs must belong to the
-/// install root's owner. Needs root to chown; elsewhere there is nothing to check.
+/// Root on a tree another user owns does nothing there itself: `element-update` (the real binary, as
+/// root) hands the work to the owner, so everything new belongs to that user, and a `.lock` the owner
+/// pointed at a file of root's is refused rather than created. Needs root; elsewhere there is nothing to run.
 #[test]
-fn as_root_new_files_belong_to_the_install_roots_owner() {
+fn as_root_the_update_runs_as_the_trees_owner() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("not root; ownership is only changed when running as root");
+        eprintln!("not root: nothing to hand over");
         return;
     }
-    let (_d, inst) = installation(3);
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let root = dir.path().join("element");
+    fs::create_dir(&root).unwrap();
     let (uid, gid) = (65534, 65534); // nobody:nogroup
-    std::os::unix::fs::chown(&inst.root, Some(uid), Some(gid)).unwrap();
-    update(&inst, &source(), &Wanted::Latest).unwrap();
+    std::os::unix::fs::chown(&root, Some(uid), Some(gid)).unwrap();
+    let f = fixtures();
+    let cfg = dir.path().join("host.toml");
+    fs::write(
+        &cfg,
+        support::host_toml(&f.releases_url(), &f.keyring(), "latest", true),
+    )
+    .unwrap();
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_matrix-provision"))
+            .arg("element-update")
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--root")
+            .arg(&root)
+            .output()
+            .unwrap()
+    };
+
+    // The hostile owner's lock: a symlink to a file root would create.
+    let target = dir.path().join("root-owned-file");
+    std::os::unix::fs::symlink(&target, root.join(".lock")).unwrap();
+    std::os::unix::fs::lchown(root.join(".lock"), Some(uid), Some(gid)).unwrap();
+    let out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a symlinked .lock was used");
+    assert!(stderr.contains("is a symlink"), "{stderr}");
+    assert!(stderr.contains("as uid 65534"), "{stderr}");
+    assert!(!target.exists(), "root created the lock's target");
+    fs::remove_file(root.join(".lock")).unwrap();
+
+    let out = run();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("v1.1.0 installed"));
     let mut stack = vec![
-        inst.root.join("archive"),
-        inst.root.join("current"),
-        inst.root.join(".lock"),
+        root.join("archive"),
+        root.join("current"),
+        root.join(".lock"),
     ];
     let mut seen = 0;
     while let Some(p) = stack.pop() {

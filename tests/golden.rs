@@ -67,6 +67,7 @@ fn defaults() -> HostConfig {
         },
         firewall: Firewall {
             enabled: true,
+            ssh_ports: None,
             extra_allowed_ports: vec![],
         },
         sources: Sources {
@@ -85,7 +86,6 @@ fn facts(ram_mb: u64, cpus: u32) -> Facts {
     Facts {
         ram_mb,
         cpus,
-        ssh_port: 22,
         postgres_version: "15".into(),
         // Loopback, a private LAN address behind NAT and a public IPv6 one.
         addresses: vec![
@@ -160,7 +160,6 @@ fn playbook_files(ctx: &RenderContext) -> Vec<RenderedFile> {
         .iter()
         .map(|a| a.parse().unwrap())
         .collect();
-    sys.on_cmd("sshd -T", 0, &format!("port {}\n", ctx.facts.ssh_port));
     sys.put(
         "/var/lib/matrix-provision/secrets/postgres_password",
         POSTGRES_PASSWORD,
@@ -425,7 +424,7 @@ fn json_outputs_parse_and_point_at_synapse() {
         let files = render_variant(&renderer, &ctx);
 
         if c.element.enabled {
-            let cfg = json(&files["/var/www/element/config.json"], variant);
+            let cfg = json(&files["/etc/matrix-provision/element/config.json"], variant);
             let hs = &cfg["default_server_config"]["m.homeserver"];
             assert_eq!(hs["base_url"], base_url.as_str());
             assert_eq!(hs["server_name"], c.server_name.as_str());

@@ -30,8 +30,11 @@ fn inputs() -> Inputs {
 const BASE: &str = "server_name = \"example.com\"\n[acme]\nemail = \"admin@example.com\"\n";
 
 fn plan(extra: &str) -> (FakeSystem, engine::Report, String) {
+    plan_on(fresh_host(), extra)
+}
+
+fn plan_on(sys: FakeSystem, extra: &str) -> (FakeSystem, engine::Report, String) {
     let config = matrix_provision::config::parse(&format!("{BASE}{extra}"), "host.toml").unwrap();
-    let sys = fresh_host();
     let before = sys.snapshot();
     let graph = playbook::build(&config, &inputs(), &sys, true).unwrap();
     let ctx = Ctx::new(&sys, &graph.secrets);
@@ -76,9 +79,6 @@ fn fresh_host_plan_lists_everything_and_writes_nothing() {
     }
     // The database fragment holds the password: its diff is redacted, never shown.
     assert!(json.contains("redacted"), "{json}");
-    // The SSH port comes from sshd's effective config and is allowed first.
-    let fw = report.outcomes.iter().find(|o| o.id == "firewall").unwrap();
-    assert!(fw.description.contains("SSH 2222"), "{}", fw.description);
     assert!(sys
         .commands()
         .iter()
@@ -106,4 +106,21 @@ fn optional_parts_leave_the_graph_when_turned_off() {
         );
     }
     assert!(ids.contains(&"cert-example.com"));
+}
+
+/// Where ufw is already installed, the plan shows the SSH port from sshd's effective config, allowed first.
+#[test]
+fn the_plan_allows_the_detected_ssh_port_first() {
+    let sys = fresh_host();
+    sys.put("/etc/ufw/ufw.conf", "ENABLED=no\n");
+    sys.put("/etc/default/ufw", "IPV6=yes\n");
+    let (_, report, _) = plan_on(sys, "");
+    let fw = report.outcomes.iter().find(|o| o.id == "firewall").unwrap();
+    let change = fw.change.as_ref().unwrap();
+    assert!(change.summary.contains("SSH on 2222"), "{}", change.summary);
+    let engine::Detail::Items { items } = &change.detail else {
+        panic!("{:?}", change.detail)
+    };
+    assert_eq!(items[0], "ufw allow 2222/tcp");
+    assert_eq!(items.last().unwrap(), "ufw --force enable");
 }

@@ -36,6 +36,12 @@ pub struct ApplyArgs {
     detailed_exitcodes: bool,
 }
 
+impl ApplyArgs {
+    pub fn is_dry_run(&self) -> bool {
+        self.dry_run
+    }
+}
+
 pub fn plan(args: &PlanArgs, verbosity: Verbosity) -> Result<u8> {
     converge(args, true, false, verbosity)
 }
@@ -88,6 +94,15 @@ fn converge(args: &PlanArgs, dry_run: bool, detailed: bool, verbosity: Verbosity
     };
     let graph = playbook::build(&config, &inputs, &sys, dry_run)?;
     let ctx = Ctx::new(&sys, &graph.secrets);
+    if !dry_run {
+        // Under the lock: no writer of ours is mid-write, so every temp file left is a killed run's.
+        for path in graph.sweep_leftovers(&sys)? {
+            ctx.warn(format!(
+                "removed {}, a temp file an interrupted run left behind",
+                path.display()
+            ));
+        }
+    }
     let mut reporter = Reporter::new(verbosity, args.json, dry_run, &graph.secrets);
     reporter.begin(&config.server_name);
     let report = engine::run(&graph.nodes, &ctx, dry_run, &mut reporter)?;

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use crate::config::HostConfig;
-use crate::element::{self, ElementSource, Installation, Wanted};
+use crate::element::{self, ElementSource, Installation, Job, Wanted};
+use crate::system::{RealSystem, System};
 
 /// Exit status when `--check` finds work to do (the documented "changes pending" code).
 pub const EXIT_PENDING: u8 = 2;
@@ -33,20 +34,27 @@ pub struct Args {
 /// Runs the command against an already loaded and validated host.toml.
 /// Returns the process exit code: 0 done or nothing to do, 2 pending (`--check`); errors are 1.
 pub fn execute(args: &Args, config: &HostConfig) -> Result<u8> {
+    execute_on(&RealSystem::new("/"), args, config)
+}
+
+/// [`execute`] on a given host.
+pub fn execute_on(sys: &dyn System, args: &Args, config: &HostConfig) -> Result<u8> {
     if !config.element.enabled {
         println!("Element is disabled in host.toml (element.enabled = false); nothing to do");
         return Ok(0);
     }
-    let inst = Installation::new(&args.root, config.element.keep_releases);
+    // Absolute: when root hands the work to the tree's owner, that process starts elsewhere.
+    let root = std::path::absolute(&args.root)?;
+    let inst = Installation::new(root, config.element.keep_releases);
     let source = ElementSource::from_config(config);
 
     if args.rollback {
         if args.check {
-            let plan = element::plan_rollback(&inst)?;
+            let plan = element::plan_rollback(sys, &inst)?;
             println!("{plan}");
             return Ok(EXIT_PENDING);
         }
-        let outcome = element::rollback(&inst)?;
+        let outcome = element::rollback(sys, &inst)?;
         println!("{outcome}");
         if config.element.auto_update && config.element.version == "latest" {
             println!(
@@ -60,14 +68,26 @@ pub fn execute(args: &Args, config: &HostConfig) -> Result<u8> {
 
     let wanted = Wanted::parse(args.version.as_deref().unwrap_or(&config.element.version))?;
     if args.check {
-        let plan = element::plan_update(&inst, &source, &wanted)?;
+        let plan = element::plan_update(sys, &inst, &source, &wanted)?;
         println!("{plan}");
         return Ok(if plan.is_change() { EXIT_PENDING } else { 0 });
     }
-    let outcome = element::update(&inst, &source, &wanted)?;
+    let outcome = element::update(sys, &inst, &source, &wanted)?;
     println!("{outcome}");
     for w in &outcome.warnings {
         eprintln!("warning: {w}");
     }
+    Ok(0)
+}
+
+/// The hidden `element-job` subcommand: the unprivileged half of an Element update root started (see
+/// `element::update`). Reads a [`Job`] on stdin, prints its result as JSON; errors go to stderr, exit 1.
+pub fn execute_job() -> Result<u8> {
+    let mut input = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin(), &mut input)?;
+    let job: Job = serde_json::from_slice(&input)
+        .map_err(|e| anyhow::anyhow!("element-job: reading the job on stdin: {e}"))?;
+    let result = element::run_job(&RealSystem::new("/"), &job)?;
+    println!("{}", serde_json::to_string(&result)?);
     Ok(0)
 }

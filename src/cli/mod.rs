@@ -41,6 +41,9 @@ pub(crate) enum Command {
     Apply(converge::ApplyArgs),
     /// Install or update Element Web from a signed release (what the daily timer runs).
     ElementUpdate(element_update::Args),
+    /// Internal: the unprivileged half of an Element update started by root (job on stdin).
+    #[command(hide = true)]
+    ElementJob,
     /// Read-only health report: services, /health, certificates, firewall, database, disk. Exit 1 on any ✗.
     Doctor(doctor::Args),
     /// Registration tokens: create, list, revoke (admin API on loopback).
@@ -59,6 +62,19 @@ pub enum Verbosity {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Rust ignores SIGPIPE, so printing into a closed pipe (`plan | head`) panics. Commands that only
+    // report end quietly when their reader goes away, as other Unix tools do; apply keeps converging
+    // (the reporter stops writing instead): dying halfway through a change would be far worse.
+    let converging = matches!(&cli.command, Command::Apply(a) if !a.is_dry_run());
+    if !converging {
+        // SAFETY: restoring the default disposition before any thread exists.
+        unsafe {
+            let _ = nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            );
+        }
+    }
     let verbosity = match (cli.quiet, cli.verbose) {
         (true, _) => Verbosity::Quiet,
         (false, 0) => Verbosity::Normal,
@@ -75,6 +91,7 @@ pub fn main() -> ExitCode {
                 Ok(1)
             }
         },
+        Command::ElementJob => element_update::execute_job(),
         Command::Doctor(args) => doctor::execute(&args),
         Command::Token(args) => token::execute(&args),
         Command::User(args) => user::execute(&args),
@@ -82,7 +99,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", crate::report::escape_lines(&format!("{e:#}")));
             ExitCode::from(1)
         }
     }

@@ -70,24 +70,32 @@ fn password(from_stdin: bool) -> Result<(Secret, bool)> {
     Ok((Secret::from_stored(&line), false))
 }
 
-/// The table `user list` prints.
+/// The table `user list` prints. Names come from Synapse, display names from any user: both are
+/// escaped, so a display name cannot carry terminal control sequences or fake extra rows.
 pub fn table(users: &[UserInfo]) -> String {
-    let width = users.iter().map(|u| u.name.len()).max().unwrap_or(0).max(4);
+    use crate::report::escape;
+    let names: Vec<String> = users.iter().map(|u| escape(&u.name)).collect();
+    let width = names
+        .iter()
+        .map(|n| n.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(4);
     let mut out = format!(
         "{:width$}  {:5}  {:11}  DISPLAY NAME\n",
         "USER", "ADMIN", "STATE"
     );
-    for u in users {
+    for (u, name) in users.iter().zip(&names) {
         out.push_str(&format!(
             "{:width$}  {:5}  {:11}  {}\n",
-            u.name,
+            name,
             if u.admin { "yes" } else { "no" },
             if u.deactivated {
                 "deactivated"
             } else {
                 "active"
             },
-            u.displayname.as_deref().unwrap_or("")
+            escape(u.displayname.as_deref().unwrap_or(""))
         ));
     }
     out
@@ -213,5 +221,19 @@ mod tests {
             lines[2].contains("deactivated") && lines[2].ends_with("Old"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn display_names_from_synapse_reach_the_terminal_escaped() {
+        let users = vec![UserInfo {
+            name: "@eve:ex.org".into(),
+            displayname: Some("Eve\u{1b}[2J\n@admin:ex.org  yes    active\u{202e}".into()),
+            admin: false,
+            deactivated: false,
+        }];
+        let t = table(&users);
+        assert_eq!(t.lines().count(), 2, "{t}");
+        assert!(!t.contains('\u{1b}') && !t.contains('\u{202e}'), "{t:?}");
+        assert!(t.contains("Eve\\u{1b}[2J\\n@admin"), "{t}");
     }
 }

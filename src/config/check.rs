@@ -144,7 +144,9 @@ fn domain_syntax(s: &str) -> Result<(), Bad> {
     Ok(())
 }
 
-/// A contact address for the ACME account: `local@domain`, domain a valid DNS name.
+/// A contact address for the ACME account: `local@domain`, domain a valid DNS name. The local part
+/// holds only letters, digits and `. _ % + -` (what certbot and Let's Encrypt accept in practice) and
+/// never starts with `-`: it is passed to certbot as an argument, which would read it as an option.
 pub(super) fn email(s: &str) -> Result<(), Bad> {
     if let Some(rest) = s.strip_prefix("mailto:") {
         return Err(bad(
@@ -153,13 +155,36 @@ pub(super) fn email(s: &str) -> Result<(), Bad> {
         ));
     }
     if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(bad("must not contain spaces", Some(s.trim().to_string())));
+        return Err(bad(
+            "must not contain spaces or control characters",
+            Some(s.trim().to_string()),
+        ));
     }
     let Some((local, domain_part)) = s.rsplit_once('@') else {
         return Err(bad("is not an email address (no `@`)", None));
     };
+    if s.starts_with('-') {
+        return Err(bad(
+            "must not start with `-` (certbot would read it as an option)",
+            None,
+        ));
+    }
     if local.is_empty() || local.contains(['@', '<', '>', ',', ';', '"']) {
         return Err(bad("is not a single plain email address", None));
+    }
+    if let Some(c) = local
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "._%+-".contains(*c)))
+    {
+        return Err(bad(
+            format!(
+                "contains `{c}`; the part before `@` may hold only letters, digits and . _ % + -"
+            ),
+            None,
+        ));
+    }
+    if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+        return Err(bad("has a misplaced `.` before the `@`", None));
     }
     // Mail domains are case-insensitive; only the shape matters here.
     domain_syntax(&domain_part.to_ascii_lowercase()).map_err(|b| {
@@ -170,10 +195,34 @@ pub(super) fn email(s: &str) -> Result<(), Bad> {
     })
 }
 
+/// RFC 3986's characters: unreserved, reserved and `%` (for percent-encoding).
+fn url_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-._~:/?#[]@!$&'()*+,;=%".contains(c)
+}
+
 /// An http(s) URL with a host. Credentials are refused: plan output and rendered files would show them.
+/// Only RFC 3986's characters: anything else (a quote, `<`, `\\`, non-ASCII) must be percent-encoded.
 pub(super) fn url(s: &str) -> Result<(), Bad> {
     if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(bad("must not contain spaces", Some(s.trim().to_string())));
+        return Err(bad(
+            "must not contain spaces or control characters",
+            Some(s.trim().to_string()),
+        ));
+    }
+    if let Some(c) = s.chars().find(|c| !url_char(*c)) {
+        return Err(bad(
+            format!("contains `{c}`, which a URL cannot hold; percent-encode it (`\"` is %22)"),
+            None,
+        ));
+    }
+    if let Some(i) = s.find('%').filter(|&i| {
+        !s.get(i + 1..i + 3)
+            .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+    }) {
+        return Err(bad(
+            format!("has a `%` at character {} that starts no %XX escape", i + 1),
+            None,
+        ));
     }
     let Some((scheme, rest)) = s.split_once("://") else {
         return Err(bad(
@@ -232,10 +281,46 @@ pub(super) fn url(s: &str) -> Result<(), Bad> {
     Ok(())
 }
 
-/// An absolute path to a file on the host.
+/// An apt repository URL: a [`url`] that also goes into the deb822 sources file as it is, so only
+/// characters that are plain text there (no `'`, `;`, `$`, `(`, `*`, `!`, `?`, `&`, `#`).
+pub(super) fn repo_url(s: &str) -> Result<(), Bad> {
+    url(s)?;
+    match s.chars().find(|c| !crate::render::plain_char(*c)) {
+        Some(c) => Err(bad(
+            format!("contains `{c}`, which is written into the apt sources file; use a plain repository URL"),
+            None,
+        )),
+        None => Ok(()),
+    }
+}
+
+/// An absolute path to a file on the host, normalised, of portable characters (letters, digits and
+/// `. _ - + @ = , : ~`): it is passed to tools and may be written into config files.
 pub(super) fn absolute_file(s: &str) -> Result<(), Bad> {
-    if s.contains(['\0', '\n']) {
-        return Err(bad("must not contain NUL or newlines", None));
+    if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(bad(
+            "must not contain spaces, newlines or control characters",
+            None,
+        ));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "._-+@=,:~/".contains(*c)))
+    {
+        return Err(bad(
+            format!("contains `{c}`; a path here may hold only letters, digits, / and . _ - + @ = , : ~"),
+            None,
+        ));
+    }
+    if s.split('/')
+        .skip(1)
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+        && !s.ends_with('/')
+    {
+        return Err(bad(
+            "must be a normalised path (no `//`, `/./` or `/../`)",
+            None,
+        ));
     }
     if !s.starts_with('/') {
         let fix = s.strip_prefix("~/").map(|rest| format!("/root/{rest}"));
@@ -582,6 +667,54 @@ mod tests {
             url("a.example/debian").unwrap_err().fix,
             Some("https://a.example/debian".into())
         );
+        // Characters outside URL syntax, and broken escapes: a quote once cut a playbook string short.
+        for no in [
+            "https://a.example/k.gpg\"#",
+            "https://a.example/\u{1b}[2J",
+            "https://a.example/a\\b",
+            "https://a.example/ü",
+            "https://a.example/<x>",
+            "https://a.example/%zz",
+            "https://a.example/%2",
+        ] {
+            assert!(url(no).is_err(), "{no:?}");
+        }
+        assert_eq!(url("https://a.example/a%20b?x=1&y=(2)"), Ok(()));
+        assert!(repo_url("https://a.example/debian?x=1").is_err());
+        assert_eq!(repo_url("http://[::1]:8080/debian/"), Ok(()));
+    }
+
+    #[test]
+    fn emails_that_could_be_options_or_syntax() {
+        for no in [
+            "-oProxy@example.com",
+            "--server@example.com",
+            "a\"b@example.com",
+            "a'b@example.com",
+            "a..b@example.com",
+            ".a@example.com",
+            "a\u{1b}@example.com",
+        ] {
+            assert!(email(no).is_err(), "{no:?}");
+        }
+        assert_eq!(email("ops.team+acme@example.com"), Ok(()));
+    }
+
+    #[test]
+    fn paths_of_portable_characters_only() {
+        assert_eq!(absolute_file("/etc/ssl/private-ca.pem"), Ok(()));
+        for no in [
+            "/etc/ssl/my ca.pem",
+            "/etc/ssl/ca.pem\n",
+            "/etc/\u{1b}x",
+            "/etc/x;rm",
+            "/etc/x\"y",
+            "/etc/../shadow",
+            "/etc//x",
+            "/etc/$HOME",
+        ] {
+            assert!(absolute_file(no).is_err(), "{no:?}");
+        }
     }
 
     #[test]

@@ -21,17 +21,20 @@ pub struct ConfigIssue {
 
 impl ConfigIssue {
     /// The issue as one line, without the file name: `7: synapse.x = 0: must be …; write …`.
+    /// Every part is escaped: values from the file (quoted in messages and hints too) never reach the
+    /// terminal with raw control characters.
     fn fmt_body(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::report::escape;
         if !self.field.is_empty() {
-            f.write_str(&self.field)?;
+            f.write_str(&escape(&self.field))?;
             if let Some(value) = &self.value {
-                write!(f, " = {value}")?;
+                write!(f, " = {}", escape(value))?;
             }
             f.write_str(": ")?;
         }
-        f.write_str(&self.message)?;
+        f.write_str(&escape(&self.message))?;
         if let Some(hint) = &self.hint {
-            write!(f, "; {hint}")?;
+            write!(f, "; {}", escape(hint))?;
         }
         Ok(())
     }

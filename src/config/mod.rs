@@ -127,6 +127,9 @@ pub struct Turn {
 #[serde(deny_unknown_fields)]
 pub struct Firewall {
     pub enabled: bool,
+    /// TCP ports SSH must stay reachable on, on top of those found on the host (sshd -T, its listening
+    /// sockets, ssh.socket, $SSH_CONNECTION). None: detection alone, which must then find one.
+    pub ssh_ports: Option<Vec<u16>>,
     /// Extra ports to allow, as "PORT/PROTO" or "LOW:HIGH/PROTO" (proto tcp|udp).
     pub extra_allowed_ports: Vec<String>,
 }

@@ -16,6 +16,7 @@ pub(super) enum Kind {
     Int,
     Str,
     StrList,
+    IntList,
 }
 
 /// (key, kind, example value as TOML for hints).
@@ -71,6 +72,7 @@ pub(super) const SCHEMA: &[(&str, &[Field])] = &[
         "firewall",
         &[
             ("enabled", Kind::Bool, "true"),
+            ("ssh_ports", Kind::IntList, "[22]"),
             ("extra_allowed_ports", Kind::StrList, "[\"2222/tcp\"]"),
         ],
     ),
@@ -128,6 +130,7 @@ pub(super) enum Scalar {
     Str(String),
     /// Well-typed entries with their index in the written array (wrong-typed ones are reported and dropped).
     StrList(Vec<(usize, Val<String>)>),
+    IntList(Vec<(usize, Val<i64>)>),
 }
 
 /// host.toml after the first pass: the values that were present and well-typed, by dotted path.
@@ -180,6 +183,14 @@ impl Raw {
     pub fn str_list(&self, path: &str) -> Option<Vec<(usize, Val<String>)>> {
         self.map(path, |s| match s {
             Scalar::StrList(v) => Some(v.clone()),
+            _ => None,
+        })
+        .map(|v| v.value)
+    }
+
+    pub fn int_list(&self, path: &str) -> Option<Vec<(usize, Val<i64>)>> {
+        self.map(path, |s| match s {
+            Scalar::IntList(v) => Some(v.clone()),
             _ => None,
         })
         .map(|v| v.value)
@@ -364,6 +375,38 @@ fn read_value(
             }
             Some(Scalar::StrList(items))
         }
+        (Kind::IntList, Some(Value::Array(a))) => {
+            let mut items = Vec::new();
+            for (i, v) in a.iter().enumerate() {
+                let elem_line = issues.line(v.span()).or(line);
+                let elem_src = issues.snippet(v.span()).unwrap_or_default();
+                match v.as_integer() {
+                    Some(n) => items.push((
+                        i,
+                        Val {
+                            value: n,
+                            line: elem_line,
+                            src: elem_src,
+                        },
+                    )),
+                    None => {
+                        // A quoted number is plain intent; anything else gets the example.
+                        let hint = match v.as_str().map(|s| s.trim().parse::<u16>()) {
+                            Some(Ok(n)) => format!("write it without quotes: {n}"),
+                            _ => "write a port number, e.g. 22".to_string(),
+                        };
+                        issues.push(
+                            elem_line,
+                            &format!("{path}[{i}]"),
+                            Some(&elem_src),
+                            format!("expected a whole number, found {}", value_type_name(v)),
+                            Some(hint),
+                        );
+                    }
+                }
+            }
+            Some(Scalar::IntList(items))
+        }
         _ => None,
     };
     match scalar {
@@ -400,7 +443,18 @@ fn type_hint(key: &str, kind: Kind, example: &str, item: &Item) -> String {
         (Kind::Int, Some(Value::Float(f))) if f.value().fract() == 0.0 => {
             Some(format!("{}", *f.value() as i64))
         }
-        (Kind::StrList, Some(Value::String(s))) => Some(format!("[\"{}\"]", s.value())),
+        // Reusing a written string only when quoting it again gives valid TOML of the same value.
+        (Kind::StrList, Some(Value::String(s)))
+            if !s
+                .value()
+                .chars()
+                .any(|c| c == '"' || c == '\\' || c.is_control()) =>
+        {
+            Some(format!("[\"{}\"]", s.value()))
+        }
+        // A number says nothing about which of the two is meant (1 = on? 0 = off? a port?).
+        (Kind::Bool, Some(_)) => return format!("write {key} = true or {key} = false"),
+        (Kind::IntList, Some(Value::Integer(n))) => Some(format!("[{}]", n.value())),
         _ => None,
     };
     format!("write {key} = {}", fixed.as_deref().unwrap_or(example))
@@ -482,13 +536,28 @@ fn syntax_error(src: &str, e: &toml_edit::TomlError, issues: &mut Issues<'_>) {
         .and_then(|n| src.lines().nth(n - 1))
         .and_then(|text| {
             let (key, value) = text.split_once('=')?;
+            // What follows `#` is a comment to TOML, never part of the value.
+            let value = value.split('#').next().unwrap_or("");
             let (key, value) = (key.trim(), value.trim());
             let bare = !value.is_empty()
                 && !value.starts_with(['"', '\'', '[', '{'])
                 && value.parse::<f64>().is_err()
                 && value != "true"
                 && value != "false";
-            bare.then(|| format!("strings need quotes: write {key} = \"{value}\""))
+            // Quote it for the admin only when quoting alone makes it valid TOML of the same text.
+            let plain = value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-:/@+".contains(c));
+            let key_plain = key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            (bare && key_plain).then(|| {
+                if plain {
+                    format!("strings need quotes: write {key} = \"{value}\"")
+                } else {
+                    format!("strings need quotes: put the value of {key} in double quotes, writing \\\" for a quote inside it")
+                }
+            })
         })
         .or_else(|| {
             Some(if message.contains("duplicate key") {
@@ -512,6 +581,7 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::Int => "a whole number",
         Kind::Str => "a string in quotes",
         Kind::StrList => "a list of strings",
+        Kind::IntList => "a list of whole numbers",
     }
 }
 

@@ -118,7 +118,9 @@ impl Validator<'_, '_> {
         let result = match check(&raw.value) {
             Ok(value) => Some(value),
             Err(bad) => {
-                let hint = match (bad.fix, bad.advice) {
+                // A suggested fix must itself pass: otherwise the admin is told to write another mistake.
+                let fix = bad.fix.filter(|f| f != &raw.value && check(f).is_ok());
+                let hint = match (fix, bad.advice) {
                     (Some(fix), _) => format!("write {} = \"{fix}\"", leaf(path)),
                     (None, Some(advice)) => advice,
                     (None, None) => format!("write e.g. {} = {example}", leaf(path)),
@@ -175,11 +177,40 @@ impl Validator<'_, '_> {
                 value: c.raw.value,
             },
             None => Got {
-                // A derived name is checked too: a long server_name can push it past 253 characters.
+                // A derived name is checked too (see `derived_issues`): a long server_name can push it
+                // past 253 characters.
                 ok: server_name.ok && check::domain(&derived).is_ok(),
                 value: derived,
                 line: None,
             },
+        }
+    }
+
+    /// A name derived from server_name (`matrix.`/`element.`/`turn.` + server_name) that is no valid
+    /// DNS name, reported on server_name's line, since that is what made it.
+    fn derived_issue(&mut self, path: &str, host: &Got<String>, server_name: &Got<String>) {
+        if host.written() || !server_name.ok {
+            return;
+        }
+        if let Err(bad) = check::domain(&host.value) {
+            let section = path.split('.').next().unwrap_or(path);
+            let prefix = host.value.split('.').next().unwrap_or("");
+            let shown = match server_name.value.char_indices().nth(40) {
+                Some((i, _)) => format!("\"{}…", &server_name.value[..i]),
+                None => format!("\"{}\"", server_name.value),
+            };
+            self.issues.push(
+                server_name.line,
+                "server_name",
+                Some(&shown),
+                format!(
+                    "makes the derived {path} ({prefix}.<server_name>) invalid: it {}",
+                    bad.message
+                ),
+                Some(format!(
+                    "set host = \"…\" under [{section}] to a shorter name, or use a shorter server_name"
+                )),
+            );
         }
     }
 
@@ -313,6 +344,7 @@ pub(super) fn validate(raw: &Raw, issues: &mut Issues<'_>) -> HostConfig {
     let extra_ports = extra_ports(&mut v);
     let firewall = Firewall {
         enabled: v.boolean("firewall.enabled", true),
+        ssh_ports: ssh_ports(&mut v),
         extra_allowed_ports: extra_ports
             .iter()
             .map(|(_, p, _)| p.value.clone())
@@ -320,6 +352,14 @@ pub(super) fn validate(raw: &Raw, issues: &mut Issues<'_>) -> HostConfig {
     };
 
     let sources = sources(&mut v);
+
+    v.derived_issue("synapse.host", &synapse_host, &server_name);
+    if element.enabled {
+        v.derived_issue("element.host", &element_host, &server_name);
+    }
+    if turn.enabled {
+        v.derived_issue("turn.host", &turn_host, &server_name);
+    }
 
     // Cross-field rules, each only over values that passed their own checks.
     if element.enabled && element_host.ok {
@@ -516,7 +556,8 @@ fn extra_ports(v: &mut Validator<'_, '_>) -> Vec<(usize, Val<String>, PortSpec)>
         match check::port_spec(&entry.value) {
             Ok(spec) => ok.push((*i, entry.clone(), spec)),
             Err(bad) => {
-                let hint = match bad.fix {
+                let fix = bad.fix.filter(|f| check::port_spec(f).is_ok());
+                let hint = match fix {
                     Some(fix) => format!("write \"{fix}\""),
                     None => "write e.g. \"2222/tcp\" or \"60000:60100/udp\"".to_string(),
                 };
@@ -527,6 +568,25 @@ fn extra_ports(v: &mut Validator<'_, '_>) -> Vec<(usize, Val<String>, PortSpec)>
     ok
 }
 
+/// TCP ports, each 1..=65535; None when the key is absent (an empty list is a choice: "detect only, and
+/// I vouch that SSH needs nothing else").
+fn ssh_ports(v: &mut Validator<'_, '_>) -> Option<Vec<u16>> {
+    let list = v.raw.int_list("firewall.ssh_ports")?;
+    let mut ports = Vec::new();
+    for (i, entry) in &list {
+        match u16::try_from(entry.value) {
+            Ok(p) if p > 0 => ports.push(p),
+            _ => v.fail(
+                &format!("firewall.ssh_ports[{i}]"),
+                entry,
+                "is not a TCP port (1 to 65535)",
+                "write the port sshd listens on, e.g. 22".to_string(),
+            ),
+        }
+    }
+    Some(ports)
+}
+
 fn sources(v: &mut Validator<'_, '_>) -> Sources {
     let fingerprint = v
         .optional("sources.matrix_key_fingerprint", check::fingerprint)
@@ -534,7 +594,7 @@ fn sources(v: &mut Validator<'_, '_>) -> Sources {
     let path = |v: &mut Validator<'_, '_>, key: &str| v.optional_str(key, check::absolute_file);
     Sources {
         matrix_repo_url: v
-            .plain("sources.matrix_repo_url", check::url, MATRIX_REPO_URL)
+            .plain("sources.matrix_repo_url", check::repo_url, MATRIX_REPO_URL)
             .value,
         matrix_keyring_url: v
             .plain("sources.matrix_keyring_url", check::url, MATRIX_KEYRING_URL)

@@ -1,130 +1,175 @@
 //! Unpacks a release tarball (`element-vX/...`) into an empty directory, refusing anything that
 //! could write or point outside it. We unpack entry by entry (tar + flate2) rather than calling
 //! system tar so that every entry is checked before it touches the disk and every error says
-//! whether the archive or the disk is at fault.
+//! whether the archive or the disk is at fault. The tarball is the in-memory copy whose signature
+//! was checked: nothing is read back by name. A first pass checks every entry and adds up what
+//! unpacking would take (bounded by [`Limits`], compared with the free space) before the second pass
+//! writes anything, through the [`System`] seam only.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
 use flate2::read::GzDecoder;
 use tar::EntryType;
 
-use crate::http::describe_io;
+use crate::system::{FileKind, System};
 
-/// Extracts `tarball`, whose entries must all live under `top/`, into `dest` (existing, empty).
-/// Files end up 0644 (0755 if executable), directories 0755: world-readable for nginx, never
-/// setuid or world-writable, whatever the archive says.
-pub(crate) fn extract(tarball: &Path, top: &str, dest: &Path) -> Result<()> {
-    // The file lives in a temporary directory; callers name the URL, we name the file.
-    let name = tarball.file_name().map_or_else(
-        || tarball.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
+/// The most a release may unpack to. Element Web releases are ~3 000 entries and ~100 MB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_entries: u64,
+    pub max_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_entries: 50_000,
+            max_bytes: 1024 * 1024 * 1024,
+        }
+    }
+}
+
+/// What a tarball unpacks to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Size {
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+/// Checks every entry of `tarball` (must all live under `top/`, stay inside it, be files, directories or
+/// links) against `limits` without writing anything.
+pub(crate) fn scan(tarball: &[u8], name: &str, top: &str, limits: Limits) -> Result<Size> {
+    walk(tarball, name, top, limits, None)
+}
+
+/// Unpacks `tarball` into `dest` (existing, empty). Files end up 0644 (0755 if executable),
+/// directories 0755: world-readable for nginx, never setuid or world-writable, whatever the archive says.
+pub(crate) fn extract(
+    sys: &dyn System,
+    tarball: &[u8],
+    name: &str,
+    top: &str,
+    dest: &Path,
+    limits: Limits,
+) -> Result<Size> {
+    walk(tarball, name, top, limits, Some((sys, dest)))
+}
+
+fn walk(
+    tarball: &[u8],
+    name: &str,
+    top: &str,
+    limits: Limits,
+    out: Option<(&dyn System, &Path)>,
+) -> Result<Size> {
     let corrupt = |e: io::Error| anyhow!("tarball {name} is corrupt or truncated: {e}");
-    let file = File::open(tarball).map_err(|e| anyhow!("open {name}: {e}"))?;
-    let mut archive = tar::Archive::new(GzDecoder::new(io::BufReader::new(file)));
+    let mut archive = tar::Archive::new(GzDecoder::new(tarball));
+    let mut size = Size::default();
     let mut count = 0usize;
     for entry in archive.entries().map_err(corrupt)? {
         let mut entry = entry.map_err(corrupt)?;
         let kind = entry.header().entry_type();
+        // Counted before anything else, extension headers too: a bomb of tiny entries stops here.
+        size.entries += 1;
+        size.bytes += entry.header().entry_size().map_err(corrupt)?;
+        if size.entries > limits.max_entries {
+            bail!(
+                "tarball {name} has more than {} entries; refusing to unpack it (not an Element Web release?)",
+                limits.max_entries
+            );
+        }
+        if size.bytes > limits.max_bytes {
+            bail!(
+                "tarball {name} unpacks to more than {} MB; refusing to unpack it (not an Element Web release?)",
+                limits.max_bytes / (1024 * 1024)
+            );
+        }
         if matches!(kind, EntryType::XGlobalHeader | EntryType::XHeader) {
             continue;
         }
         let raw = entry.path().map_err(corrupt)?.into_owned();
         let shown = raw.display().to_string();
-        let Some(rel) = inside(&raw, top).map_err(|why| unsafe_entry(&name, &shown, &why))? else {
+        let bad = |why: &str| unsafe_entry(name, &shown, why);
+        let Some(rel) = inside(&raw, top).map_err(|why| bad(&why))? else {
             continue; // the top directory itself
         };
-        let target = dest.join(&rel);
-        no_symlink_on_the_way(dest, &rel).map_err(|why| unsafe_entry(&name, &shown, &why))?;
-        match kind {
-            EntryType::Directory => {
-                if !target.is_dir() {
-                    fs::create_dir_all(&target)
-                        .map_err(|e| describe_io(e, &format!("create {}", target.display())))?;
-                }
-                set_mode(&target, 0o755)?;
-            }
-            EntryType::Regular | EntryType::Continuous => {
-                make_parent(dest, &rel)?;
-                remove_existing_file(&target)?;
-                let exec = entry.header().mode().map_err(corrupt)? & 0o111 != 0;
-                let mode = if exec { 0o755 } else { 0o644 };
-                let mut out = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(mode)
-                    .open(&target)
-                    .map_err(|e| describe_io(e, &format!("create {}", target.display())))?;
-                copy(&mut entry, &mut out).map_err(|e| match e {
-                    CopyError::Read(e) => corrupt(e),
-                    CopyError::Write(e) => describe_io(e, &format!("write {}", target.display())),
-                })?;
-                set_mode(&target, mode)?;
-            }
+        let link = match kind {
+            EntryType::Directory | EntryType::Regular | EntryType::Continuous => None,
             EntryType::Symlink => {
                 let link = entry
                     .link_name()
                     .map_err(corrupt)?
-                    .ok_or_else(|| unsafe_entry(&name, &shown, "symlink without a target"))?
+                    .ok_or_else(|| bad("symlink without a target"))?
                     .into_owned();
-                symlink_stays_inside(&rel, &link)
-                    .map_err(|why| unsafe_entry(&name, &shown, &why))?;
-                make_parent(dest, &rel)?;
-                if fs::symlink_metadata(&target).is_ok() {
-                    return Err(unsafe_entry(
-                        &name,
-                        &shown,
-                        "symlink would replace an existing entry",
-                    ));
-                }
-                std::os::unix::fs::symlink(&link, &target)
-                    .map_err(|e| describe_io(e, &format!("create symlink {}", target.display())))?;
+                symlink_stays_inside(&rel, &link).map_err(|why| bad(&why))?;
+                Some(link)
             }
             EntryType::Link => {
                 let link = entry
                     .link_name()
                     .map_err(corrupt)?
-                    .ok_or_else(|| unsafe_entry(&name, &shown, "hard link without a target"))?
+                    .ok_or_else(|| bad("hard link without a target"))?
                     .into_owned();
                 let from_rel = inside(&link, top)
-                    .map_err(|why| {
-                        unsafe_entry(&name, &shown, &format!("hard link target: {why}"))
-                    })?
-                    .ok_or_else(|| unsafe_entry(&name, &shown, "hard link to the top directory"))?;
-                no_symlink_on_the_way(dest, &from_rel).map_err(|why| {
-                    unsafe_entry(&name, &shown, &format!("hard link target: {why}"))
-                })?;
+                    .map_err(|why| bad(&format!("hard link target: {why}")))?
+                    .ok_or_else(|| bad("hard link to the top directory"))?;
+                Some(from_rel)
+            }
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                return Err(bad(&format!(
+                    "device or FIFO entry ({kind:?}); a web release has only files, directories and links"
+                )))
+            }
+            other => {
+                return Err(bad(&format!(
+                    "unsupported entry type {other:?} (only files, directories and links)"
+                )))
+            }
+        };
+        count += 1;
+        let Some((sys, dest)) = out else {
+            continue;
+        };
+        let target = dest.join(&rel);
+        no_symlink_on_the_way(sys, dest, &rel).map_err(|why| bad(&why))?;
+        match (kind, link) {
+            (EntryType::Directory, _) => match sys.stat(&target)? {
+                Some(st) if st.kind == FileKind::Dir => {}
+                Some(_) => return Err(bad("a directory where the archive already has a file")),
+                None => make_dirs(sys, dest, &rel)?,
+            },
+            (EntryType::Symlink, Some(link)) => {
+                make_parent(sys, dest, &rel)?;
+                if sys.stat(&target)?.is_some() {
+                    return Err(bad("symlink would replace an existing entry"));
+                }
+                sys.symlink_new(&link, &target)?;
+            }
+            (EntryType::Link, Some(from_rel)) => {
+                no_symlink_on_the_way(sys, dest, &from_rel)
+                    .map_err(|why| bad(&format!("hard link target: {why}")))?;
                 let from = dest.join(&from_rel);
-                let is_file = fs::symlink_metadata(&from)
-                    .map(|m| m.is_file())
-                    .unwrap_or(false);
-                if !is_file {
-                    return Err(unsafe_entry(
-                        &name,
-                        &shown,
+                if !sys.stat(&from)?.is_some_and(|st| st.kind == FileKind::File) {
+                    return Err(bad(
                         "hard link to something that is not an earlier regular file",
                     ));
                 }
-                make_parent(dest, &rel)?;
-                remove_existing_file(&target)?;
-                fs::hard_link(&from, &target)
-                    .map_err(|e| describe_io(e, &format!("link {}", target.display())))?;
+                make_parent(sys, dest, &rel)?;
+                remove_existing_file(sys, &target)?;
+                sys.hard_link(&from, &target)?;
             }
-            other => {
-                return Err(unsafe_entry(
-                    &name,
-                    &shown,
-                    &format!(
-                        "unsupported entry type {other:?} (only files, directories and links)"
-                    ),
-                ))
+            _ => {
+                make_parent(sys, dest, &rel)?;
+                remove_existing_file(sys, &target)?;
+                let exec = entry.header().mode().map_err(corrupt)? & 0o111 != 0;
+                let mode = if exec { 0o755 } else { 0o644 };
+                let mut data = Vec::new();
+                entry.read_to_end(&mut data).map_err(corrupt)?;
+                sys.create_new(&target, mode, &data)?;
             }
         }
-        count += 1;
     }
     // Read to the end of the gzip stream so its length and CRC are checked: a tarball cut
     // after the tar end marker would otherwise pass.
@@ -132,7 +177,7 @@ pub(crate) fn extract(tarball: &Path, top: &str, dest: &Path) -> Result<()> {
     if count == 0 {
         bail!("tarball {name} has nothing under {top}/");
     }
-    Ok(())
+    Ok(size)
 }
 
 fn unsafe_entry(tarball: &str, entry: &str, why: &str) -> anyhow::Error {
@@ -162,7 +207,11 @@ fn inside(path: &Path, top: &str) -> std::result::Result<Option<PathBuf>, String
 
 /// Refuses to create anything through a symlink made by an earlier entry (the classic
 /// "symlink dir, then file inside it" escape).
-fn no_symlink_on_the_way(dest: &Path, rel: &Path) -> std::result::Result<(), String> {
+fn no_symlink_on_the_way(
+    sys: &dyn System,
+    dest: &Path,
+    rel: &Path,
+) -> std::result::Result<(), String> {
     let mut at = dest.to_path_buf();
     let n = rel.components().count();
     for (i, c) in rel.components().enumerate() {
@@ -170,10 +219,15 @@ fn no_symlink_on_the_way(dest: &Path, rel: &Path) -> std::result::Result<(), Str
         if i + 1 == n {
             break;
         }
-        if let Ok(m) = fs::symlink_metadata(&at) {
-            if m.file_type().is_symlink() {
-                return Err(format!("goes through the symlink {}", at.display()));
+        match sys.stat(&at) {
+            Ok(Some(st)) if st.kind == FileKind::Symlink => {
+                return Err(format!("goes through the symlink {}", at.display()))
             }
+            Ok(Some(st)) if st.kind != FileKind::Dir => {
+                return Err(format!("goes through the non-directory {}", at.display()))
+            }
+            Err(e) => return Err(format!("{e:#}")),
+            _ => {}
         }
     }
     Ok(())
@@ -206,54 +260,37 @@ fn symlink_stays_inside(rel: &Path, link: &Path) -> std::result::Result<(), Stri
     Ok(())
 }
 
-fn make_parent(dest: &Path, rel: &Path) -> Result<()> {
-    if let Some(parent) = rel.parent() {
-        if !parent.as_os_str().is_empty() {
-            let dir = dest.join(parent);
-            if !dir.is_dir() {
-                fs::create_dir_all(&dir)
-                    .map_err(|e| describe_io(e, &format!("create {}", dir.display())))?;
-                set_mode(&dir, 0o755)?;
-            }
+fn make_parent(sys: &dyn System, dest: &Path, rel: &Path) -> Result<()> {
+    match rel.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => make_dirs(sys, dest, parent),
+        _ => Ok(()),
+    }
+}
+
+/// Creates the missing directories of `rel` below `dest`, one mkdir at a time (never through a link:
+/// no_symlink_on_the_way checked every component that exists).
+fn make_dirs(sys: &dyn System, dest: &Path, rel: &Path) -> Result<()> {
+    let mut at = dest.to_path_buf();
+    for c in rel.components() {
+        at.push(c);
+        match sys.stat(&at)? {
+            Some(st) if st.kind == FileKind::Dir => {}
+            Some(_) => bail!("{} is in the way of a directory", at.display()),
+            None => sys.mkdir_new(&at, 0o755)?,
         }
     }
     Ok(())
 }
 
-fn remove_existing_file(target: &Path) -> Result<()> {
-    match fs::symlink_metadata(target) {
-        Ok(m) if m.is_dir() => bail!(
+fn remove_existing_file(sys: &dyn System, target: &Path) -> Result<()> {
+    match sys.stat(target)? {
+        Some(st) if st.kind == FileKind::Dir => bail!(
             "{} is a directory in the archive and a file too",
             target.display()
         ),
-        Ok(_) => fs::remove_file(target).map_err(|e| anyhow!("remove {}: {e}", target.display())),
-        Err(_) => Ok(()),
+        Some(_) => sys.remove(target),
+        None => Ok(()),
     }
-}
-
-fn set_mode(path: &Path, mode: u32) -> Result<()> {
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .map_err(|e| anyhow!("chmod {}: {e}", path.display()))
-}
-
-enum CopyError {
-    Read(io::Error),
-    Write(io::Error),
-}
-
-/// io::copy, but telling a bad archive (read) from a full disk (write).
-fn copy(from: &mut dyn Read, to: &mut File) -> std::result::Result<(), CopyError> {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(CopyError::Read(e)),
-        };
-        to.write_all(&buf[..n]).map_err(CopyError::Write)?;
-    }
-    to.flush().map_err(CopyError::Write)
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::ElementSource;
 use crate::http;
+use crate::system::System;
 
 /// The host.toml key that `ElementSource::releases_url` comes from, named in network errors.
 const RELEASES_KEY: &str = "sources.element_releases_url";
@@ -48,6 +49,9 @@ pub struct Release {
     pub signature_url: Option<String>,
     /// The API document this came from, for error messages.
     pub api_url: String,
+    /// GitHub's flags: "latest" never follows a release marked so.
+    pub prerelease: bool,
+    pub draft: bool,
 }
 
 impl Release {
@@ -116,6 +120,12 @@ impl Version {
     }
 }
 
+impl Version {
+    pub(crate) fn is_prerelease(&self) -> bool {
+        self.pre.is_some()
+    }
+}
+
 impl Ord for Version {
     fn cmp(&self, other: &Self) -> Ordering {
         let n = self.nums.len().max(other.nums.len());
@@ -147,6 +157,10 @@ struct ApiRelease {
     tag_name: String,
     #[serde(default)]
     assets: Vec<ApiAsset>,
+    #[serde(default)]
+    prerelease: bool,
+    #[serde(default)]
+    draft: bool,
 }
 
 #[derive(Deserialize)]
@@ -157,6 +171,11 @@ struct ApiAsset {
 
 /// Asks the releases API which release `wanted` means. Network, no writes.
 pub fn resolve(source: &ElementSource, wanted: &Wanted) -> Result<Release> {
+    resolve_with(&crate::system::RealSystem::new("/"), source, wanted)
+}
+
+/// [`resolve`] through the given host.
+pub fn resolve_with(sys: &dyn System, source: &ElementSource, wanted: &Wanted) -> Result<Release> {
     let base = source.releases_url.trim_end_matches('/');
     let api_url = match wanted {
         Wanted::Latest => format!("{base}/latest"),
@@ -166,8 +185,9 @@ pub fn resolve(source: &ElementSource, wanted: &Wanted) -> Result<Release> {
         max_bytes: 4 * 1024 * 1024,
         ..source.http_options(RELEASES_KEY)
     };
-    let body =
-        http::get(&api_url, &opts).with_context(|| format!("find the {wanted} Element release"))?;
+    let body = sys
+        .http_fetch(&api_url, &opts)
+        .with_context(|| format!("find the {wanted} Element release"))?;
     parse_release(&body, &api_url, wanted)
 }
 
@@ -200,6 +220,8 @@ fn parse_release(body: &[u8], api_url: &str, wanted: &Wanted) -> Result<Release>
         tag,
         tarball_url,
         api_url: api_url.to_string(),
+        prerelease: api.prerelease,
+        draft: api.draft,
     })
 }
 

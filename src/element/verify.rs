@@ -1,9 +1,10 @@
 //! Signature check. `gpgv` is the authority; this file only prepares its keyring and reads its verdict.
 
 use std::path::Path;
-use std::process::Command;
 
 use anyhow::{anyhow, bail, Context, Result};
+
+use crate::system::{Cmd, System};
 
 /// The Element release key as published at packages.element.io/element-release-key.asc
 /// ("Element Releases <releases@riot.im>"). Its fingerprints are pinned below and checked by a test.
@@ -13,17 +14,19 @@ pub const BUILTIN_KEY_FINGERPRINT: &str = "712BFBEE92DCA45252DB17D7C7BE97EFA179B
 /// The signing subkey that has signed element-web tarballs since 2021.
 pub const BUILTIN_SIGNING_SUBKEY: &str = "E95B7699E80B68A9EAD9A19A2BAA9B8552BD9047";
 
-/// Writes the keyring gpgv will trust to `dest`, in binary form (gpgv does not read armor).
+/// The keyring gpgv will trust, in binary form (gpgv does not read armor).
 /// `source`: the admin's keyring file (binary or armored), or None for the built-in Element key.
-pub(crate) fn write_keyring(source: Option<&Path>, dest: &Path) -> Result<()> {
+pub(crate) fn keyring(sys: &dyn System, source: Option<&Path>) -> Result<Vec<u8>> {
     let (bytes, origin) = match source {
         Some(p) => (
-            std::fs::read(p).with_context(|| {
-                format!(
-                    "read the Element signing keyring {} (sources.element_signing_key)",
-                    p.display()
-                )
-            })?,
+            sys.read(p)
+                .and_then(|b| b.ok_or_else(|| anyhow!("No such file or directory")))
+                .with_context(|| {
+                    format!(
+                        "read the Element signing keyring {} (sources.element_signing_key)",
+                        p.display()
+                    )
+                })?,
             p.display().to_string(),
         ),
         None => (
@@ -31,125 +34,43 @@ pub(crate) fn write_keyring(source: Option<&Path>, dest: &Path) -> Result<()> {
             "built-in Element release key".into(),
         ),
     };
-    let binary = to_binary(&bytes).with_context(|| format!("signing keyring {origin}"))?;
-    std::fs::write(dest, binary)
-        .map_err(|e| crate::http::describe_io(e, &format!("write {}", dest.display())))
+    to_binary(&bytes).with_context(|| format!("signing keyring {origin}"))
 }
 
-/// Accepts a binary keyring as is and dearmors ASCII-armored key blocks (one or several).
-pub(crate) fn to_binary(bytes: &[u8]) -> Result<Vec<u8>> {
-    let text_start = bytes.iter().position(|b| !b.is_ascii_whitespace());
-    let Some(start) = text_start else {
-        bail!("is empty");
-    };
-    if !bytes[start..].starts_with(b"-----BEGIN PGP") {
-        // OpenPGP packets start with a tag byte that has the high bit set.
-        if bytes[start] & 0x80 == 0 {
-            bail!("is neither an armored (-----BEGIN PGP PUBLIC KEY BLOCK-----) nor a binary OpenPGP keyring");
-        }
-        return Ok(bytes.to_vec());
-    }
-    let text = std::str::from_utf8(bytes).map_err(|_| anyhow!("armored keyring is not text"))?;
-    let mut out = Vec::new();
-    let mut lines = text.lines().map(str::trim_end);
-    let mut blocks = 0;
-    while let Some(line) = lines.next() {
-        if !line.starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----") {
-            continue;
-        }
-        // Armor headers ("Version: ...") run until the first blank line.
-        let mut b64 = String::new();
-        let mut in_headers = true;
-        let mut ended = false;
-        for l in lines.by_ref() {
-            if l.starts_with("-----END PGP PUBLIC KEY BLOCK-----") {
-                ended = true;
-                break;
-            }
-            if in_headers {
-                if l.is_empty() {
-                    in_headers = false;
-                } else if !l.contains(": ") {
-                    // No header section at all: this is already data.
-                    in_headers = false;
-                    b64.push_str(l);
-                }
-                continue;
-            }
-            if l.starts_with('=') {
-                continue; // CRC24 line; gpgv checks the packets themselves
-            }
-            b64.push_str(l.trim());
-        }
-        if !ended {
-            bail!("armored key block has no END line (truncated?)");
-        }
-        out.extend(base64_decode(&b64)?);
-        blocks += 1;
-    }
-    if blocks == 0 {
-        bail!("has no PGP PUBLIC KEY BLOCK");
-    }
-    Ok(out)
-}
+pub(crate) use crate::steps::openpgp::binary as to_binary;
 
-fn base64_decode(s: &str) -> Result<Vec<u8>> {
-    fn val(c: u8) -> Option<u32> {
-        match c {
-            b'A'..=b'Z' => Some((c - b'A') as u32),
-            b'a'..=b'z' => Some((c - b'a' + 26) as u32),
-            b'0'..=b'9' => Some((c - b'0' + 52) as u32),
-            b'+' => Some(62),
-            b'/' => Some(63),
-            _ => None,
-        }
-    }
-    let data = s.trim_end_matches('=').as_bytes();
-    let mut out = Vec::with_capacity(data.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for &c in data {
-        let v = val(c)
-            .ok_or_else(|| anyhow!("armored key has a non-base64 character {:?}", c as char))?;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Ok(out)
-}
-
-/// Runs `gpgv` and succeeds only on a good signature by a key in `keyring`.
-/// `what` names the release and URL in the error.
+/// Runs `gpgv` on `data` itself (handed over on stdin, never reopened by name: the bytes verified are the
+/// bytes the caller goes on to unpack) and succeeds only on a good signature by a key in `keyring`.
+/// `workdir` is a fresh private directory for the keyring and signature files. `what` names the release.
 pub(crate) fn gpgv(
-    keyring: &Path,
-    homedir: &Path,
-    sig: &Path,
-    data: &Path,
+    sys: &dyn System,
+    workdir: &Path,
+    keyring: &[u8],
+    sig: &[u8],
+    data: &[u8],
     what: &str,
 ) -> Result<()> {
-    let out = Command::new("gpgv")
+    let keyring_path = workdir.join("keyring.gpg");
+    let sig_path = workdir.join("signature.asc");
+    sys.create_new(&keyring_path, 0o600, keyring)?;
+    sys.create_new(&sig_path, 0o600, sig)?;
+    let path = |p: &Path| p.to_string_lossy().into_owned();
+    let cmd = Cmd::new("gpgv")
         .arg("--homedir")
-        .arg(homedir)
+        .arg(path(workdir))
         .arg("--keyring")
-        .arg(keyring)
+        .arg(path(&keyring_path))
         .args(["--status-fd", "1"])
-        .arg(sig)
-        .arg(data)
+        .arg(path(&sig_path))
+        .arg("-")
         .env("LC_ALL", "C")
-        .output()
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                anyhow!("verify {what}: gpgv is not installed (apt-get install gpgv)")
-            } else {
-                anyhow!("verify {what}: cannot run gpgv: {e}")
-            }
-        })?;
-    let status = String::from_utf8_lossy(&out.stdout);
+        .stdin(data.to_vec());
+    let out = sys
+        .run(&cmd)
+        .with_context(|| format!("verify {what} (gpgv is in the gpgv package)"))?;
+    let status = &out.stdout;
     let valid = status.lines().any(|l| l.starts_with("[GNUPG:] VALIDSIG "));
-    if out.status.success() && valid {
+    if out.ok() && valid {
         return Ok(());
     }
     let reason = if status.lines().any(|l| l.starts_with("[GNUPG:] BADSIG ")) {
@@ -161,8 +82,11 @@ pub(crate) fn gpgv(
     } else {
         "signature not valid"
     };
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let detail: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let detail: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
     bail!(
         "verify {what}: {reason}\ngpgv said:\n  {}",
         detail.join("\n  ")
@@ -174,30 +98,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn base64_round_trip_on_known_vectors() {
-        assert_eq!(base64_decode("").unwrap(), b"");
-        assert_eq!(base64_decode("Zg==").unwrap(), b"f");
-        assert_eq!(base64_decode("Zm8=").unwrap(), b"fo");
-        assert_eq!(base64_decode("Zm9v").unwrap(), b"foo");
-        assert_eq!(base64_decode("Zm9vYmFy").unwrap(), b"foobar");
-        assert!(base64_decode("Zm9v!").is_err());
-    }
-
-    #[test]
     fn builtin_key_dearmors_to_an_rsa_public_key_packet() {
         let bin = to_binary(BUILTIN_KEY.as_bytes()).unwrap();
         // New-format public-key packet (0xc6) or old-format with 2-byte length (0x99), version 4.
         assert!(bin[0] == 0x99 || bin[0] == 0xc6, "first byte {:#x}", bin[0]);
         assert_eq!(bin[3], 4);
         assert!(bin.len() > 2000, "{} bytes", bin.len());
-    }
-
-    #[test]
-    fn rejects_things_that_are_not_keyrings() {
-        assert!(to_binary(b"").is_err());
-        assert!(to_binary(b"hello").is_err());
-        assert!(to_binary(b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nZm9v\n").is_err());
-        assert_eq!(to_binary(&[0x99, 1, 2]).unwrap(), vec![0x99, 1, 2]);
     }
 
     /// Our dearmor must equal gpg's, and the embedded key must carry the pinned fingerprints
@@ -208,7 +114,7 @@ mod tests {
         let asc = home.path().join("k.asc");
         std::fs::write(&asc, BUILTIN_KEY).unwrap();
         let gpg = |args: &[&str]| {
-            let out = Command::new("gpg")
+            let out = std::process::Command::new("gpg")
                 .arg("--homedir")
                 .arg(home.path())
                 .args(["--batch", "--quiet"])

@@ -45,10 +45,10 @@ impl<'a> Reporter<'a> {
     }
 
     fn line(&self, text: &str) {
-        let text = self.secrets.redact(text);
+        let text = escape_lines(&self.secrets.redact(text));
         match &self.bar {
-            Some(bar) => bar.suspend(|| println!("{text}")),
-            None => println!("{text}"),
+            Some(bar) => bar.suspend(|| out(&text)),
+            None => out(&text),
         }
     }
 
@@ -70,7 +70,7 @@ impl<'a> Reporter<'a> {
                 "steps": report.outcomes,
                 "warnings": report.warnings,
             });
-            println!("{}", self.secrets.redact(&doc.to_string()));
+            out(&self.secrets.redact(&doc.to_string()));
             return;
         }
         for w in &report.warnings {
@@ -78,6 +78,58 @@ impl<'a> Reporter<'a> {
         }
         self.line(&summary_line(report));
     }
+}
+
+/// Text from outside (host.toml values, command output, Synapse's answers) made safe for a terminal:
+/// control characters, including ESC and the C1 range, are shown as escapes (`\n`, `\u{1b}`) instead of
+/// being sent raw, so a value cannot move the cursor, rewrite earlier lines or forge output.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() || is_invisible(c) => {
+                out.push_str(&format!("\\u{{{:x}}}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// [`escape`] line by line: multi-line text (diffs, error chains) keeps its newlines and tabs.
+pub fn escape_lines(text: &str) -> String {
+    text.split('\n')
+        .map(|l| l.split('\t').map(escape).collect::<Vec<_>>().join("\t"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// One line on stdout. A reader that went away (`apply | head`) is no reason to stop converging, so a
+/// closed pipe is not an error, and nothing more is written once it happened.
+pub fn out(text: &str) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static CLOSED: AtomicBool = AtomicBool::new(false);
+    if CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    if let Err(e) = write_line(&mut std::io::stdout().lock(), text) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            CLOSED.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+fn write_line(w: &mut dyn std::io::Write, text: &str) -> std::io::Result<()> {
+    writeln!(w, "{text}")?;
+    w.flush()
+}
+
+/// Format characters that reorder or hide text on a terminal (bidi overrides, zero-width marks).
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
 }
 
 fn summary_counts(report: &Report) -> serde_json::Value {
@@ -172,5 +224,34 @@ impl Listener for Reporter<'_> {
             }
         }
         self.line(&text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        assert_eq!(escape("a\u{1b}[31mb\rc\u{7}"), "a\\u{1b}[31mb\\rc\\u{7}");
+        assert_eq!(escape("\u{202e}evil"), "\\u{202e}evil");
+        assert_eq!(escape("plain: ünïcode ok"), "plain: ünïcode ok");
+        // Multi-line text keeps its lines and tabs; only what would act on the terminal is escaped.
+        assert_eq!(escape_lines("one\n\ttwo\u{1b}"), "one\n\ttwo\\u{1b}");
+    }
+
+    #[test]
+    fn a_closed_pipe_is_reported_as_such() {
+        struct Closed;
+        impl std::io::Write for Closed {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let err = write_line(&mut Closed, "x").unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe);
     }
 }

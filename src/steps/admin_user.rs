@@ -63,6 +63,8 @@ impl Step for AdminUserStep {
                 (c, false)
             }
         };
+        // From here on no error message or report line may show them.
+        ctx.secrets.remember(&creds.password);
         let localpart = creds
             .user_id
             .trim_start_matches('@')
@@ -94,6 +96,7 @@ impl Step for AdminUserStep {
                 .access_token
                 .context("login returned no access token")?,
         };
+        ctx.secrets.remember(&token);
         creds.user_id = login.user_id;
         creds.access_token = Some(token);
         creds.save(ctx.sys)
@@ -184,6 +187,9 @@ mod tests {
         );
         // The summary names where the credentials are, never the password.
         assert!(!change.summary.contains(creds.password.expose()));
+        // And both are redacted from everything reported after they were made.
+        let shown = format!("pw {} bearer tok", creds.password.expose());
+        assert_eq!(secrets.redact(&shown), "pw [redacted] bearer [redacted]");
     }
 
     #[test]

@@ -25,8 +25,8 @@ impl ElementStep {
 }
 
 impl Step for ElementStep {
-    fn check(&self, _ctx: &Ctx) -> Result<Change> {
-        let installed = element::installed_version(&self.inst)?;
+    fn check(&self, ctx: &Ctx) -> Result<Change> {
+        let installed = element::installed_version(ctx.sys, &self.inst)?;
         let from = &self.source.releases_url;
         match (installed, self.version.as_str()) {
             (None, wanted) => Ok(Change::create(format!(
@@ -40,9 +40,10 @@ impl Step for ElementStep {
         }
     }
 
-    fn apply(&self, _ctx: &Ctx, _change: &Change) -> Result<()> {
+    fn apply(&self, ctx: &Ctx, _change: &Change) -> Result<()> {
         let wanted = Wanted::parse(&self.version)?;
-        element::update(&self.inst, &self.source, &wanted)?;
+        // Run as root on the updater's tree, this hands the work to that user (element::update).
+        element::update(ctx.sys, &self.inst, &self.source, &wanted)?;
         Ok(())
     }
 }
@@ -75,5 +76,71 @@ impl Step for SystemUserStep {
             ]),
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets::SecretStore;
+    use crate::system::{CmdOutput, FakeSystem};
+
+    fn step(version: &str) -> ElementStep {
+        ElementStep {
+            inst: Installation::new(element::DEFAULT_ROOT, 3),
+            source: ElementSource {
+                releases_url: "http://releases.test/r".into(),
+                ..ElementSource::default()
+            },
+            version: version.into(),
+        }
+    }
+
+    /// The step sees the host only through ctx.sys: the fake's tree, and as root on the updater's tree the
+    /// work goes to that user (setpriv), never done by the step itself.
+    #[test]
+    fn check_and_apply_go_through_the_system_seam() {
+        let mut sys = FakeSystem::new();
+        sys.facts.is_root = true;
+        let root = element::DEFAULT_ROOT;
+        std::fs::create_dir_all(sys.path(&format!("{root}/archive/element-v1.0.0"))).unwrap();
+        std::os::unix::fs::symlink(
+            "archive/element-v1.0.0",
+            sys.path(&format!("{root}/current")),
+        )
+        .unwrap();
+        sys.owners.borrow_mut().insert(root.into(), (998, 998));
+        // This program, where the fake host can see it and anyone may run it.
+        let exe = std::env::current_exe().unwrap();
+        let at = sys.path(exe.to_str().unwrap());
+        std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+        std::fs::write(&at, b"me").unwrap();
+        for p in [at.as_path(), sys.root.path()] {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let secrets = SecretStore::new();
+        let ctx = Ctx::new(&sys, &secrets);
+        assert_eq!(step("latest").check(&ctx).unwrap(), Change::in_sync());
+        assert_eq!(step("v1.0.0").check(&ctx).unwrap(), Change::in_sync());
+        let change = step("v1.1.0").check(&ctx).unwrap();
+        assert_ne!(change, Change::in_sync());
+
+        sys.on(|c| {
+            (c.program == "setpriv").then(|| CmdOutput {
+                status: 0,
+                stdout: r#"{"Outcome":{"action":"Installed","version":"v1.1.0","previous":"v1.0.0","pruned":[],"warnings":[]}}"#.into(),
+                stderr: String::new(),
+            })
+        });
+        let before = sys.snapshot();
+        step("v1.1.0").apply(&ctx, &change).unwrap();
+        assert_eq!(sys.snapshot(), before);
+        let cmds = sys.commands();
+        assert_eq!(cmds.len(), 1, "{cmds:?}");
+        assert!(
+            cmds[0].starts_with("setpriv --reuid=998 --regid=998"),
+            "{cmds:?}"
+        );
     }
 }

@@ -2,10 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::engine::{Change, Ctx, Detail, Step};
-use crate::system::{owner_ids, FileKind, FileSpec};
+use crate::system::{owner_ids, Cmd, FileKind, FileSpec};
 
 /// Who owns a file: names, resolved to ids only when needed (the account may come with a package later).
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +46,8 @@ pub struct FileStep {
     pub contents: Contents,
     /// Never show a diff, even if no known secret appears in it (private keys, certificates' keys).
     pub sensitive: bool,
+    /// The service's own config test, run with the new file in place; a rejection puts the old one back.
+    pub validate: Option<Cmd>,
 }
 
 pub enum Contents {
@@ -95,8 +97,73 @@ impl Step for FileStep {
             gid: ids.1,
             mode: self.owner.mode,
         };
-        ctx.sys.write(&spec, &wanted)
+        let previous = self.previous(ctx)?;
+        ctx.sys.write(&spec, &wanted)?;
+        validate_or_restore(
+            ctx,
+            self.validate.as_ref(),
+            &self.path,
+            || match &previous {
+                Some((spec, old)) => ctx.sys.write(spec, old).map(|()| PUT_BACK),
+                None => ctx.sys.remove(&self.path).map(|()| REMOVED),
+            },
+        )
     }
+}
+
+impl FileStep {
+    /// The live file (owner, mode, bytes), to put back if the validator rejects its replacement.
+    fn previous(&self, ctx: &Ctx) -> Result<Option<(FileSpec, Vec<u8>)>> {
+        if self.validate.is_none() {
+            return Ok(None);
+        }
+        let (Some(stat), Some(old)) = (ctx.sys.stat(&self.path)?, ctx.sys.read(&self.path)?) else {
+            return Ok(None);
+        };
+        let spec = FileSpec {
+            path: self.path.clone(),
+            uid: stat.uid,
+            gid: stat.gid,
+            mode: stat.mode,
+        };
+        Ok(Some((spec, old)))
+    }
+}
+
+const PUT_BACK: &str = "the previous version is back in place and still serving";
+const REMOVED: &str = "it is removed again, as before this run";
+
+/// Validate before activate. nginx and Synapse judge a whole configuration tree (includes, conf.d), so the
+/// candidate is tested where it will live; nothing reloads in between (handlers run later, and apply holds
+/// the run lock), and a rejected candidate is replaced by the previous state before the step fails.
+fn validate_or_restore(
+    ctx: &Ctx,
+    validate: Option<&Cmd>,
+    path: &Path,
+    restore: impl FnOnce() -> Result<&'static str>,
+) -> Result<()> {
+    let Some(v) = validate else {
+        return Ok(());
+    };
+    let out = ctx.sys.run(v);
+    let rejection = match &out {
+        Ok(o) if o.ok() => return Ok(()),
+        Ok(o) => format!(
+            "exited with status {}:\n{}",
+            o.status,
+            ctx.secrets.redact(&o.tail())
+        ),
+        Err(e) => format!("could not run: {e:#}"),
+    };
+    let restored = match restore() {
+        Ok(what) => what.to_string(),
+        Err(e) => format!("restoring the previous version failed too ({e:#}); see /var/lib/matrix-provision/backup"),
+    };
+    bail!(
+        "`{}` rejects the new {} ({restored}); fix the input and run again. The validator {rejection}",
+        v.display(),
+        path.display()
+    )
 }
 
 impl FileStep {
@@ -182,6 +249,8 @@ impl Step for DirStep {
 pub struct SymlinkStep {
     pub link: PathBuf,
     pub target: PathBuf,
+    /// As for [`FileStep`]: enabling a vhost changes nginx's configuration as much as writing one.
+    pub validate: Option<Cmd>,
 }
 
 impl Step for SymlinkStep {
@@ -204,7 +273,20 @@ impl Step for SymlinkStep {
     }
 
     fn apply(&self, ctx: &Ctx, _change: &Change) -> Result<()> {
-        ctx.sys.symlink(&self.target, &self.link)
+        let previous = match self.validate {
+            Some(_) => ctx.sys.read_link(&self.link)?,
+            None => None,
+        };
+        ctx.sys.symlink(&self.target, &self.link)?;
+        validate_or_restore(
+            ctx,
+            self.validate.as_ref(),
+            &self.link,
+            || match &previous {
+                Some(old) => ctx.sys.symlink(old, &self.link).map(|()| PUT_BACK),
+                None => ctx.sys.remove(&self.link).map(|()| REMOVED),
+            },
+        )
     }
 }
 
@@ -256,6 +338,7 @@ mod tests {
             owner: Owner::root(0o644),
             contents: Contents::Fixed(text.as_bytes().to_vec()),
             sensitive: false,
+            validate: None,
         }
     }
 
@@ -360,6 +443,7 @@ mod tests {
         let s = SymlinkStep {
             link: "/etc/nginx/sites-enabled/a".into(),
             target: "/etc/nginx/sites-available/a".into(),
+            validate: None,
         };
         sys.put("/etc/nginx/sites-enabled/.keep", "");
         s.apply(&ctx, &s.check(&ctx).unwrap()).unwrap();
@@ -368,7 +452,132 @@ mod tests {
         let b = SymlinkStep {
             link: "/etc/nginx/sites-enabled/b".into(),
             target: "/x".into(),
+            validate: None,
         };
         assert!(b.check(&ctx).is_err());
+    }
+
+    fn nginx_rejects(sys: &FakeSystem, bad: &'static str) {
+        // Like nginx -t: only what nginx.conf includes counts (conf.d, sites-enabled), not sites-available.
+        let included = [
+            sys.path("/etc/nginx/conf.d"),
+            sys.path("/etc/nginx/sites-enabled"),
+        ];
+        sys.on(move |c| {
+            (c.program == "nginx").then(|| {
+                let found = included
+                    .iter()
+                    .flat_map(|d| walk(d))
+                    .any(|t| t.contains(bad));
+                crate::system::CmdOutput {
+                    status: i32::from(found),
+                    stdout: String::new(),
+                    stderr: if found {
+                        format!("nginx: [emerg] unknown directive \"{bad}\"")
+                    } else {
+                        String::new()
+                    },
+                }
+            })
+        });
+    }
+
+    fn walk(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else if let Ok(t) = std::fs::read_to_string(&p) {
+                out.push(t);
+            }
+        }
+        out
+    }
+
+    fn validated(path: &str, text: &str) -> FileStep {
+        FileStep {
+            validate: Some(Cmd::new("nginx").args(["-t", "-q"])),
+            ..step(path, text)
+        }
+    }
+
+    #[test]
+    fn a_rejected_file_is_rolled_back_and_the_step_names_the_validator() {
+        let sys = FakeSystem::new();
+        let secrets = SecretStore::new();
+        let ctx = Ctx::new(&sys, &secrets);
+        nginx_rejects(&sys, "bogus");
+        let path = "/etc/nginx/conf.d/a.conf";
+        let good = validated(path, "server { listen 80; }\n");
+        good.apply(&ctx, &good.check(&ctx).unwrap()).unwrap();
+        sys.chown_chmod(
+            Path::new(path),
+            (
+                nix::unistd::getuid().as_raw(),
+                nix::unistd::getgid().as_raw(),
+            ),
+            0o640,
+        )
+        .unwrap();
+
+        let bad = validated(path, "server { bogus; }\n");
+        let c = bad.check(&ctx).unwrap();
+        let err = format!("{:#}", bad.apply(&ctx, &c).unwrap_err());
+        assert!(
+            err.contains("nginx -t -q") && err.contains("unknown directive \"bogus\""),
+            "{err}"
+        );
+        assert!(err.contains("previous version is back"), "{err}");
+        assert_eq!(sys.get(path).unwrap(), "server { listen 80; }\n");
+        let mode = sys.stat(Path::new(path)).unwrap().unwrap().mode;
+        assert_eq!(mode, 0o640, "the old file's mode comes back with it");
+    }
+
+    #[test]
+    fn a_rejected_new_file_is_removed_and_an_accepted_one_stays() {
+        let sys = FakeSystem::new();
+        let secrets = SecretStore::new();
+        let ctx = Ctx::new(&sys, &secrets);
+        nginx_rejects(&sys, "bogus");
+        let bad = validated("/etc/nginx/conf.d/new.conf", "bogus;\n");
+        let err = format!(
+            "{:#}",
+            bad.apply(&ctx, &bad.check(&ctx).unwrap()).unwrap_err()
+        );
+        assert!(err.contains("removed again"), "{err}");
+        assert_eq!(sys.get("/etc/nginx/conf.d/new.conf"), None);
+        let ok = validated("/etc/nginx/conf.d/new.conf", "gzip on;\n");
+        ok.apply(&ctx, &ok.check(&ctx).unwrap()).unwrap();
+        assert!(ok.check(&ctx).unwrap().is_in_sync());
+        assert!(sys.commands().iter().any(|c| c == "nginx -t -q"));
+    }
+
+    #[test]
+    fn enabling_a_rejected_vhost_is_undone() {
+        let sys = FakeSystem::new();
+        let secrets = SecretStore::new();
+        let ctx = Ctx::new(&sys, &secrets);
+        nginx_rejects(&sys, "bogus");
+        sys.put("/etc/nginx/sites-available/old.conf", "server {}\n");
+        sys.put("/etc/nginx/sites-available/new.conf", "bogus;\n");
+        sys.put("/etc/nginx/sites-enabled/.keep", "");
+        let link = |target: &str| SymlinkStep {
+            link: "/etc/nginx/sites-enabled/x.conf".into(),
+            target: target.into(),
+            validate: Some(Cmd::new("nginx").args(["-t", "-q"])),
+        };
+        let old = link("../sites-available/old.conf");
+        old.apply(&ctx, &old.check(&ctx).unwrap()).unwrap();
+        let new = link("../sites-available/new.conf");
+        let c = new.check(&ctx).unwrap();
+        let err = format!("{:#}", new.apply(&ctx, &c).unwrap_err());
+        assert!(err.contains("bogus"), "{err}");
+        assert_eq!(
+            sys.read_link(Path::new("/etc/nginx/sites-enabled/x.conf"))
+                .unwrap()
+                .unwrap(),
+            PathBuf::from("../sites-available/old.conf")
+        );
     }
 }

@@ -33,13 +33,21 @@ pub fn fingerprints(keyring: &[u8]) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// The keyring in binary form, as apt wants it in a `.gpg` file named by Signed-By.
+/// The keyring in binary form, as apt wants it in a `.gpg` file named by Signed-By and gpgv reads with
+/// `--keyring`: a binary keyring as is, ASCII-armored key blocks (one or several) dearmored. The one
+/// dearmor of the project (apt keyrings and Element's signing key both come through here).
 pub fn binary(keyring: &[u8]) -> Result<Vec<u8>> {
-    if keyring.starts_with(b"-----BEGIN PGP") {
-        dearmor(keyring)
-    } else {
-        Ok(keyring.to_vec())
+    let Some(start) = keyring.iter().position(|b| !b.is_ascii_whitespace()) else {
+        bail!("is empty");
+    };
+    if keyring[start..].starts_with(b"-----BEGIN PGP") {
+        return dearmor(keyring);
     }
+    // OpenPGP packets start with a tag byte that has the high bit set.
+    if keyring[start] & 0x80 == 0 {
+        bail!("is neither an armored (-----BEGIN PGP PUBLIC KEY BLOCK-----) nor a binary OpenPGP keyring");
+    }
+    Ok(keyring.to_vec())
 }
 
 /// One packet at `pos`: (tag, body, position after it).
@@ -92,20 +100,54 @@ fn packet(data: &[u8], pos: usize) -> Result<(u8, &[u8], usize)> {
     Ok((tag, &data[start..end], end))
 }
 
+/// Every PUBLIC KEY BLOCK in the text, concatenated. Armor headers ("Version: ...") run until the first
+/// blank line; the CRC24 line is skipped (gpgv and apt check the packets themselves).
 fn dearmor(text: &[u8]) -> Result<Vec<u8>> {
     let text = std::str::from_utf8(text).context("armored keyring is not text")?;
-    let body: String = text
-        .lines()
-        .skip_while(|l| !l.starts_with("-----BEGIN"))
-        .skip(1)
-        .skip_while(|l| !l.trim().is_empty() && l.contains(':'))
-        .take_while(|l| !l.starts_with("-----END"))
-        .filter(|l| !l.starts_with('=') && !l.trim().is_empty())
-        .map(str::trim)
-        .collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(body)
-        .context("armored keyring is not valid base64")
+    let mut out = Vec::new();
+    let mut lines = text.lines().map(str::trim_end);
+    let mut blocks = 0;
+    while let Some(line) = lines.next() {
+        if !line.starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----") {
+            continue;
+        }
+        let mut b64 = String::new();
+        let mut in_headers = true;
+        let mut ended = false;
+        for l in lines.by_ref() {
+            if l.starts_with("-----END PGP PUBLIC KEY BLOCK-----") {
+                ended = true;
+                break;
+            }
+            if in_headers {
+                if l.is_empty() {
+                    in_headers = false;
+                } else if !l.contains(": ") {
+                    // No header section at all: this is already data.
+                    in_headers = false;
+                    b64.push_str(l.trim());
+                }
+                continue;
+            }
+            if l.starts_with('=') {
+                continue;
+            }
+            b64.push_str(l.trim());
+        }
+        if !ended {
+            bail!("armored key block has no END line (truncated?)");
+        }
+        out.extend(
+            base64::engine::general_purpose::STANDARD
+                .decode(&b64)
+                .context("armored keyring is not valid base64")?,
+        );
+        blocks += 1;
+    }
+    if blocks == 0 {
+        bail!("has no PGP PUBLIC KEY BLOCK");
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -123,6 +165,22 @@ mod tests {
         h.update(&body);
         let want: String = h.finalize().iter().map(|b| format!("{b:02X}")).collect();
         assert_eq!(fingerprints(&data).unwrap(), vec![want]);
+    }
+
+    #[test]
+    fn dearmor_handles_headers_several_blocks_and_refuses_non_keyrings() {
+        let one = "-----BEGIN PGP PUBLIC KEY BLOCK-----\nVersion: x\n\nmQ==\n=AAAA\n-----END PGP PUBLIC KEY BLOCK-----\n";
+        assert_eq!(binary(one.as_bytes()).unwrap(), vec![0x99]);
+        let two = format!("\n{one}{}", one.replace("mQ==", "xg=="));
+        assert_eq!(binary(two.as_bytes()).unwrap(), vec![0x99, 0xc6]);
+        assert!(binary(b"").is_err());
+        assert!(binary(b"hello").is_err());
+        assert!(binary(b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nZm9v\n").is_err());
+        assert!(binary(
+            b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nZm9v!\n-----END PGP PUBLIC KEY BLOCK-----"
+        )
+        .is_err());
+        assert_eq!(binary(&[0x99, 1, 2]).unwrap(), vec![0x99, 1, 2]);
     }
 
     #[test]

@@ -31,12 +31,7 @@ pub fn write_atomic(
     if !dir.exists() {
         fs::create_dir_all(dir).with_context(|| format!("creating directory {}", dir.display()))?;
     }
-    let name = real_path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let suffix = Alphanumeric.sample_string(&mut rand::thread_rng(), 8);
-    let tmp = dir.join(format!(".{name}.mp-tmp-{suffix}"));
+    let tmp = temp_path(real_path);
     let result = write_tmp(&tmp, spec, contents)
         .and_then(|()| backup(real_path, &spec.path, backup_dir))
         .and_then(|()| {
@@ -48,6 +43,48 @@ pub fn write_atomic(
         let _ = fs::remove_file(&tmp);
     }
     result.with_context(|| format!("writing {}", spec.path.display()))
+}
+
+/// Marks our temp files; [`sweep_temps`] removes what a killed run left behind.
+const TEMP_MARK: &str = ".mp-tmp";
+
+/// A fresh temp name beside `real_path`: `.<name>.mp-tmp-<random>~`. Hidden (nginx's `*.conf` and
+/// `sites-enabled/*` globs skip dot files) and ending in `~`, which certbot's hook runner skips and run-parts
+/// refuses, so a leftover in renewal-hooks/deploy/ or a conf.d never runs or loads.
+pub fn temp_path(real_path: &Path) -> PathBuf {
+    let name = real_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let suffix = Alphanumeric.sample_string(&mut rand::thread_rng(), 8);
+    real_path.with_file_name(format!(".{name}{TEMP_MARK}-{suffix}~"))
+}
+
+fn is_temp(name: &str) -> bool {
+    // Also the names older versions used (no `~`, or a symlink's fixed `.mp-tmp`).
+    name.starts_with('.') && name.contains(TEMP_MARK)
+}
+
+/// Remove the temp files a killed run left in `dir` (call it under the run lock, so no writer of ours is
+/// mid-write). Returns what it removed; a missing directory has none.
+pub fn sweep_temps(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        if !is_temp(&entry.file_name().to_string_lossy()) || entry.file_type()?.is_dir() {
+            continue;
+        }
+        fs::remove_file(entry.path())
+            .with_context(|| format!("removing {}", entry.path().display()))?;
+        removed.push(entry.path());
+    }
+    removed.sort();
+    Ok(removed)
 }
 
 fn write_tmp(tmp: &Path, spec: &FileSpec, contents: &[u8]) -> Result<()> {
@@ -78,7 +115,11 @@ fn disk_full_hint(e: std::io::Error) -> anyhow::Error {
     }
 }
 
-/// Keep the replaced version under `backup_dir/<host path>.<unix time>` (mode 0600: it may hold secrets).
+/// How many replaced versions of one file stay under the backup directory.
+pub const BACKUPS_KEPT: usize = 5;
+
+/// Keep the replaced version under `backup_dir/<host path>.<unix time>.<ns>` (mode 0600: it may hold
+/// secrets), then prune that file's backups to the newest [`BACKUPS_KEPT`].
 fn backup(real_path: &Path, host_path: &Path, backup_dir: Option<&Path>) -> Result<()> {
     let Some(backup_dir) = backup_dir else {
         return Ok(());
@@ -86,26 +127,63 @@ fn backup(real_path: &Path, host_path: &Path, backup_dir: Option<&Path>) -> Resu
     if !real_path.is_file() {
         return Ok(());
     }
-    let stamp = std::time::SystemTime::now()
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+        .unwrap_or_default();
+    // Nanoseconds: a rejected candidate and its rollback within one second must not share a name.
+    let stamp = format!("{}.{:09}", now.as_secs(), now.subsec_nanos());
     let rel = host_path.strip_prefix("/").unwrap_or(host_path);
     let dest = backup_dir.join(format!("{}.{stamp}", rel.display()));
-    if let Some(parent) = dest.parent() {
-        fs::create_dir_all(parent)?;
-        fs::set_permissions(backup_dir, fs::Permissions::from_mode(0o700))?;
-    }
+    let parent = dest
+        .parent()
+        .with_context(|| format!("{}: no parent directory", dest.display()))?;
+    fs::create_dir_all(parent)?;
+    fs::set_permissions(backup_dir, fs::Permissions::from_mode(0o700))?;
     let old = fs::read(real_path)?;
     let mut file = OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&dest)
         .with_context(|| format!("backing up to {}", dest.display()))?;
     file.write_all(&old).map_err(disk_full_hint)?;
     file.sync_all()?;
+    let name = real_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    prune(parent, &name)
+}
+
+/// Keep the newest [`BACKUPS_KEPT`] backups of `name` in `dir`, each 0600 (older versions of this
+/// program, or an admin's copy, may have left looser modes).
+fn prune(dir: &Path, name: &str) -> Result<()> {
+    let prefix = format!("{name}.");
+    let mut stamps: Vec<(Vec<u64>, PathBuf)> = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file_name.strip_prefix(&prefix) else {
+            continue;
+        };
+        // `<secs>` (older versions) or `<secs>.<ns>`; anything else is another file's backup.
+        let parts: Option<Vec<u64>> = rest.split('.').map(|p| p.parse().ok()).collect();
+        match parts {
+            Some(p) if (1..=2).contains(&p.len()) && entry.file_type()?.is_file() => {
+                stamps.push((p, entry.path()))
+            }
+            _ => {}
+        }
+    }
+    stamps.sort();
+    let excess = stamps.len().saturating_sub(BACKUPS_KEPT);
+    for (i, (_, path)) in stamps.iter().enumerate() {
+        if i < excess {
+            fs::remove_file(path).with_context(|| format!("pruning {}", path.display()))?;
+        } else {
+            fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+        }
+    }
     Ok(())
 }
 
@@ -203,5 +281,65 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, vec!["a.conf", "blocker"]);
+    }
+
+    #[test]
+    fn backups_are_pruned_to_the_newest_few_and_stay_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("a.conf");
+        let backups = dir.path().join("backup");
+        // A backup in the old format with a loose mode, and another file's backup that must stay.
+        fs::create_dir_all(backups.join("etc")).unwrap();
+        fs::write(backups.join("etc/a.conf.1000000000"), b"ancient").unwrap();
+        fs::set_permissions(
+            backups.join("etc/a.conf.1000000000"),
+            fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        fs::write(backups.join("etc/a.conf.d.1000000000"), b"other").unwrap();
+        for i in 0..(BACKUPS_KEPT + 3) {
+            let text = format!("v{i}\n");
+            write_atomic(
+                &target,
+                &spec("/etc/a.conf", 0o644),
+                text.as_bytes(),
+                Some(&backups),
+            )
+            .unwrap();
+        }
+        let mut kept: Vec<_> = fs::read_dir(backups.join("etc"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| !p.to_string_lossy().contains("a.conf.d."))
+            .collect();
+        kept.sort();
+        assert_eq!(kept.len(), BACKUPS_KEPT, "{kept:?}");
+        let newest = fs::read(kept.last().unwrap()).unwrap();
+        assert_eq!(newest, format!("v{}\n", BACKUPS_KEPT + 1).as_bytes());
+        for p in &kept {
+            let mode = fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", p.display());
+        }
+        assert!(backups.join("etc/a.conf.d.1000000000").exists());
+    }
+
+    #[test]
+    fn temp_names_are_ignored_by_hook_runners_and_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = temp_path(&dir.path().join("matrix-provision"));
+        let name = tmp.file_name().unwrap().to_string_lossy().into_owned();
+        // certbot skips hooks ending in `~`; run-parts only runs [A-Za-z0-9_-]+ names.
+        assert!(name.starts_with('.') && name.ends_with('~'), "{name}");
+        fs::write(&tmp, b"#!/bin/sh\n").unwrap();
+        fs::write(dir.path().join(".old.mp-tmp-abcdefgh"), b"").unwrap();
+        fs::write(dir.path().join("matrix-provision"), b"keep").unwrap();
+        let removed = sweep_temps(dir.path()).unwrap();
+        assert_eq!(removed.len(), 2, "{removed:?}");
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("matrix-provision")]);
+        assert!(sweep_temps(&dir.path().join("missing")).unwrap().is_empty());
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-use super::{Cmd, CmdOutput, Facts, FileSpec, FileStat, RealSystem, System};
+use super::{Cmd, CmdOutput, Facts, FileKind, FileSpec, FileStat, RealSystem, System};
 
 type Responder = Box<dyn Fn(&Cmd) -> Option<CmdOutput>>;
 
@@ -20,6 +20,11 @@ pub struct FakeSystem {
     pub facts: Facts,
     /// Lock files a fake process holds (path → pid); each query releases one hold, like a process finishing.
     pub locks: RefCell<HashMap<PathBuf, Vec<i32>>>,
+    /// Owners `stat` reports for these host paths instead of the real ones (a tree "owned" by another user
+    /// without needing root to chown it).
+    pub owners: RefCell<HashMap<PathBuf, (u32, u32)>>,
+    /// The run's environment as `env_var` reports it (empty: no SSH session, nothing else).
+    pub env: RefCell<HashMap<String, String>>,
 }
 
 impl Default for FakeSystem {
@@ -38,6 +43,8 @@ impl FakeSystem {
             ran: RefCell::new(Vec::new()),
             urls: RefCell::new(HashMap::new()),
             locks: RefCell::new(HashMap::new()),
+            owners: RefCell::new(HashMap::new()),
+            env: RefCell::new(HashMap::new()),
             facts: Facts {
                 ram_mb: 4096,
                 cpus: 2,
@@ -121,7 +128,12 @@ impl System for FakeSystem {
         self.files.read(path)
     }
     fn stat(&self, path: &Path) -> Result<Option<FileStat>> {
-        self.files.stat(path)
+        let mut st = self.files.stat(path)?;
+        if let (Some(st), Some(&(uid, gid))) = (st.as_mut(), self.owners.borrow().get(path)) {
+            st.uid = uid;
+            st.gid = gid;
+        }
+        Ok(st)
     }
     fn read_link(&self, path: &Path) -> Result<Option<PathBuf>> {
         self.files.read_link(path)
@@ -140,6 +152,40 @@ impl System for FakeSystem {
     }
     fn remove(&self, path: &Path) -> Result<()> {
         self.files.remove(path)
+    }
+    fn lock_exclusive(&self, path: &Path) -> Result<Box<dyn std::any::Any>> {
+        self.files.lock_exclusive(path)
+    }
+    fn list_dir(&self, path: &Path) -> Result<Option<Vec<(String, FileKind)>>> {
+        self.files.list_dir(path)
+    }
+    fn mkdir_new(&self, path: &Path, mode: u32) -> Result<()> {
+        self.files.mkdir_new(path, mode)
+    }
+    fn create_new(&self, path: &Path, mode: u32, contents: &[u8]) -> Result<()> {
+        self.files.create_new(path, mode, contents)
+    }
+    fn symlink_new(&self, target: &Path, link: &Path) -> Result<()> {
+        self.files.symlink_new(target, link)
+    }
+    fn hard_link(&self, from: &Path, to: &Path) -> Result<()> {
+        self.files.hard_link(from, to)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+        self.files.rename(from, to)
+    }
+    fn remove_tree(&self, path: &Path) -> Result<()> {
+        self.files.remove_tree(path)
+    }
+    fn sync_fs(&self, _path: &Path) -> Result<()> {
+        Ok(())
+    }
+    /// The free space the test set in `facts.var_free_mb`, for every path.
+    fn free_bytes(&self, _path: &Path) -> Result<u64> {
+        Ok(self.facts.var_free_mb * 1024 * 1024)
+    }
+    fn http_fetch(&self, url: &str, _opts: &crate::http::Options) -> Result<Vec<u8>> {
+        self.http_get(url)
     }
     fn run(&self, cmd: &Cmd) -> Result<CmdOutput> {
         self.ran.borrow_mut().push(cmd.clone());
@@ -165,6 +211,12 @@ impl System for FakeSystem {
     }
     fn facts(&self) -> Facts {
         self.facts.clone()
+    }
+    fn sweep_temps(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        self.files.sweep_temps(dir)
+    }
+    fn env_var(&self, name: &str) -> Option<String> {
+        self.env.borrow().get(name).cloned()
     }
     fn lock_holder(&self, path: &Path) -> Result<Option<i32>> {
         Ok(self

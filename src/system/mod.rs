@@ -7,6 +7,7 @@ mod fake;
 mod real;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Result;
 
@@ -21,6 +22,9 @@ pub struct Cmd {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub stdin: Option<Vec<u8>>,
+    /// Longest the command may run; None: [`default_timeout`] for its program. On expiry it is killed
+    /// with everything it started and the run is an error naming it.
+    pub timeout: Option<Duration>,
 }
 
 impl Cmd {
@@ -46,12 +50,55 @@ impl Cmd {
         self.stdin = Some(data.into());
         self
     }
+    pub fn timeout(mut self, limit: Duration) -> Cmd {
+        self.timeout = Some(limit);
+        self
+    }
+    /// The limit that applies: the one set, else the program's default.
+    pub fn time_limit(&self) -> Duration {
+        self.timeout
+            .unwrap_or_else(|| default_timeout(&self.program, &self.args))
+    }
     /// The command line as a user would type it (for error messages; never contains stdin).
     pub fn display(&self) -> String {
         std::iter::once(self.program.as_str())
             .chain(self.args.iter().map(String::as_str))
             .collect::<Vec<_>>()
             .join(" ")
+    }
+}
+
+/// How long a tool may take before it counts as hung. Local queries answer in seconds; package
+/// transactions and ACME orders talk to the network and unpack, so they get minutes. `runuser -u U PROG`
+/// is judged by PROG.
+pub fn default_timeout(program: &str, args: &[String]) -> Duration {
+    let name = program.rsplit('/').next().unwrap_or(program);
+    if name == "runuser" {
+        if let Some(i) = args.iter().position(|a| a == "--") {
+            if let Some(inner) = args.get(i + 1) {
+                return default_timeout(inner, &args[i + 2..]);
+            }
+        }
+    }
+    let minutes = |m: u64| Duration::from_secs(m * 60);
+    match name {
+        "apt-get" | "apt" | "dpkg" => minutes(30),
+        "certbot" => minutes(10),
+        // Starting Synapse or PostgreSQL may take a while; systemd has its own start timeouts below this.
+        "systemctl" => minutes(5),
+        // Synapse's config check imports all of Synapse (slow under emulation).
+        "python" | "python3" => minutes(5),
+        "adduser"
+        | "psql"
+        | "nginx"
+        | "gpgv"
+        | "gpg"
+        | "ufw"
+        | "debconf-set-selections"
+        | "openssl"
+        | "journalctl" => Duration::from_secs(60),
+        "ss" | "sshd" | "dpkg-query" | "df" => Duration::from_secs(20),
+        _ => minutes(5),
     }
 }
 
@@ -130,6 +177,33 @@ pub trait System {
     fn facts(&self) -> Facts;
     /// PID of a process holding an fcntl write lock on `path` (how dpkg and apt lock their databases).
     fn lock_holder(&self, path: &Path) -> Result<Option<i32>>;
+    /// Exclusive flock(2) on `path`, created 0644 when missing, never opened through a symlink (O_NOFOLLOW)
+    /// and only if it is a regular file; held until the returned guard is dropped.
+    fn lock_exclusive(&self, path: &Path) -> Result<Box<dyn std::any::Any>>;
+    /// Names and kinds (lstat) of a directory's entries, None when it does not exist; never follows a
+    /// symlink at `path` itself.
+    fn list_dir(&self, path: &Path) -> Result<Option<Vec<(String, FileKind)>>>;
+    /// mkdir(2) of one new directory (the parent must exist; fails if anything is there already).
+    fn mkdir_new(&self, path: &Path, mode: u32) -> Result<()>;
+    /// A new regular file with exactly `contents` (O_CREAT|O_EXCL|O_NOFOLLOW: never through a symlink,
+    /// never over an existing entry), mode set on the open descriptor.
+    fn create_new(&self, path: &Path, mode: u32, contents: &[u8]) -> Result<()>;
+    /// A new symlink (fails if anything is at `link`).
+    fn symlink_new(&self, target: &Path, link: &Path) -> Result<()>;
+    fn hard_link(&self, from: &Path, to: &Path) -> Result<()>;
+    fn rename(&self, from: &Path, to: &Path) -> Result<()>;
+    /// Removes a file, symlink or whole directory tree without following any symlink in it; absent is fine.
+    fn remove_tree(&self, path: &Path) -> Result<()>;
+    /// syncfs(2) on the filesystem holding `path`.
+    fn sync_fs(&self, path: &Path) -> Result<()>;
+    /// Bytes available to unprivileged users on the filesystem holding `path`.
+    fn free_bytes(&self, path: &Path) -> Result<u64>;
+    /// HTTP GET with explicit options (size cap, timeouts, the host.toml key named in errors).
+    fn http_fetch(&self, url: &str, opts: &crate::http::Options) -> Result<Vec<u8>>;
+    /// Remove the temp files a killed run left in `dir` (hidden `.…mp-tmp…` names); their host paths.
+    fn sweep_temps(&self, dir: &Path) -> Result<Vec<PathBuf>>;
+    /// An environment variable of this run (e.g. `SSH_CONNECTION`: the session the admin is on).
+    fn env_var(&self, name: &str) -> Option<String>;
     /// Where backups of replaced files go.
     fn backup_dir(&self) -> PathBuf {
         PathBuf::from("/var/lib/matrix-provision/backup")

@@ -5,6 +5,7 @@ use std::fs;
 use std::io::ErrorKind;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
@@ -108,11 +109,7 @@ impl System for RealSystem {
 
     fn symlink(&self, target: &Path, link: &Path) -> Result<()> {
         let real = self.map(link);
-        let tmp = real.with_file_name(format!(
-            ".{}.mp-tmp",
-            real.file_name().unwrap_or_default().to_string_lossy()
-        ));
-        let _ = fs::remove_file(&tmp);
+        let tmp = atomic::temp_path(&real);
         std::os::unix::fs::symlink(target, &tmp)
             .and_then(|()| fs::rename(&tmp, &real))
             .with_context(|| format!("linking {} -> {}", link.display(), target.display()))
@@ -143,27 +140,7 @@ impl System for RealSystem {
     }
 
     fn run(&self, cmd: &Cmd) -> Result<CmdOutput> {
-        let mut expr = duct::cmd(&cmd.program, &cmd.args)
-            // Stable, parseable output from every tool we read.
-            .env("LC_ALL", "C.UTF-8")
-            .stdout_capture()
-            .stderr_capture()
-            .unchecked();
-        for (k, v) in &cmd.env {
-            expr = expr.env(k, v);
-        }
-        expr = match &cmd.stdin {
-            Some(data) => expr.stdin_bytes(data.clone()),
-            None => expr.stdin_null(),
-        };
-        let out = expr
-            .run()
-            .with_context(|| format!("running `{}` (is its package installed?)", cmd.display()))?;
-        Ok(CmdOutput {
-            status: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
+        run_bounded(cmd, cmd.time_limit())
     }
 
     fn uid(&self, user: &str) -> Result<Option<u32>> {
@@ -175,7 +152,16 @@ impl System for RealSystem {
     }
 
     fn http_get(&self, url: &str) -> Result<Vec<u8>> {
-        crate::http::get(url, &self.http)
+        crate::http::get(url, &crate::http::suited(url, &self.http))
+    }
+
+    fn sweep_temps(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        let removed = atomic::sweep_temps(&self.map(dir))?;
+        Ok(removed
+            .iter()
+            .filter_map(|p| p.file_name())
+            .map(|n| dir.join(n))
+            .collect())
     }
 
     fn lock_holder(&self, path: &Path) -> Result<Option<i32>> {
@@ -194,6 +180,168 @@ impl System for RealSystem {
         )
         .with_context(|| format!("checking the lock on {}", path.display()))?;
         Ok((probe.l_type != nix::libc::F_UNLCK as i16).then_some(probe.l_pid))
+    }
+
+    fn lock_exclusive(&self, path: &Path) -> Result<Box<dyn std::any::Any>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let real = self.map(path);
+        let flags = nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC | nix::libc::O_NONBLOCK;
+        let opened = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .custom_flags(flags)
+            .open(&real)
+            .or_else(|e| match e.raw_os_error() {
+                // flock works on a read-only descriptor too: a lock file left by another user still locks.
+                Some(nix::libc::EACCES) | Some(nix::libc::EROFS) => fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(flags)
+                    .open(&real),
+                _ => Err(e),
+            });
+        let file = match opened {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => anyhow::bail!(
+                "lock file {} is a symlink; refusing to open it (remove it: it is recreated as a plain file)",
+                path.display()
+            ),
+            Err(e) => {
+                return Err(e).with_context(|| format!("opening lock file {}", path.display()))
+            }
+        };
+        let meta = file
+            .metadata()
+            .with_context(|| format!("stat lock file {}", path.display()))?;
+        if !meta.file_type().is_file() {
+            anyhow::bail!(
+                "lock file {} is not a regular file; refusing to use it",
+                path.display()
+            );
+        }
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| anyhow::anyhow!("lock {}: {e}", path.display()))?;
+        Ok(Box::new(lock))
+    }
+
+    fn list_dir(&self, path: &Path) -> Result<Option<Vec<(String, FileKind)>>> {
+        let real = self.map(path);
+        match fs::symlink_metadata(&real) {
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("stat {}", path.display())),
+            Ok(m) if !m.file_type().is_dir() => {
+                anyhow::bail!("{} is not a directory (a symlink?)", path.display())
+            }
+            Ok(_) => {}
+        }
+        let mut out = Vec::new();
+        for e in fs::read_dir(&real).with_context(|| format!("listing {}", path.display()))? {
+            let e = e.with_context(|| format!("listing {}", path.display()))?;
+            let t = e.file_type()?;
+            let kind = if t.is_symlink() {
+                FileKind::Symlink
+            } else if t.is_dir() {
+                FileKind::Dir
+            } else if t.is_file() {
+                FileKind::File
+            } else {
+                FileKind::Other
+            };
+            out.push((e.file_name().to_string_lossy().into_owned(), kind));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(Some(out))
+    }
+
+    fn mkdir_new(&self, path: &Path, mode: u32) -> Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        let real = self.map(path);
+        fs::DirBuilder::new()
+            .mode(mode)
+            .create(&real)
+            .map_err(|e| crate::http::describe_io(e, &format!("create {}", path.display())))?;
+        // The umask may have taken bits away; the directory is new and ours, lstat proves it is no symlink.
+        fs::set_permissions(&real, fs::Permissions::from_mode(mode))
+            .with_context(|| format!("chmod {:o} {}", mode, path.display()))
+    }
+
+    fn create_new(&self, path: &Path, mode: u32, contents: &[u8]) -> Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let real = self.map(path);
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(&real)
+            .map_err(|e| crate::http::describe_io(e, &format!("create {}", path.display())))?;
+        f.set_permissions(fs::Permissions::from_mode(mode))
+            .with_context(|| format!("chmod {:o} {}", mode, path.display()))?;
+        f.write_all(contents)
+            .map_err(|e| crate::http::describe_io(e, &format!("write {}", path.display())))
+    }
+
+    fn symlink_new(&self, target: &Path, link: &Path) -> Result<()> {
+        std::os::unix::fs::symlink(target, self.map(link))
+            .map_err(|e| crate::http::describe_io(e, &format!("create symlink {}", link.display())))
+    }
+
+    fn hard_link(&self, from: &Path, to: &Path) -> Result<()> {
+        fs::hard_link(self.map(from), self.map(to))
+            .map_err(|e| crate::http::describe_io(e, &format!("link {}", to.display())))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+        fs::rename(self.map(from), self.map(to))
+            .with_context(|| format!("move {} to {}", from.display(), to.display()))
+    }
+
+    fn remove_tree(&self, path: &Path) -> Result<()> {
+        let real = self.map(path);
+        // std's remove_dir_all works with openat/unlinkat and never follows a symlink inside the tree.
+        let r = match fs::symlink_metadata(&real) {
+            Ok(m) if m.is_dir() => fs::remove_dir_all(&real),
+            Ok(_) => fs::remove_file(&real),
+            Err(e) => Err(e),
+        };
+        match r {
+            Err(e) if e.kind() != ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing {}", path.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn sync_fs(&self, path: &Path) -> Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(self.map(path))
+            .with_context(|| format!("open {}", path.display()))?;
+        nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir))
+            .map_err(|e| crate::http::describe_io(e.into(), &format!("flush {}", path.display())))
+    }
+
+    fn free_bytes(&self, path: &Path) -> Result<u64> {
+        let s = nix::sys::statvfs::statvfs(&self.map(path))
+            .with_context(|| format!("statvfs {}", path.display()))?;
+        Ok(s.blocks_available() as u64 * s.fragment_size() as u64)
+    }
+
+    fn http_fetch(&self, url: &str, opts: &crate::http::Options) -> Result<Vec<u8>> {
+        let mut o = opts.clone();
+        if o.ca_bundle.is_none() {
+            o.ca_bundle = self.http.ca_bundle.clone();
+        }
+        crate::http::get(url, &crate::http::suited(url, &o))
+    }
+
+    fn env_var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
     }
 
     fn facts(&self) -> Facts {
@@ -250,4 +398,242 @@ fn interface_addresses() -> Vec<std::net::IpAddr> {
     out.sort();
     out.dedup();
     out
+}
+
+/// Run `cmd` to completion or until `limit`. The child leads its own process group, so on expiry the
+/// whole group is killed, and so is every other descendant (apt starts dpkg in a session of its own):
+/// nothing it started keeps a lock or a pipe after the step failed.
+fn run_bounded(cmd: &Cmd, limit: Duration) -> Result<CmdOutput> {
+    use std::io::{Read, Write};
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+
+    let mut command = Command::new(&cmd.program);
+    command
+        .args(&cmd.args)
+        // Stable, parseable output from every tool we read.
+        .env("LC_ALL", "C.UTF-8")
+        .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+        .stdin(if cmd.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("running `{}` (is its package installed?)", cmd.display()))?;
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel::<(bool, Vec<u8>)>();
+    for (is_out, pipe) in [
+        (
+            true,
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ),
+        (
+            false,
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ),
+    ] {
+        let tx = tx.clone();
+        let mut pipe = pipe.expect("piped");
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = pipe.read_to_end(&mut buf);
+            let _ = tx.send((is_out, buf));
+        });
+    }
+    drop(tx);
+    if let (Some(data), Some(mut stdin)) = (cmd.stdin.clone(), child.stdin.take()) {
+        // A child that exits without reading its input closes the pipe: not our error, and (where
+        // SIGPIPE has its default action, see cli::main) no reason for this process to die, so the
+        // writer blocks SIGPIPE for itself and sees EPIPE instead.
+        std::thread::spawn(move || {
+            let mut pipe = nix::sys::signal::SigSet::empty();
+            pipe.add(nix::sys::signal::Signal::SIGPIPE);
+            let _ = pipe.thread_block();
+            let _ = stdin.write_all(&data);
+        });
+    }
+    let deadline = Instant::now() + limit;
+    let mut pause = Duration::from_millis(2);
+    let status = loop {
+        if let Some(status) = child.try_wait().context("waiting for a command")? {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            break None;
+        }
+        std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+        pause = (pause * 2).min(Duration::from_millis(100));
+    };
+    let Some(status) = status else {
+        kill_tree(pid);
+        let _ = child.wait();
+        anyhow::bail!(
+            "`{}` did not finish within {}; killed it and every process it started",
+            cmd.display(),
+            human(limit)
+        );
+    };
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    // A daemon the command left behind may hold the pipes open; its output is not waited for.
+    let grace = Instant::now() + Duration::from_secs(2);
+    for _ in 0..2 {
+        match rx.recv_timeout(grace.saturating_duration_since(Instant::now())) {
+            Ok((true, b)) => stdout = b,
+            Ok((false, b)) => stderr = b,
+            Err(_) => break,
+        }
+    }
+    Ok(CmdOutput {
+        status: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    })
+}
+
+/// SIGKILL the process group `pid` leads and every descendant of `pid`, found through /proc (children
+/// first stopped so none can fork away while the tree is walked).
+fn kill_tree(pid: i32) {
+    use nix::sys::signal::{kill, killpg, Signal};
+    use nix::unistd::Pid;
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        let _ = kill(Pid::from_raw(parent), Signal::SIGSTOP);
+        tree.extend(children_of(parent));
+        i += 1;
+    }
+    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+    for p in tree {
+        let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+    }
+}
+
+fn children_of(parent: i32) -> Vec<i32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| {
+            // /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces and parentheses.
+            fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = &s[s.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
+}
+
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 60 && s % 60 == 0 {
+        format!("{} min", s / 60)
+    } else if s > 0 {
+        format!("{s} s")
+    } else {
+        format!("{} ms", d.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::default_timeout;
+    use super::*;
+
+    #[test]
+    fn a_hung_command_is_killed_with_its_children_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("child.pid");
+        // The shell starts a grandchild in a session of its own (as apt does with dpkg), then hangs.
+        let script = format!(
+            "setsid sh -c 'echo $$ > {}; exec sleep 300' & sleep 300",
+            pidfile.display()
+        );
+        let cmd = Cmd::new("sh")
+            .args(["-c", &script])
+            .timeout(Duration::from_millis(700));
+        let started = Instant::now();
+        let err = RealSystem::new("/").run(&cmd).unwrap_err().to_string();
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(err.contains("did not finish within 700 ms"), "{err}");
+        assert!(err.contains("sh -c"), "{err}");
+        let grandchild: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let state = std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
+        assert!(
+            state.is_empty() || state.contains(") Z "),
+            "the grandchild survived: {state}"
+        );
+    }
+
+    #[test]
+    fn output_status_and_stdin_pass_through() {
+        let out = RealSystem::new("/")
+            .run(
+                &Cmd::new("sh")
+                    .args(["-c", "cat; echo err >&2; exit 3"])
+                    .stdin("in"),
+            )
+            .unwrap();
+        assert_eq!(
+            (out.status, out.stdout.as_str(), out.stderr.as_str()),
+            (3, "in", "err\n")
+        );
+    }
+
+    /// Input for a child that is already gone: EPIPE for the writer, never a SIGPIPE for the process
+    /// (which read-only commands would die of, having restored its default action).
+    #[test]
+    fn input_for_a_child_that_exited_is_no_signal() {
+        // SAFETY: sets a signal disposition; the test binary's threads do not depend on SIGPIPE.
+        unsafe {
+            nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            )
+            .unwrap();
+        }
+        let out = RealSystem::new("/")
+            .run(&Cmd::new("true").stdin(vec![b'x'; 1 << 20]))
+            .unwrap();
+        assert_eq!(out.status, 0);
+    }
+
+    #[test]
+    fn defaults_suit_the_tool() {
+        let t = |p: &str, a: &[&str]| {
+            default_timeout(p, &a.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        };
+        assert!(t("apt-get", &["install"]) >= Duration::from_secs(600));
+        assert!(t("certbot", &[]) >= Duration::from_secs(300));
+        assert!(t("ss", &[]) <= Duration::from_secs(30));
+        assert_eq!(
+            t("runuser", &["-u", "postgres", "--", "psql"]),
+            t("psql", &[])
+        );
+        assert!(t("psql", &[]) <= Duration::from_secs(60));
+    }
 }

@@ -11,7 +11,7 @@ declare -A TIER_BOOTED=() TIER_UNAVAILABLE=()
 # What else a presence change may touch: Element's config.json (enable_presence_by_hs_url) and the copy of
 # host.toml the Element updater reads. Steps by id, files by path (extended regexes).
 PRESENCE_COLLATERAL_STEPS='^element-config$|^element-host-toml$'
-PRESENCE_COLLATERAL_FILES='/var/www/element/config.json|/etc/matrix-provision/host.toml'
+PRESENCE_COLLATERAL_FILES='/etc/matrix-provision/element/config.json|/etc/matrix-provision/host.toml'
 # Files whose content must survive a crashed run unchanged (globs, inside the guest).
 SECRET_GLOBS='/etc/matrix-synapse/secrets/* /var/lib/matrix-provision/secrets/* /etc/matrix-synapse/homeserver.signing.key /etc/turnserver.conf'
 
