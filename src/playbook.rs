@@ -18,7 +18,7 @@ use crate::steps::{
     certificate::{Acme, CertificateStep},
     debconf::DebconfStep,
     element::{ElementStep, SystemUserStep},
-    file::{Contents, DirStep, FileStep, Owner, SymlinkStep},
+    file::{Contents, DirStep, FileStep, Owner, SymlinkStep, UnlinkStep},
     firewall::FirewallStep,
     packages::PackagesStep,
     postgres::PostgresStep,
@@ -122,6 +122,10 @@ enum Kind {
         target: PathBuf,
         #[serde(default)]
         validate: Vec<String>,
+    },
+    Unlink {
+        link: PathBuf,
+        target: PathBuf,
     },
     Secret {
         name: String,
@@ -264,6 +268,7 @@ pub fn facts(sys: &dyn System) -> render::Facts {
         cpus: f.cpus,
         postgres_version: release.postgres.into(),
         release,
+        addresses: f.addresses.iter().map(|a| a.to_string()).collect(),
     }
 }
 
@@ -530,6 +535,7 @@ fn make_step(
             target,
             validate: command(&validate),
         }),
+        Kind::Unlink { link, target } => Box::new(UnlinkStep { link, target }),
         Kind::Secret {
             name,
             path,
@@ -643,6 +649,7 @@ mod tests {
             cpus: 2,
             postgres_version: release.postgres.into(),
             release,
+            addresses: vec!["127.0.0.1".into()],
         };
         let files = definitions(&config, &facts, &inputs).unwrap_or_else(|e| panic!("{e:#}"));
         let steps: Vec<&StepDef> = files.iter().flat_map(|f| &f.step).collect();

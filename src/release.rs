@@ -147,6 +147,7 @@ mod tests {
             os_version_id: version.into(),
             os_codename: codename.into(),
             is_root: true,
+            addresses: Vec::new(),
         }
     }
 

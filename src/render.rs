@@ -44,8 +44,16 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/synapse/mp-turn.yaml.j2"),
     ),
     (
+        "systemd/matrix-synapse-hardening.conf.j2",
+        include_str!("../templates/systemd/matrix-synapse-hardening.conf.j2"),
+    ),
+    (
         "postgres/matrix-provision.conf.j2",
         include_str!("../templates/postgres/matrix-provision.conf.j2"),
+    ),
+    (
+        "systemd/postgresql-hardening.conf.j2",
+        include_str!("../templates/systemd/postgresql-hardening.conf.j2"),
     ),
     (
         "coturn/turnserver.conf.j2",
@@ -56,12 +64,28 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/coturn/override.conf.j2"),
     ),
     (
+        "systemd/coturn-hardening.conf.j2",
+        include_str!("../templates/systemd/coturn-hardening.conf.j2"),
+    ),
+    (
+        "nginx/matrix-provision-global.conf.j2",
+        include_str!("../templates/nginx/matrix-provision-global.conf.j2"),
+    ),
+    (
         "nginx/tls-params.conf.j2",
         include_str!("../templates/nginx/tls-params.conf.j2"),
     ),
     (
+        "nginx/matrix-provision-default.conf.j2",
+        include_str!("../templates/nginx/matrix-provision-default.conf.j2"),
+    ),
+    (
         "nginx/matrix-provision-http.conf.j2",
         include_str!("../templates/nginx/matrix-provision-http.conf.j2"),
+    ),
+    (
+        "systemd/nginx-hardening.conf.j2",
+        include_str!("../templates/systemd/nginx-hardening.conf.j2"),
     ),
     (
         "nginx/matrix-provision-synapse.conf.j2",
@@ -123,6 +147,8 @@ pub struct Facts {
     pub postgres_version: String,
     /// The host's Debian release: `release.codename` is the matrix.org apt suite.
     pub release: crate::release::Release,
+    /// The addresses on the host's interfaces (coturn must never relay to the host itself).
+    pub addresses: Vec<String>,
 }
 
 /// The only secrets a template inlines. Every Synapse secret is referenced by a `*_path` file instead.

@@ -94,6 +94,13 @@ fn on(release: Release, ram_mb: u64, cpus: u32) -> Facts {
         cpus,
         postgres_version: release.postgres.into(),
         release,
+        // Loopback, a private LAN address behind NAT and a public IPv6 one.
+        addresses: vec![
+            "127.0.0.1".into(),
+            "10.0.0.5".into(),
+            "::1".into(),
+            "2001:db8:5::5".into(),
+        ],
     }
 }
 
@@ -172,6 +179,12 @@ fn playbook_files(ctx: &RenderContext) -> Vec<RenderedFile> {
     sys.facts.cpus = ctx.facts.cpus;
     sys.facts.os_version_id = ctx.facts.release.version.into();
     sys.facts.os_codename = ctx.facts.release.codename.into();
+    sys.facts.addresses = ctx
+        .facts
+        .addresses
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
     sys.put(
         "/var/lib/matrix-provision/secrets/postgres_password",
         POSTGRES_PASSWORD,
@@ -540,6 +553,125 @@ fn nginx_vhosts_are_balanced_and_route_as_intended() {
             expected.push(&c.server_name);
         }
         assert_eq!(names, expected, "{variant}: port 80 names");
+
+        // Only our default server is a default server: unknown names and no-SNI clients get nothing.
+        let default = &files["/etc/nginx/sites-available/matrix-provision-default.conf"];
+        for port in ["80", "443"]
+            .into_iter()
+            .chain(c.synapse.federation.then_some("8448"))
+        {
+            assert!(
+                default.contains(&format!("listen {port} "))
+                    || default.contains(&format!("listen {port};")),
+                "{variant}: default server on {port}"
+            );
+        }
+        assert!(default.contains("ssl_reject_handshake on;") && default.contains("return 444;"));
+        for (dest, text) in files
+            .iter()
+            .filter(|(d, _)| d.contains("/sites-available/"))
+        {
+            if !dest.ends_with("matrix-provision-default.conf") {
+                assert!(
+                    !text.contains("default_server"),
+                    "{variant}{dest}: a second default server"
+                );
+            }
+        }
+        assert!(files["/etc/nginx/conf.d/matrix-provision.conf"].contains("server_tokens off;"));
+
+        // Every location with its own add_header repeats the security headers (nginx drops inherited
+        // add_header lines there); the TLS snippet carries them for the server level.
+        let tls = &files["/etc/nginx/snippets/matrix-provision-tls.conf"];
+        for header in [
+            "Strict-Transport-Security",
+            "X-Content-Type-Options",
+            "Referrer-Policy",
+        ] {
+            assert!(
+                tls.contains(&format!("add_header {header} ")),
+                "{variant}: {header}"
+            );
+            for (dest, text) in files
+                .iter()
+                .filter(|(d, _)| d.contains("/sites-available/"))
+            {
+                // Location blocks, as our templates indent them inside a server block.
+                for block in text.split("\n    location ").skip(1) {
+                    let body = &block[..block.find('}').unwrap()];
+                    if body.contains("add_header") {
+                        assert!(
+                            body.contains(&format!("add_header {header} ")),
+                            "{variant}{dest}: location {} drops {header}",
+                            block.lines().next().unwrap()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn coturn_never_relays_to_the_host_itself() {
+    let renderer = Renderer::new();
+    for (variant, ctx) in variants() {
+        if !ctx.config.turn.enabled {
+            continue;
+        }
+        let files = render_variant(&renderer, &ctx);
+        let conf = &files["/etc/coturn/matrix-provision.conf"];
+        let denied: Vec<&str> = conf
+            .lines()
+            .filter_map(|l| l.strip_prefix("denied-peer-ip="))
+            .collect();
+        let own = ctx.facts.addresses.iter().map(String::as_str);
+        for addr in own.chain(ctx.config.turn.external_ip.as_deref()) {
+            assert!(denied.contains(&addr), "{variant}: {addr} is not denied");
+        }
+        for line in ["no-software-attribute", "no-tlsv1", "no-tlsv1_1"] {
+            assert!(conf.lines().any(|l| l == line), "{variant}: {line}");
+        }
+        let ciphers = conf
+            .lines()
+            .find_map(|l| l.strip_prefix("cipher-list="))
+            .expect("a cipher list");
+        assert!(ciphers
+            .split(':')
+            .all(|c| c.starts_with("ECDHE-") && !c.contains("CBC")));
+    }
+}
+
+#[test]
+fn hardening_drop_ins_sit_beside_the_package_units() {
+    let renderer = Renderer::new();
+    for (variant, ctx) in variants() {
+        let files = render_variant(&renderer, &ctx);
+        let mut units = vec!["matrix-synapse", "nginx"];
+        if ctx.config.turn.enabled {
+            units.push("coturn");
+        }
+        for unit in units {
+            let path =
+                format!("/etc/systemd/system/{unit}.service.d/matrix-provision-hardening.conf");
+            let text = files
+                .get(&path)
+                .unwrap_or_else(|| panic!("{variant}: no {path}"));
+            assert!(text.contains("[Service]\n"), "{variant}{path}");
+            for key in [
+                "ProtectSystem=strict",
+                "NoNewPrivileges=yes",
+                "SystemCallFilter=@system-service",
+            ] {
+                assert!(text.lines().any(|l| l == key), "{variant}{path}: {key}");
+            }
+            // Only nginx's root master keeps capabilities, and only those it uses.
+            let caps = text
+                .lines()
+                .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+                .unwrap();
+            assert_eq!(caps.is_empty(), unit != "nginx", "{variant}{path}: {caps}");
+        }
     }
 }
 

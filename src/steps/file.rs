@@ -330,6 +330,41 @@ impl Step for SymlinkStep {
     }
 }
 
+/// A symlink that must not exist, such as a package's site enabled by default. Only a link pointing
+/// where the package put it is removed (the Debian way to disable a site: the file it points to, a
+/// conffile, stays untouched); anything else there is the admin's and stops the run.
+pub struct UnlinkStep {
+    pub link: PathBuf,
+    pub target: PathBuf,
+}
+
+impl Step for UnlinkStep {
+    fn check(&self, ctx: &Ctx) -> Result<Change> {
+        match ctx.sys.stat(&self.link)? {
+            None => Ok(Change::in_sync()),
+            Some(s)
+                if s.kind == FileKind::Symlink
+                    && ctx.sys.read_link(&self.link)?.as_deref() == Some(self.target.as_path()) =>
+            {
+                Ok(Change::modify(format!(
+                    "remove link {} -> {}",
+                    self.link.display(),
+                    self.target.display()
+                )))
+            }
+            Some(_) => anyhow::bail!(
+                "{} is not the package's link to {}; remove it yourself if it should go (we never remove an admin's file)",
+                self.link.display(),
+                self.target.display()
+            ),
+        }
+    }
+
+    fn apply(&self, ctx: &Ctx, _change: &Change) -> Result<()> {
+        ctx.sys.remove(&self.link)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,6 +380,43 @@ mod tests {
             sensitive: false,
             validate: None,
         }
+    }
+
+    #[test]
+    fn unlink_removes_only_the_packages_link() {
+        let sys = FakeSystem::new();
+        let secrets = SecretStore::new();
+        let ctx = Ctx::new(&sys, &secrets);
+        let s = UnlinkStep {
+            link: "/etc/nginx/sites-enabled/default".into(),
+            target: "/etc/nginx/sites-available/default".into(),
+        };
+        assert!(
+            s.check(&ctx).unwrap().is_in_sync(),
+            "no link: nothing to do"
+        );
+        let me = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
+        sys.mkdir(Path::new("/etc/nginx/sites-enabled"), me, 0o755)
+            .unwrap();
+        sys.symlink(Path::new("/etc/nginx/sites-available/default"), &s.link)
+            .unwrap();
+        let c = s.check(&ctx).unwrap();
+        assert_eq!(c.kind, crate::engine::ChangeKind::Modify);
+        s.apply(&ctx, &c).unwrap();
+        assert!(s.check(&ctx).unwrap().is_in_sync());
+        assert!(sys.stat(&s.link).unwrap().is_none());
+
+        // The admin's own link or file stays, and the step says why it stops.
+        sys.symlink(Path::new("/etc/nginx/sites-available/mine"), &s.link)
+            .unwrap();
+        let err = s.check(&ctx).unwrap_err().to_string();
+        assert!(err.contains("not the package's link"), "{err}");
+        sys.remove(&s.link).unwrap();
+        sys.put("/etc/nginx/sites-enabled/default", "server {}\n");
+        assert!(s.check(&ctx).is_err());
     }
 
     #[test]

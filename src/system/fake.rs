@@ -55,6 +55,10 @@ impl FakeSystem {
                 os_version_id: crate::release::NEWEST.version.into(),
                 os_codename: crate::release::NEWEST.codename.into(),
                 is_root: true,
+                addresses: vec![
+                    std::net::Ipv4Addr::LOCALHOST.into(),
+                    std::net::Ipv6Addr::LOCALHOST.into(),
+                ],
             },
         }
     }

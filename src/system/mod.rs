@@ -160,6 +160,8 @@ pub struct Facts {
     /// `VERSION_CODENAME` in /etc/os-release; crate::release maps it to a supported release.
     pub os_codename: String,
     pub is_root: bool,
+    /// Every address on the host's interfaces (loopback included), sorted, without duplicates.
+    pub addresses: Vec<std::net::IpAddr>,
 }
 
 /// Send + Sync: independent steps run on several threads at once, all through this one seam.

@@ -374,8 +374,31 @@ impl System for RealSystem {
             os_version_id: field("VERSION_ID"),
             os_codename: field("VERSION_CODENAME"),
             is_root: nix::unistd::geteuid().is_root(),
+            addresses: interface_addresses(),
         }
     }
+}
+
+/// The addresses of this host's interfaces, as getifaddrs(3) lists them. Empty if it fails, which it does
+/// only without memory or sockets: then nothing else in the run would work either.
+fn interface_addresses() -> Vec<std::net::IpAddr> {
+    let mut out: Vec<std::net::IpAddr> = nix::ifaddrs::getifaddrs()
+        .map(|addrs| {
+            addrs
+                .filter_map(|a| a.address)
+                .filter_map(|a| {
+                    if let Some(v4) = a.as_sockaddr_in() {
+                        Some(std::net::IpAddr::V4(v4.ip()))
+                    } else {
+                        a.as_sockaddr_in6().map(|v6| std::net::IpAddr::V6(v6.ip()))
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Run `cmd` to completion or until `limit`. The child leads its own process group, so on expiry the
