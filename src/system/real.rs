@@ -75,15 +75,7 @@ impl System for RealSystem {
             not_found_is_none(fs::symlink_metadata(self.map(path)), path)?.map(|m| {
                 let t = m.file_type();
                 FileStat {
-                    kind: if t.is_symlink() {
-                        FileKind::Symlink
-                    } else if t.is_dir() {
-                        FileKind::Dir
-                    } else if t.is_file() {
-                        FileKind::File
-                    } else {
-                        FileKind::Other
-                    },
+                    kind: kind_of(t),
                     uid: m.uid(),
                     gid: m.gid(),
                     mode: m.mode() & 0o7777,
@@ -240,15 +232,7 @@ impl System for RealSystem {
         for e in fs::read_dir(&real).with_context(|| format!("listing {}", path.display()))? {
             let e = e.with_context(|| format!("listing {}", path.display()))?;
             let t = e.file_type()?;
-            let kind = if t.is_symlink() {
-                FileKind::Symlink
-            } else if t.is_dir() {
-                FileKind::Dir
-            } else if t.is_file() {
-                FileKind::File
-            } else {
-                FileKind::Other
-            };
+            let kind = kind_of(t);
             out.push((e.file_name().to_string_lossy().into_owned(), kind));
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -648,5 +632,18 @@ mod tests {
                 ]
             ) > Duration::from_secs(15 * 60)
         );
+    }
+}
+
+/// Our four kinds of directory entry, from an lstat-style file type (a symlink is never followed).
+fn kind_of(t: fs::FileType) -> FileKind {
+    if t.is_symlink() {
+        FileKind::Symlink
+    } else if t.is_dir() {
+        FileKind::Dir
+    } else if t.is_file() {
+        FileKind::File
+    } else {
+        FileKind::Other
     }
 }
