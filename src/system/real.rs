@@ -535,6 +535,19 @@ fn human(d: Duration) -> String {
     }
 }
 
+/// Our four kinds of directory entry, from an lstat-style file type (a symlink is never followed).
+fn kind_of(t: fs::FileType) -> FileKind {
+    if t.is_symlink() {
+        FileKind::Symlink
+    } else if t.is_dir() {
+        FileKind::Dir
+    } else if t.is_file() {
+        FileKind::File
+    } else {
+        FileKind::Other
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::default_timeout;
@@ -632,18 +645,5 @@ mod tests {
                 ]
             ) > Duration::from_secs(15 * 60)
         );
-    }
-}
-
-/// Our four kinds of directory entry, from an lstat-style file type (a symlink is never followed).
-fn kind_of(t: fs::FileType) -> FileKind {
-    if t.is_symlink() {
-        FileKind::Symlink
-    } else if t.is_dir() {
-        FileKind::Dir
-    } else if t.is_file() {
-        FileKind::File
-    } else {
-        FileKind::Other
     }
 }
