@@ -60,13 +60,14 @@ build_product_deb() {
   log "package: ${MP_DEB#"$REPO_ROOT"/}"
 }
 
-# The product into a fresh guest: the .deb with dpkg -i (its Depends are all in a fresh Debian 12), or a
-# binary given with --binary, copied in.
+# The product into a fresh guest: the .deb with apt-get, as an admin installs it (`apt install ./….deb`
+# pulls its Depends: Debian 13 has no gpgv until something asks for it), or a binary given with
+# --binary, copied in.
 install_product() {
   local name=$1
   if [ -n "${MP_DEB:-}" ]; then
     guest_copy "$name" "$MP_DEB" /root/matrix-provision.deb &&
-      guest_run "$name" 'dpkg -i /root/matrix-provision.deb'
+      guest_run "$name" 'apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends /root/matrix-provision.deb'
   elif [ -x "${MP_BIN:-}" ]; then
     guest_copy "$name" "$MP_BIN" /usr/local/sbin/matrix-provision
   fi
@@ -78,7 +79,7 @@ package_checks() {
   [ -n "${MP_DEB:-}" ] || { skip "$g: package checks (--binary given: no .deb)"; return 0; }
   out=$(guest_run "$g" 'command -v matrix-provision; matrix-provision --version' 2>&1 || true)
   want=$("$MP_BIN" --version)
-  check "$g: dpkg -i gives /usr/sbin/matrix-provision, '$want'" [ "$out" = "/usr/sbin/matrix-provision"$'\n'"$want" ]
+  check "$g: the .deb gives /usr/sbin/matrix-provision, '$want'" [ "$out" = "/usr/sbin/matrix-provision"$'\n'"$want" ]
   # man-db is not in a minimal guest: the page is where man looks, and it is a section-8 page of that name.
   out=$(guest_run "$g" 'dpkg -L matrix-provision | grep -c "^/usr/share/man/man8/matrix-provision.*\.8\.gz$";
     zcat /usr/share/man/man8/matrix-provision-apply.8.gz | grep "^\.TH"' 2>&1 || true)
