@@ -8,7 +8,8 @@
 GIXY_VERSION=${MP_VM_GIXY_VERSION:-0.2.59}
 # Exposure levels (systemd-analyze security; lower is better, under 5.0 is "OK"), unit:max, max exclusive
 # (nginx: at most 7.0, as one decimal). The issue sets none for PostgreSQL; its drop-in keeps it "OK" too.
-JUDGES_EXPOSURE_MAX="matrix-synapse:5.0 coturn:5.0 nginx:7.05 matrix-element-update:5.0 postgresql@15-main:5.0"
+# @PG@: the guest's own cluster (postgresql@15-main on Debian 12, @17-main on 13), read in the guest.
+JUDGES_EXPOSURE_MAX="matrix-synapse:5.0 coturn:5.0 nginx:7.05 matrix-element-update:5.0 postgresql@@PG@-main:5.0"
 
 # The gixy-ng wheels for the guest's Python (3.11), downloaded once on the host with pip (the guest has no
 # PyPI access). Pure-Python apart from markupsafe, whose pure fallback also works. Prints the directory.
@@ -47,7 +48,9 @@ scenario_judges() {
   check "$g: Debian's default site is disabled, its conffile kept ($(echo $out))" \
     eval '! grep -qx default <<<"$out" && grep -q conffile-kept <<<"$out"'
 
-  for line in $JUDGES_EXPOSURE_MAX; do
+  local pg
+  pg=$(guest_run "$g" 'ls /etc/postgresql | sort -n | tail -n1' 2>/dev/null || true)
+  for line in ${JUDGES_EXPOSURE_MAX//@PG@/${pg:-unknown}}; do
     unit=${line%%:*} max=${line#*:}
     level=$(guest_run "$g" "systemd-analyze security --no-pager $unit.service 2>/dev/null | sed -n 's/.*Overall exposure level for .*: \([0-9.]*\).*/\1/p'" 2>/dev/null || true)
     check "$g: systemd-analyze security $unit: ${level:-?} < $max" \

@@ -52,11 +52,13 @@ scenario_operate() {
   guest_run "$g" 'curl -fsS --cacert /srv/fixtures/pebble/ca.pem https://localhost:15000/roots/0 > /root/pebble-roots.pem'
   rc=0; glog "$g" "$g-doctor.log" 120 matrix-provision doctor --ca-file /root/pebble-roots.pem $cfg || rc=$?
   expect_rc "$g: doctor on the converged guest is all ✓" 0 $rc "$g-doctor.log"
-  local port line want
+  local port line want pg
   port=$(guest_run "$g" "sshd -T 2>/dev/null | sed -n 's/^port //p' | head -n1" || true)
+  # The release's cluster (15 on Debian 12, 17 on 13), as the guest has it.
+  pg=$(guest_run "$g" 'ls /etc/postgresql | sort -n | tail -n1' 2>/dev/null || true)
   for want in "✓ firewall (ufw): active; allows ${port:-22}/tcp" '✓ TLS served matrix.example.test:443' \
     '✓ TLS served matrix.example.test:8448' '✓ TLS served element.example.test:443' '✓ TLS served turn.example.test:5349' \
-    '✓ service postgresql@15-main' '✓ files'; do
+    "✓ service postgresql@${pg:-unknown}-main" '✓ files'; do
     line=$(grep -F "$want" "$RUN_DIR/logs/$g-doctor.log" | head -n1 || true)
     check "$g: doctor says ${line:-nothing like: $want}" test -n "$line"
   done
