@@ -106,7 +106,8 @@ def write_private(path, text):
     """Write text to path atomically, 0600 root, so apply never reads a half-written file."""
     directory = os.path.dirname(path)
     if not os.path.isdir(directory):
-        os.makedirs(directory, 0o700)
+        # 0755: nginx serves Element's config.json from /etc/matrix-provision/element; host.toml itself is 0600.
+        os.makedirs(directory, 0o755)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".host.toml.")
     try:
         with os.fdopen(fd, "w") as f:
