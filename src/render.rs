@@ -178,6 +178,8 @@ pub struct Paths {
     pub acme_webroot: String,
     /// Element releases live under here (the updater user's tree); `current` is the served release.
     pub element_root: String,
+    /// Our own root-owned configuration directory (0755: nginx reads Element's config.json below it).
+    pub config_dir: String,
     /// Root-owned directory holding our Element `config.json`, outside the updater-writable tree; nginx
     /// serves `/config.json` from it.
     pub element_config_dir: String,
@@ -191,6 +193,8 @@ pub struct Paths {
     /// installs a copy of itself.
     pub binary: String,
 }
+
+const CONFIG_DIR: &str = "/etc/matrix-provision";
 
 /// Where the .deb installs the binary (Cargo.toml `[package.metadata.deb]`).
 pub const PACKAGED_BINARY: &str = "/usr/sbin/matrix-provision";
@@ -215,10 +219,11 @@ impl Default for Paths {
             // Under /var/www, not the private state dir: nginx (www-data) must be able to read challenges.
             acme_webroot: "/var/www/letsencrypt".into(),
             element_root: "/var/www/element".into(),
-            element_config_dir: "/etc/matrix-provision/element".into(),
+            config_dir: CONFIG_DIR.into(),
+            element_config_dir: format!("{CONFIG_DIR}/element"),
             coturn_cert_dir: "/etc/coturn/certs".into(),
             letsencrypt_live: "/etc/letsencrypt/live".into(),
-            host_config: "/etc/matrix-provision/host.toml".into(),
+            host_config: format!("{CONFIG_DIR}/host.toml"),
             binary: "/usr/local/bin/matrix-provision".into(),
         }
     }
