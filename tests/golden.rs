@@ -583,8 +583,7 @@ fn nginx_vhosts_are_balanced_and_route_as_intended() {
             .lines()
             .any(|l| l.trim() == "server_tokens off;");
         assert_eq!(
-            ours,
-            !ctx.facts.release.nginx_conf_hides_version,
+            ours, !ctx.facts.release.nginx_conf_hides_version,
             "{variant}: server_tokens off, exactly once"
         );
 
