@@ -25,10 +25,14 @@ ROOTFS_INCLUDE=linux-image-amd64,openssh-server,python3,ca-certificates,curl,dbu
 
 # The local Debian mirror: everything the product (and the synapse package's dependencies) may install.
 # apt resolves the closure against the guest rootfs, recommends included, so any install the product
-# does from this list finds all its packages. Add a package here when the product starts needing it.
+# does from this list finds all its packages. Add a package here when the product starts needing it
+# (workers: redis-server; backups: restic; metrics: prometheus + exporters; edge: haproxy/apache2 as the
+# stand-in edge; tuning: libjemalloc2; bench/load: python3-venv).
 MIRROR_PACKAGES="postgresql postgresql-contrib nginx certbot python3-certbot-nginx coturn ufw gnupg dirmngr
   jq curl wget ca-certificates openssl ssl-cert lsb-release sudo debconf-utils adduser libpq5
-  apt-transport-https iptables nftables"
+  apt-transport-https iptables nftables
+  redis-server restic prometheus prometheus-node-exporter prometheus-postgres-exporter haproxy apache2
+  libjemalloc2 python3-venv"
 
 apt_sources() { # SUITE
   printf 'deb %s %s main\ndeb %s %s-updates main\ndeb %s %s-security main\n' \
