@@ -1,7 +1,7 @@
 //! The config files matrix-provision writes, rendered from minijinja templates compiled into the binary.
 //!
 //! The templates live in `templates/` and see exactly one context, [`RenderContext`]: the validated
-//! host.toml, the host facts, the two secrets that must be inlined, and the fixed paths. Rendering is
+//! host.toml, the host facts, the two secrets that must be inlined, and the layout (`paths`). Rendering is
 //! strict: an unknown variable is an error, never an empty string in a config file.
 
 use std::fmt;
@@ -11,6 +11,7 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
 use serde::Serialize;
 
 use crate::config::HostConfig;
+use crate::layout::Layout;
 
 /// Templates that render to a file, in the order a reader would meet them.
 /// Names starting with `_` (below) are partials: imported by others, never rendered alone.
@@ -135,7 +136,8 @@ pub struct RenderContext {
     pub delegated: bool,
     pub facts: Facts,
     pub secrets: Secrets,
-    pub paths: Paths,
+    /// Every host path, port and unit (crate::layout), as `paths`.
+    pub paths: Layout,
 }
 
 /// What preflight measured on the host.
@@ -168,76 +170,21 @@ impl fmt::Debug for Secrets {
     }
 }
 
-/// Fixed locations on the host that several templates (and the playbook) must agree on.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Paths {
-    /// One file per Synapse secret: registration_shared_secret, macaroon_secret_key, form_secret,
-    /// turn_shared_secret.
-    pub secrets_dir: String,
-    /// certbot `--webroot-path`; nginx serves `/.well-known/acme-challenge/` from here on port 80.
-    pub acme_webroot: String,
-    /// Element releases live under here (the updater user's tree); `current` is the served release.
-    pub element_root: String,
-    /// Our own root-owned configuration directory (0755: nginx reads Element's config.json below it).
-    pub config_dir: String,
-    /// Root-owned directory holding our Element `config.json`, outside the updater-writable tree; nginx
-    /// serves `/config.json` from it.
-    pub element_config_dir: String,
-    /// coturn's copy of the TURN certificate (turnserver cannot read /etc/letsencrypt/live).
-    pub coturn_cert_dir: String,
-    /// certbot's live directory: `<letsencrypt_live>/<host>/{fullchain,privkey}.pem`.
-    pub letsencrypt_live: String,
-    /// The copy of host.toml the Element update timer reads.
-    pub host_config: String,
-    /// The binary the update timer runs: the package's own when apply runs from it, else where apply
-    /// installs a copy of itself.
-    pub binary: String,
-}
-
-const CONFIG_DIR: &str = "/etc/matrix-provision";
-
-/// Where the .deb installs the binary (Cargo.toml `[package.metadata.deb]`).
-pub const PACKAGED_BINARY: &str = "/usr/sbin/matrix-provision";
-
-impl Paths {
-    /// The standard paths for a run of the binary at `self_exe`. Run from the package, the timer uses the
-    /// package's binary itself: a copy in /usr/local/bin would go stale at the next package upgrade and,
-    /// being first in PATH, shadow the upgraded one for the admin too.
-    pub fn for_exe(self_exe: &std::path::Path) -> Paths {
-        let mut paths = Paths::default();
-        if self_exe == std::path::Path::new(PACKAGED_BINARY) {
-            paths.binary = PACKAGED_BINARY.into();
-        }
-        paths
-    }
-}
-
-impl Default for Paths {
-    fn default() -> Self {
-        Paths {
-            secrets_dir: "/etc/matrix-synapse/secrets".into(),
-            // Under /var/www, not the private state dir: nginx (www-data) must be able to read challenges.
-            acme_webroot: "/var/www/letsencrypt".into(),
-            element_root: "/var/www/element".into(),
-            config_dir: CONFIG_DIR.into(),
-            element_config_dir: format!("{CONFIG_DIR}/element"),
-            coturn_cert_dir: "/etc/coturn/certs".into(),
-            letsencrypt_live: "/etc/letsencrypt/live".into(),
-            host_config: format!("{CONFIG_DIR}/host.toml"),
-            binary: "/usr/local/bin/matrix-provision".into(),
-        }
-    }
-}
-
 impl RenderContext {
-    /// The usual context: `delegated` derived from the config, the standard paths.
+    /// The usual context: `delegated` derived from the config, the layout for a binary not run from the
+    /// package (playbook::build passes the real one).
     pub fn new(config: HostConfig, facts: Facts, secrets: Secrets) -> RenderContext {
+        let paths = Layout::new(
+            &config,
+            &facts.release,
+            std::path::Path::new(crate::layout::INSTALLED_BINARY),
+        );
         RenderContext {
             delegated: config.delegated(),
             config,
             facts,
             secrets,
-            paths: Paths::default(),
+            paths,
         }
     }
 

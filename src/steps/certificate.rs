@@ -24,12 +24,12 @@ pub struct Acme {
 
 impl CertificateStep {
     fn live(&self, file: &str) -> PathBuf {
-        Path::new("/etc/letsencrypt/live")
+        Path::new(crate::layout::LETSENCRYPT_LIVE)
             .join(&self.name)
             .join(file)
     }
     fn renewal(&self) -> PathBuf {
-        Path::new("/etc/letsencrypt/renewal").join(format!("{}.conf", self.name))
+        Path::new(crate::layout::LETSENCRYPT_RENEWAL).join(format!("{}.conf", self.name))
     }
 }
 
