@@ -2,19 +2,12 @@
 //! src/, playbooks/ or templates/ spells them out. Playbooks and templates use `paths.…`, code uses
 //! `crate::layout`. Tests (a file's `#[cfg(test)]` module, test doubles) and comments may name them.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+mod support;
 
-fn files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files(&path, out);
-        } else {
-            out.push(path);
-        }
-    }
-}
+use std::fs;
+use std::path::Path;
+
+use support::files;
 
 /// Substrings that are a layout literal wherever they appear.
 const PATHS: &[&str] = &[
