@@ -423,20 +423,22 @@ pub fn build(
             secrets.remember(token);
         }
     }
-    let secret = |name: &str| -> Result<String> {
-        Ok(secrets
-            .get(name)
-            .map(|s| s.expose().to_string())
-            .unwrap_or_default())
-    };
-    let mut render_ctx = RenderContext::new(
-        config.clone(),
-        facts,
-        render::Secrets {
-            postgres_password: secret("postgres_password")?,
-            turn_shared_secret: secret("turn_shared_secret")?,
-        },
-    );
+    // A step naming a secret no secret step declares fails here, not halfway through apply.
+    for def in files.iter().flat_map(|f| &f.step) {
+        if let Kind::Postgres {
+            password_secret, ..
+        } = &def.kind
+        {
+            if secrets.get(password_secret).is_none() {
+                bail!(
+                    "step `{}`: password_secret `{password_secret}` names no secret step",
+                    def.id
+                );
+            }
+        }
+    }
+    let mut render_ctx =
+        RenderContext::new(config.clone(), facts, render::Secrets::from_store(&secrets));
     render_ctx.paths = Layout::new(config, &render_ctx.facts.release, &inputs.self_exe);
     let render_ctx = render_ctx.to_value();
     let renderer = Renderer::new();

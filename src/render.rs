@@ -4,6 +4,7 @@
 //! host.toml, the host facts, the two secrets that must be inlined, and the layout (`paths`). Rendering is
 //! strict: an unknown variable is an error, never an empty string in a config file.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use anyhow::{anyhow, Result};
@@ -12,6 +13,7 @@ use serde::Serialize;
 
 use crate::config::HostConfig;
 use crate::layout::Layout;
+use crate::secrets::{Secret, SecretStore};
 
 /// Templates that render to a file, in the order a reader would meet them.
 /// Names starting with `_` (below) are partials: imported by others, never rendered alone.
@@ -153,20 +155,47 @@ pub struct Facts {
     pub addresses: Vec<String>,
 }
 
-/// The only secrets a template inlines. Every Synapse secret is referenced by a `*_path` file instead.
-#[derive(Clone, Serialize)]
-pub struct Secrets {
-    pub postgres_password: String,
-    pub turn_shared_secret: String,
+/// The secrets the playbooks' `secret` steps declare, by step name: a template inlines one as
+/// `secrets.<name>` (every Synapse secret is referenced by a `*_path` file instead). A name no step
+/// declares is undefined, so rendering fails on it (strict mode): renaming a secret in a playbook without
+/// its template is a render error, never an empty password in a config file.
+#[derive(Clone, Default)]
+pub struct Secrets(BTreeMap<String, Secret>);
+
+impl Secrets {
+    /// Every secret `store` loaded (one per secret step).
+    pub fn from_store(store: &SecretStore) -> Secrets {
+        Secrets(
+            store
+                .named()
+                .map(|(name, secret)| (name.to_string(), secret.clone()))
+                .collect(),
+        )
+    }
+}
+
+impl<const N: usize> From<[(&str, Secret); N]> for Secrets {
+    fn from(entries: [(&str, Secret); N]) -> Secrets {
+        Secrets(
+            entries
+                .into_iter()
+                .map(|(name, secret)| (name.to_string(), secret))
+                .collect(),
+        )
+    }
+}
+
+impl Serialize for Secrets {
+    // The values reach the template engine only; Debug (below) is what logs and errors see.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(name, s)| (name, s.expose())))
+    }
 }
 
 impl fmt::Debug for Secrets {
     // A context dumped into a log or an error must not carry the secrets along.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Secrets")
-            .field("postgres_password", &"[redacted]")
-            .field("turn_shared_secret", &"[redacted]")
-            .finish()
+        f.debug_map().entries(self.0.iter()).finish()
     }
 }
 
@@ -219,6 +248,7 @@ impl Renderer {
         env.set_auto_escape_callback(|_| AutoEscape::Custom("config"));
         env.set_formatter(plain_values_only);
         env.add_filter("shquote", shquote);
+        env.add_filter("tojson", tojson_defined);
         env.add_function("raise", raise);
         for (name, source) in TEMPLATES.iter().chain(PARTIALS) {
             // The sources are compiled in and covered by the golden tests; a syntax error is a bug.
@@ -264,6 +294,22 @@ fn raise(message: String) -> Result<String, minijinja::Error> {
         minijinja::ErrorKind::InvalidOperation,
         message,
     ))
+}
+
+/// minijinja's `tojson`, but an undefined value (a misspelt key, a secret no step declares) is an error
+/// instead of `null`: strict mode alone lets undefined through filters.
+fn tojson_defined(
+    value: &Value,
+    indent: Option<Value>,
+    args: minijinja::value::Kwargs,
+) -> Result<Value, minijinja::Error> {
+    if value.is_undefined() {
+        return Err(minijinja::Error::new(
+            minijinja::ErrorKind::UndefinedError,
+            "tojson of an undefined value",
+        ));
+    }
+    minijinja::filters::tojson(value, indent, args)
 }
 
 /// POSIX shell single quoting: `it's` → `'it'\''s'`. Quoted output is safe to write anywhere.
@@ -401,15 +447,52 @@ mod tests {
 
     #[test]
     fn secrets_debug_is_redacted() {
-        let s = Secrets {
-            postgres_password: "hunter2".into(),
-            turn_shared_secret: "swordfish".into(),
-        };
+        let s = Secrets::from([
+            ("postgres_password", Secret::from_stored("hunter2")),
+            ("turn_shared_secret", Secret::from_stored("swordfish")),
+        ]);
         let dbg = format!("{s:?}");
         assert!(
-            !dbg.contains("hunter2") && !dbg.contains("swordfish"),
+            !dbg.contains("hunter2")
+                && !dbg.contains("swordfish")
+                && dbg.contains("postgres_password"),
             "{dbg}"
         );
+    }
+
+    /// A template naming a secret no secret step declares (renamed in the playbook only) does not render.
+    #[test]
+    fn an_undeclared_secret_is_a_render_error() {
+        let mut r = Renderer::new();
+        r.env
+            .add_template(
+                "t/db.j2",
+                "password: {{ secrets.postgres_password|tojson }}\nsecret={{ secrets.turn_shared_secret }}\n",
+            )
+            .unwrap();
+        let ctx = |s: Secrets| Value::from_serialize(serde_json::json!({ "secrets": s }));
+        let both = Secrets::from([
+            ("postgres_password", Secret::from_stored("pw")),
+            ("turn_shared_secret", Secret::from_stored("ts")),
+        ]);
+        assert_eq!(
+            r.render("t/db.j2", &ctx(both)).unwrap(),
+            "password: \"pw\"\nsecret=ts\n"
+        );
+        for (name, other) in [
+            ("pg_password", "turn_shared_secret"),
+            ("postgres_password", "turn_secret"),
+        ] {
+            let renamed = Secrets::from([
+                (name, Secret::from_stored("pw")),
+                (other, Secret::from_stored("ts")),
+            ]);
+            let err = r.render("t/db.j2", &ctx(renamed)).unwrap_err().to_string();
+            assert!(
+                err.contains("t/db.j2") && err.contains("undefined"),
+                "{err}"
+            );
+        }
     }
 
     #[test]
