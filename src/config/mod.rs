@@ -35,6 +35,7 @@ use std::path::Path;
 mod check;
 mod error;
 mod read;
+mod schema;
 mod validate;
 
 pub use error::{ConfigError, ConfigIssue};
