@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 
 use crate::engine::{Change, Ctx, ExpectedCert, ExpectedState, Step};
-use crate::system::{run_ok, Cmd};
+use crate::system::Cmd;
 
 pub struct CertificateStep {
     pub name: String,
@@ -32,6 +32,16 @@ impl CertificateStep {
         Path::new("/etc/letsencrypt/renewal").join(format!("{}.conf", self.name))
     }
 }
+
+/// The locks certbot takes (fcntl, one per directory it writes), and what it says when one is held.
+const CERTBOT_LOCKS: [&str; 3] = [
+    "/etc/letsencrypt/.certbot.lock",
+    "/var/lib/letsencrypt/.certbot.lock",
+    "/var/log/letsencrypt/.certbot.lock",
+];
+const CERTBOT_BUSY: &str = "Another instance of Certbot is already running";
+/// certbot's own run (a renewal of a few names) takes seconds to a minute; ten minutes means it hangs.
+const CERTBOT_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// `server = …` from a certbot renewal config.
 fn renewal_server(conf: &str) -> Option<&str> {
@@ -106,13 +116,34 @@ impl Step for CertificateStep {
         if let Some(ca) = &acme.ca_bundle {
             cmd = cmd.env("REQUESTS_CA_BUNDLE", ca.clone());
         }
-        run_ok(ctx.sys, &cmd).map_err(|e| {
-            anyhow::anyhow!(
-                "{e:#}\ncertbot could not get a certificate for {}: check that its DNS points at this host and port 80 is reachable from the internet",
-                self.name
-            )
-        })?;
-        Ok(())
+        // certbot runs one instance at a time: its timer's renewal, or the certbot of an apply that was
+        // killed, may hold the lock. Wait for it (bounded) instead of failing the run.
+        let start = std::time::Instant::now();
+        let mut pause = super::service::backoff();
+        loop {
+            super::wait_for_locks(
+                ctx,
+                &CERTBOT_LOCKS,
+                CERTBOT_WAIT.saturating_sub(start.elapsed()),
+                "certbot",
+            )?;
+            let out = ctx.sys.run(&cmd)?;
+            let busy = out.stderr.contains(CERTBOT_BUSY) || out.stdout.contains(CERTBOT_BUSY);
+            if !out.ok() && busy && start.elapsed() < CERTBOT_WAIT {
+                std::thread::sleep(pause.next().unwrap_or_default());
+                continue;
+            }
+            if !out.ok() {
+                bail!(
+                    "`{}` exited with status {}:\n{}\ncertbot could not get a certificate for {}: check that its DNS points at this host and port 80 is reachable from the internet",
+                    cmd.display(),
+                    out.status,
+                    out.tail(),
+                    self.name
+                );
+            }
+            return Ok(());
+        }
     }
 
     fn expect(&self, state: &mut ExpectedState) {
@@ -130,6 +161,81 @@ impl Step for CertificateStep {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn step() -> CertificateStep {
+        CertificateStep {
+            name: "matrix.example.test".into(),
+            acme: Some(Acme {
+                email: "admin@example.test".into(),
+                directory_url: "https://acme.example.test/dir".into(),
+                ca_bundle: None,
+                webroot: "/var/www/letsencrypt".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn waits_for_another_certbot_then_runs() {
+        use crate::secrets::SecretStore;
+        use crate::system::{CmdOutput, FakeSystem};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let sys = FakeSystem::new();
+        // The orphaned certbot of a killed run holds a lock for two probes, then the next certbot
+        // started in between still finds one running once.
+        sys.locks.lock().unwrap().insert(
+            "/var/lib/letsencrypt/.certbot.lock".into(),
+            vec![4242, 4242],
+        );
+        let runs = Arc::new(AtomicUsize::new(0));
+        let seen = runs.clone();
+        sys.on(move |c| {
+            (c.program == "certbot").then(|| {
+                let first = seen.fetch_add(1, Ordering::SeqCst) == 0;
+                CmdOutput {
+                    status: if first { 1 } else { 0 },
+                    stdout: String::new(),
+                    stderr: if first {
+                        format!("{CERTBOT_BUSY}.\n")
+                    } else {
+                        String::new()
+                    },
+                }
+            })
+        });
+        let secrets = SecretStore::new();
+        let ctx = Ctx::new(&sys, &secrets);
+        step().apply(&ctx, &Change::create("certificate")).unwrap();
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        assert!(sys.locks.lock().unwrap().values().all(|h| h.is_empty()));
+    }
+
+    #[test]
+    fn other_certbot_failures_are_not_retried() {
+        use crate::secrets::SecretStore;
+        use crate::system::FakeSystem;
+        let sys = FakeSystem::new();
+        sys.on_cmd(
+            "certbot",
+            1,
+            "Challenge failed for domain matrix.example.test",
+        );
+        let secrets = SecretStore::new();
+        let ctx = Ctx::new(&sys, &secrets);
+        let err = step()
+            .apply(&ctx, &Change::create("certificate"))
+            .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("Challenge failed"), "{msg}");
+        assert!(msg.contains("port 80 is reachable"), "{msg}");
+        assert_eq!(
+            sys.commands()
+                .iter()
+                .filter(|c| c.starts_with("certbot"))
+                .count(),
+            1
+        );
+    }
 
     #[test]
     fn reads_the_server_of_a_renewal_conf() {
