@@ -23,13 +23,42 @@ pub struct Acme {
 }
 
 impl CertificateStep {
+    fn live_dir(&self) -> PathBuf {
+        Path::new("/etc/letsencrypt/live").join(&self.name)
+    }
     fn live(&self, file: &str) -> PathBuf {
-        Path::new("/etc/letsencrypt/live")
-            .join(&self.name)
-            .join(file)
+        self.live_dir().join(file)
     }
     fn renewal(&self) -> PathBuf {
         Path::new("/etc/letsencrypt/renewal").join(format!("{}.conf", self.name))
+    }
+    fn archive(&self) -> PathBuf {
+        Path::new("/etc/letsencrypt/archive").join(&self.name)
+    }
+    /// What certbot keeps of the lineage: its renewal conf, live and archive directories.
+    fn pieces(&self) -> [PathBuf; 3] {
+        [self.renewal(), self.live_dir(), self.archive()]
+    }
+    /// The pieces of a lineage that is not whole: certbot killed while creating it leaves an empty
+    /// renewal conf or a live directory without one. certbot itself then refuses the name or makes a
+    /// second lineage `NAME-0001` beside it, so the broken pieces are moved aside before asking again.
+    fn broken_pieces(&self, ctx: &Ctx) -> Result<Vec<PathBuf>> {
+        let whole = ctx.sys.read(&self.live("fullchain.pem"))?.is_some()
+            && ctx.sys.stat(&self.live("privkey.pem"))?.is_some()
+            && ctx
+                .sys
+                .read(&self.renewal())?
+                .is_some_and(|c| renewal_server(&String::from_utf8_lossy(&c)).is_some());
+        if whole {
+            return Ok(Vec::new());
+        }
+        let mut present = Vec::new();
+        for piece in self.pieces() {
+            if ctx.sys.stat(&piece)?.is_some() {
+                present.push(piece);
+            }
+        }
+        Ok(present)
     }
 }
 
@@ -53,7 +82,7 @@ fn renewal_server(conf: &str) -> Option<&str> {
 
 impl Step for CertificateStep {
     fn check(&self, ctx: &Ctx) -> Result<Change> {
-        let have_cert = ctx.sys.stat(&self.live("fullchain.pem"))?.is_some()
+        let have_cert = ctx.sys.read(&self.live("fullchain.pem"))?.is_some()
             && ctx.sys.stat(&self.live("privkey.pem"))?.is_some();
         let Some(acme) = &self.acme else {
             if have_cert {
@@ -73,6 +102,14 @@ impl Step for CertificateStep {
             "request certificate for {} from {} (HTTP-01, webroot)",
             self.name, acme.directory_url
         );
+        let broken = self.broken_pieces(ctx)?;
+        if !broken.is_empty() {
+            let list: Vec<String> = broken.iter().map(|p| p.display().to_string()).collect();
+            return Ok(Change::modify(format!(
+                "{want}; an interrupted certbot left this lineage incomplete: {} moved aside (renamed *.mp-broken-TIME)",
+                list.join(", ")
+            )));
+        }
         match conf {
             Some(c) if have_cert => match renewal_server(&c) {
                 Some(s) if s == acme.directory_url => Ok(Change::in_sync()),
@@ -89,6 +126,17 @@ impl Step for CertificateStep {
         let Some(acme) = &self.acme else {
             bail!("no ACME configured for {}", self.name);
         };
+        let broken = self.broken_pieces(ctx)?;
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        for piece in &broken {
+            // Same directory, a name certbot does not read (it loads renewal/*.conf only).
+            let mut aside = piece.clone().into_os_string();
+            aside.push(format!(".mp-broken-{stamp}"));
+            ctx.sys.rename(piece, Path::new(&aside))?;
+        }
         let mut cmd = Cmd::new("certbot").args([
             "certonly",
             "--non-interactive",
@@ -107,7 +155,7 @@ impl Step for CertificateStep {
             "--server",
             &acme.directory_url,
         ]);
-        if change.kind == crate::engine::ChangeKind::Modify {
+        if change.kind == crate::engine::ChangeKind::Modify && broken.is_empty() {
             // Another CA issued the current one (e.g. staging → production): replace it now.
             cmd = cmd.arg("--force-renewal");
         } else {
@@ -235,6 +283,63 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn a_lineage_left_half_made_is_moved_aside_and_requested_anew() {
+        use crate::secrets::SecretStore;
+        use crate::system::FakeSystem;
+        let sys = FakeSystem::new();
+        // certbot killed after creating the renewal conf (empty) and the live links.
+        sys.put("/etc/letsencrypt/renewal/matrix.example.test.conf", "");
+        sys.put(
+            "/etc/letsencrypt/live/matrix.example.test/fullchain.pem",
+            "cert",
+        );
+        sys.put(
+            "/etc/letsencrypt/live/matrix.example.test/privkey.pem",
+            "key",
+        );
+        sys.put(
+            "/etc/letsencrypt/archive/matrix.example.test/fullchain1.pem",
+            "cert",
+        );
+        sys.on_cmd("certbot", 0, "");
+        let secrets = SecretStore::new();
+        let ctx = Ctx::new(&sys, &secrets);
+        let change = step().check(&ctx).unwrap();
+        assert!(change.summary.contains("incomplete"), "{}", change.summary);
+        step().apply(&ctx, &change).unwrap();
+        assert_eq!(
+            sys.get("/etc/letsencrypt/renewal/matrix.example.test.conf"),
+            None
+        );
+        assert_eq!(
+            sys.get("/etc/letsencrypt/live/matrix.example.test/fullchain.pem"),
+            None
+        );
+        assert_eq!(
+            sys.get("/etc/letsencrypt/archive/matrix.example.test/fullchain1.pem"),
+            None
+        );
+        let runs = sys.commands();
+        let certbot = runs.iter().find(|c| c.starts_with("certbot")).unwrap();
+        // A fresh request, not a forced renewal of the broken lineage.
+        assert!(certbot.contains("--keep-until-expiring"), "{certbot}");
+        // A whole lineage from this CA is left alone.
+        sys.put(
+            "/etc/letsencrypt/renewal/matrix.example.test.conf",
+            "[renewalparams]\nserver = https://acme.example.test/dir\n",
+        );
+        sys.put(
+            "/etc/letsencrypt/live/matrix.example.test/fullchain.pem",
+            "cert",
+        );
+        sys.put(
+            "/etc/letsencrypt/live/matrix.example.test/privkey.pem",
+            "key",
+        );
+        assert!(step().check(&ctx).unwrap().kind == crate::engine::ChangeKind::InSync);
     }
 
     #[test]
