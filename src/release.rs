@@ -86,12 +86,7 @@ impl Release {
 
     /// systemd's unit for that cluster (postgresql.service only fans out to it).
     pub fn postgres_unit(&self) -> String {
-        format!("postgresql@{}-main", self.postgres)
-    }
-
-    /// The cluster's conf.d: Debian's postgresql.conf includes it, so tuning never edits a conffile.
-    pub fn postgres_conf_d(&self) -> String {
-        format!("/etc/postgresql/{}/main/conf.d", self.postgres)
+        crate::layout::postgres_cluster_unit(self)
     }
 }
 
@@ -165,7 +160,7 @@ mod tests {
             ("bookworm", "postgresql@15-main")
         );
         let r13 = Release::of(&facts("debian", "13", "trixie")).unwrap();
-        assert_eq!(r13.postgres_conf_d(), "/etc/postgresql/17/main/conf.d");
+        assert_eq!(r13.postgres_cluster(), "17/main");
         assert_eq!(r13.python, "python3.13");
         assert_eq!(NEWEST, r13);
     }

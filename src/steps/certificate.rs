@@ -24,16 +24,16 @@ pub struct Acme {
 
 impl CertificateStep {
     fn live_dir(&self) -> PathBuf {
-        Path::new("/etc/letsencrypt/live").join(&self.name)
+        Path::new(crate::layout::LETSENCRYPT_LIVE).join(&self.name)
     }
     fn live(&self, file: &str) -> PathBuf {
         self.live_dir().join(file)
     }
     fn renewal(&self) -> PathBuf {
-        Path::new("/etc/letsencrypt/renewal").join(format!("{}.conf", self.name))
+        Path::new(crate::layout::LETSENCRYPT_RENEWAL).join(format!("{}.conf", self.name))
     }
     fn archive(&self) -> PathBuf {
-        Path::new("/etc/letsencrypt/archive").join(&self.name)
+        Path::new(crate::layout::LETSENCRYPT_ARCHIVE).join(&self.name)
     }
     /// What certbot keeps of the lineage: its renewal conf, live and archive directories.
     fn pieces(&self) -> [PathBuf; 3] {
@@ -62,12 +62,7 @@ impl CertificateStep {
     }
 }
 
-/// The locks certbot takes (fcntl, one per directory it writes), and what it says when one is held.
-const CERTBOT_LOCKS: [&str; 3] = [
-    "/etc/letsencrypt/.certbot.lock",
-    "/var/lib/letsencrypt/.certbot.lock",
-    "/var/log/letsencrypt/.certbot.lock",
-];
+/// What certbot says when another instance holds one of its locks.
 const CERTBOT_BUSY: &str = "Another instance of Certbot is already running";
 /// certbot's own run (a renewal of a few names) takes seconds to a minute; ten minutes means it hangs.
 const CERTBOT_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
@@ -171,7 +166,7 @@ impl Step for CertificateStep {
         loop {
             super::wait_for_locks(
                 ctx,
-                &CERTBOT_LOCKS,
+                &crate::layout::CERTBOT_LOCKS,
                 CERTBOT_WAIT.saturating_sub(start.elapsed()),
                 "certbot",
             )?;
