@@ -108,6 +108,13 @@ pub const CERTBOT_UNIT: &str = "certbot";
 /// certbot's live directory: `<live>/<host>/{cert,fullchain,privkey}.pem`.
 pub const LETSENCRYPT_LIVE: &str = "/etc/letsencrypt/live";
 pub const LETSENCRYPT_RENEWAL: &str = "/etc/letsencrypt/renewal";
+pub const LETSENCRYPT_ARCHIVE: &str = "/etc/letsencrypt/archive";
+/// The fcntl locks certbot takes, one per directory it writes (config, work, logs).
+pub const CERTBOT_LOCKS: [&str; 3] = [
+    "/etc/letsencrypt/.certbot.lock",
+    "/var/lib/letsencrypt/.certbot.lock",
+    "/var/log/letsencrypt/.certbot.lock",
+];
 pub const LETSENCRYPT_DEPLOY_HOOKS: &str = "/etc/letsencrypt/renewal-hooks/deploy";
 
 // coturn.
