@@ -1,5 +1,6 @@
 //! First pass over host.toml: TOML syntax, known sections and keys, and value types, each value kept with
-//! its line and source text. Nothing here knows defaults or ranges; `validate` does.
+//! its line and source text, against the keys of `schema`. Defaults, ranges and cross-field rules are
+//! `validate`'s.
 //!
 //! The walk uses toml_edit's document (not serde) because serde stops at the first error and drops
 //! positions, while an admin should see every mistake in one run, each with its line.
