@@ -266,7 +266,6 @@ pub fn facts(sys: &dyn System) -> render::Facts {
     render::Facts {
         ram_mb: f.ram_mb,
         cpus: f.cpus,
-        postgres_version: release.postgres.into(),
         release,
         addresses: f.addresses.iter().map(|a| a.to_string()).collect(),
     }
@@ -599,7 +598,6 @@ mod tests {
         let facts = render::Facts {
             ram_mb: 4096,
             cpus: 2,
-            postgres_version: release.postgres.into(),
             release,
             addresses: vec!["127.0.0.1".into()],
         };

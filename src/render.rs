@@ -156,8 +156,6 @@ pub struct RenderContext {
 pub struct Facts {
     pub ram_mb: u64,
     pub cpus: u32,
-    /// The PostgreSQL major version of the host's release (crate::release); part of the conf.d path.
-    pub postgres_version: String,
     /// The host's Debian release: `release.codename` is the matrix.org apt suite.
     pub release: crate::release::Release,
     /// The addresses on the host's interfaces (coturn must never relay to the host itself).

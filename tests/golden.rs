@@ -49,7 +49,6 @@ fn on(release: Release, ram_mb: u64, cpus: u32) -> Facts {
     Facts {
         ram_mb,
         cpus,
-        postgres_version: release.postgres.into(),
         release,
         // Loopback, a private LAN address behind NAT and a public IPv6 one.
         addresses: vec![
