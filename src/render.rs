@@ -596,6 +596,24 @@ mod tests {
         }
     }
 
+    /// `|toml` writes inline TOML that parses back to the same value, whatever the strings hold; plain
+    /// `{{ }}` in a playbook stays escaped for its TOML string.
+    #[test]
+    fn toml_filter_round_trips_hostile_strings() {
+        let mut r = Renderer::new();
+        r.env
+            .add_template("playbooks/t.toml", "x = {{ v|toml }}\ny = \"{{ s }}\"\n")
+            .unwrap();
+        let hostile = "a\"b\\c\n[[step]]\u{1b}#";
+        let v =
+            serde_json::json!([{ "name": hostile, "port": 5349, "on": true }, { "k\"ey": [1, 2] }]);
+        let ctx = Value::from_serialize(serde_json::json!({ "v": v, "s": hostile }));
+        let text = r.render("playbooks/t.toml", &ctx).unwrap();
+        let parsed: toml::Value = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(serde_json::to_value(&parsed["x"]).unwrap(), v);
+        assert_eq!(parsed["y"].as_str(), Some(hostile));
+    }
+
     #[test]
     fn names_lists_renderable_templates_only() {
         let names = Renderer::new().names();
