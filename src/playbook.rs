@@ -20,6 +20,7 @@ use crate::steps::{
     element::{ElementStep, SystemUserStep},
     file::{Contents, DirStep, FileStep, Owner, SymlinkStep, UnlinkStep},
     firewall::FirewallStep,
+    metrics::{AbsentStep, HtpasswdStep, PostgresRoleStep, UnitOffStep},
     packages::PackagesStep,
     postgres::PostgresStep,
     preflight::PreflightStep,
@@ -57,6 +58,10 @@ pub const PLAYBOOKS: &[(&str, &str)] = &[
     (
         "60-firewall.toml",
         include_str!("../playbooks/60-firewall.toml"),
+    ),
+    (
+        "70-metrics.toml",
+        include_str!("../playbooks/70-metrics.toml"),
     ),
 ];
 
@@ -180,6 +185,35 @@ enum Kind {
     AdminUser {
         name: String,
     },
+    /// A file of ours that host.toml no longer wants.
+    Absent {
+        path: PathBuf,
+    },
+    /// A unit of a feature now off: stopped and disabled while `marker` (our drop-in) exists.
+    UnitOff {
+        unit: String,
+        marker: PathBuf,
+    },
+    Htpasswd {
+        path: PathBuf,
+        user: String,
+        secret: String,
+        owner: String,
+        mode: String,
+    },
+    PostgresRole {
+        role: String,
+        #[serde(default)]
+        member_of: Vec<String>,
+        #[serde(default = "yes")]
+        present: bool,
+        #[serde(default)]
+        marker: Option<PathBuf>,
+    },
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `tls = [{ name, port, cert }]` of a service step: what it presents on a TLS port.
@@ -238,7 +272,9 @@ fn written_dir(kind: &Kind) -> Option<PathBuf> {
     let path = match kind {
         Kind::Template { dest, .. } | Kind::Copy { dest, .. } => dest,
         Kind::Symlink { link, .. } => link,
-        Kind::Secret { path, .. } | Kind::AptKeyring { dest: path, .. } => path,
+        Kind::Secret { path, .. }
+        | Kind::AptKeyring { dest: path, .. }
+        | Kind::Htpasswd { path, .. } => path,
         _ => return None,
     };
     path.parent().map(PathBuf::from)
@@ -269,6 +305,13 @@ pub fn facts(sys: &dyn System) -> render::Facts {
         postgres_version: release.postgres.into(),
         release,
         addresses: f.addresses.iter().map(|a| a.to_string()).collect(),
+        // Unreadable (a fake host, a plan as a user): every directory counts as on "/".
+        mounts: sys
+            .read(std::path::Path::new("/proc/self/mountinfo"))
+            .ok()
+            .flatten()
+            .map(|b| render::mount_points(&String::from_utf8_lossy(&b)))
+            .unwrap_or_default(),
     }
 }
 
@@ -611,6 +654,31 @@ fn make_step(
             ssh_ports: config.firewall.ssh_ports.clone(),
             allow,
         }),
+        Kind::Absent { path } => Box::new(AbsentStep { path }),
+        Kind::UnitOff { unit, marker } => Box::new(UnitOffStep { unit, marker }),
+        Kind::Htpasswd {
+            path,
+            user,
+            secret,
+            owner,
+            mode,
+        } => Box::new(HtpasswdStep {
+            path,
+            user,
+            secret,
+            owner: Owner::parse(&owner, &mode)?,
+        }),
+        Kind::PostgresRole {
+            role,
+            member_of,
+            present,
+            marker,
+        } => Box::new(PostgresRoleStep {
+            role,
+            member_of,
+            present,
+            marker,
+        }),
         Kind::AdminUser { name } => Box::new(AdminUserStep {
             localpart: name,
             server_name: config.server_name.clone(),
@@ -650,6 +718,7 @@ mod tests {
             postgres_version: release.postgres.into(),
             release,
             addresses: vec!["127.0.0.1".into()],
+            mounts: vec!["/".into()],
         };
         let files = definitions(&config, &facts, &inputs).unwrap_or_else(|e| panic!("{e:#}"));
         let steps: Vec<&StepDef> = files.iter().flat_map(|f| &f.step).collect();

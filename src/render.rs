@@ -119,6 +119,46 @@ const TEMPLATES: &[(&str, &str)] = &[
         "systemd/matrix-element-update.timer.j2",
         include_str!("../templates/systemd/matrix-element-update.timer.j2"),
     ),
+    (
+        "metrics/prometheus.yml.j2",
+        include_str!("../templates/metrics/prometheus.yml.j2"),
+    ),
+    (
+        "metrics/recording.rules.yml.j2",
+        include_str!("../templates/metrics/recording.rules.yml.j2"),
+    ),
+    (
+        "metrics/alert.rules.yml.j2",
+        include_str!("../templates/metrics/alert.rules.yml.j2"),
+    ),
+    (
+        "metrics/prometheus-dropin.conf.j2",
+        include_str!("../templates/metrics/prometheus-dropin.conf.j2"),
+    ),
+    (
+        "metrics/node-exporter-dropin.conf.j2",
+        include_str!("../templates/metrics/node-exporter-dropin.conf.j2"),
+    ),
+    (
+        "metrics/postgres-exporter-dropin.conf.j2",
+        include_str!("../templates/metrics/postgres-exporter-dropin.conf.j2"),
+    ),
+    (
+        "metrics/cert-expiry-textfile.sh.j2",
+        include_str!("../templates/metrics/cert-expiry-textfile.sh.j2"),
+    ),
+    (
+        "metrics/cert-expiry.service.j2",
+        include_str!("../templates/metrics/cert-expiry.service.j2"),
+    ),
+    (
+        "metrics/cert-expiry.timer.j2",
+        include_str!("../templates/metrics/cert-expiry.timer.j2"),
+    ),
+    (
+        "metrics/nginx-prometheus.conf.j2",
+        include_str!("../templates/metrics/nginx-prometheus.conf.j2"),
+    ),
 ];
 
 const PARTIALS: &[(&str, &str)] = &[(
@@ -136,6 +176,94 @@ pub struct RenderContext {
     pub facts: Facts,
     pub secrets: Secrets,
     pub paths: Paths,
+    /// Every Synapse process Prometheus scrapes ([`synapse_processes`]).
+    pub synapse_processes: Vec<SynapseProcess>,
+    /// The filesystems holding Synapse's media and the database, for the disk alerts.
+    pub disks: Vec<Disk>,
+}
+
+/// One Synapse process with its own metrics listener on loopback. The main process today; each worker
+/// becomes one more entry of [`synapse_processes`], and the scrape config and alerts follow.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SynapseProcess {
+    /// The `process` label of its metrics and alerts ("main", or the worker's name).
+    pub name: String,
+    pub unit: String,
+    pub metrics_port: u16,
+}
+
+/// The Synapse processes of this host, in one place: the metrics listeners, the scrape targets and
+/// the "Synapse down" alert are all rendered from this list.
+pub fn synapse_processes(_config: &HostConfig) -> Vec<SynapseProcess> {
+    vec![SynapseProcess {
+        name: "main".into(),
+        unit: "matrix-synapse".into(),
+        metrics_port: SYNAPSE_METRICS_PORT,
+    }]
+}
+
+/// A mount point and what of ours lives on it ("media", "database", or both).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Disk {
+    pub mountpoint: String,
+    pub holds: String,
+}
+
+/// Which mount holds each data directory: the longest mount point that is a prefix of its path.
+pub fn disks(mounts: &[String]) -> Vec<Disk> {
+    let mut out: Vec<Disk> = Vec::new();
+    for (what, path) in [
+        ("media", SYNAPSE_MEDIA_DIR),
+        ("database", POSTGRES_DATA_DIR),
+    ] {
+        let mount = mounts
+            .iter()
+            .filter(|m| {
+                let m = m.trim_end_matches('/');
+                path == m || path.starts_with(&format!("{m}/"))
+            })
+            .max_by_key(|m| m.len())
+            .cloned()
+            .unwrap_or_else(|| "/".into());
+        match out.iter_mut().find(|d| d.mountpoint == mount) {
+            Some(d) => d.holds.push_str(&format!(" and {what}")),
+            None => out.push(Disk {
+                mountpoint: mount,
+                holds: what.into(),
+            }),
+        }
+    }
+    out
+}
+
+/// Mount points from /proc/self/mountinfo (field 5, octal escapes such as `\040` decoded).
+pub fn mount_points(mountinfo: &str) -> Vec<String> {
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| {
+            let mut out = String::new();
+            let mut rest = m;
+            while let Some(i) = rest.find('\\') {
+                out.push_str(&rest[..i]);
+                let code = rest
+                    .get(i + 1..i + 4)
+                    .and_then(|c| u8::from_str_radix(c, 8).ok());
+                match code {
+                    Some(b) => {
+                        out.push(b as char);
+                        rest = &rest[i + 4..];
+                    }
+                    None => {
+                        out.push('\\');
+                        rest = &rest[i + 1..];
+                    }
+                }
+            }
+            out.push_str(rest);
+            out
+        })
+        .collect()
 }
 
 /// What preflight measured on the host.
@@ -149,6 +277,8 @@ pub struct Facts {
     pub release: crate::release::Release,
     /// The addresses on the host's interfaces (coturn must never relay to the host itself).
     pub addresses: Vec<String>,
+    /// Mount points (/proc/self/mountinfo): which filesystem the disk alerts watch.
+    pub mounts: Vec<String>,
 }
 
 /// The only secrets a template inlines. Every Synapse secret is referenced by a `*_path` file instead.
@@ -192,9 +322,42 @@ pub struct Paths {
     /// The binary the update timer runs: the package's own when apply runs from it, else where apply
     /// installs a copy of itself.
     pub binary: String,
+    /// Our Prometheus configuration (Debian's /etc/prometheus/prometheus.yml is a conffile we leave alone).
+    pub prometheus_config: String,
+    pub prometheus_recording_rules: String,
+    pub prometheus_alert_rules: String,
+    /// Prometheus's API and UI on loopback (doctor asks it; the SSH tunnel reaches it).
+    pub prometheus_url: String,
+    pub prometheus_port: u16,
+    pub node_exporter_port: u16,
+    pub postgres_exporter_port: u16,
+    /// node-exporter's textfile collector directory (Debian's default): `*.prom` files here are metrics.
+    pub textfile_dir: String,
+    /// Written by the backup job: [`BACKUP_SUCCESS_METRIC`], the Unix time of the last successful backup.
+    pub backup_textfile: String,
+    /// Written by the certificate-expiry timer: [`CERT_EXPIRY_METRIC`] per certbot lineage.
+    pub cert_textfile: String,
+    /// The script that timer runs.
+    pub cert_expiry_script: String,
+    /// Basic-auth users for Prometheus on the Synapse vhost (metrics.expose_ui).
+    pub prometheus_htpasswd: String,
+    /// [`BACKUP_SUCCESS_METRIC`] and [`CERT_EXPIRY_METRIC`], for the rule templates.
+    pub backup_metric: String,
+    pub cert_metric: String,
 }
 
+pub const SYNAPSE_METRICS_PORT: u16 = 9000;
+/// Where the package's homeserver.yaml keeps the media store, and Debian's PostgreSQL its clusters.
+pub const SYNAPSE_MEDIA_DIR: &str = "/var/lib/matrix-synapse/media";
+pub const POSTGRES_DATA_DIR: &str = "/var/lib/postgresql";
+/// Gauge in [`Paths::backup_textfile`]: Unix time of the last backup that succeeded. The backup alert
+/// fires when it is older than `metrics.backup_max_age`.
+pub const BACKUP_SUCCESS_METRIC: &str = "matrix_provision_backup_last_success_timestamp_seconds";
+/// Gauge in [`Paths::cert_textfile`], label `name`: notAfter of each certificate, as Unix time.
+pub const CERT_EXPIRY_METRIC: &str = "matrix_provision_certificate_expiry_timestamp_seconds";
+
 const CONFIG_DIR: &str = "/etc/matrix-provision";
+const TEXTFILE_DIR: &str = "/var/lib/prometheus/node-exporter";
 
 /// Where the .deb installs the binary (Cargo.toml `[package.metadata.deb]`).
 pub const PACKAGED_BINARY: &str = "/usr/sbin/matrix-provision";
@@ -225,6 +388,21 @@ impl Default for Paths {
             letsencrypt_live: "/etc/letsencrypt/live".into(),
             host_config: format!("{CONFIG_DIR}/host.toml"),
             binary: "/usr/local/bin/matrix-provision".into(),
+            prometheus_config: "/etc/prometheus/matrix-provision.yml".into(),
+            prometheus_recording_rules: "/etc/prometheus/matrix-provision-recording.rules.yml"
+                .into(),
+            prometheus_alert_rules: "/etc/prometheus/matrix-provision-alerts.rules.yml".into(),
+            prometheus_url: "http://127.0.0.1:9090".into(),
+            prometheus_port: 9090,
+            node_exporter_port: 9100,
+            postgres_exporter_port: 9187,
+            textfile_dir: TEXTFILE_DIR.into(),
+            backup_textfile: format!("{TEXTFILE_DIR}/matrix-provision-backup.prom"),
+            cert_textfile: format!("{TEXTFILE_DIR}/matrix-provision-certificates.prom"),
+            cert_expiry_script: "/usr/local/lib/matrix-provision/cert-expiry-textfile".into(),
+            prometheus_htpasswd: "/etc/nginx/matrix-provision-prometheus.htpasswd".into(),
+            backup_metric: BACKUP_SUCCESS_METRIC.into(),
+            cert_metric: CERT_EXPIRY_METRIC.into(),
         }
     }
 }
@@ -234,6 +412,8 @@ impl RenderContext {
     pub fn new(config: HostConfig, facts: Facts, secrets: Secrets) -> RenderContext {
         RenderContext {
             delegated: config.delegated(),
+            synapse_processes: synapse_processes(&config),
+            disks: disks(&facts.mounts),
             config,
             facts,
             secrets,
@@ -272,6 +452,7 @@ impl Renderer {
         env.set_auto_escape_callback(|_| AutoEscape::Custom("config"));
         env.set_formatter(plain_values_only);
         env.add_filter("shquote", shquote);
+        env.add_filter("seconds", seconds);
         env.add_function("raise", raise);
         for (name, source) in TEMPLATES.iter().chain(PARTIALS) {
             // The sources are compiled in and covered by the golden tests; a syntax error is a bug.
@@ -317,6 +498,28 @@ fn raise(message: String) -> Result<String, minijinja::Error> {
         minijinja::ErrorKind::InvalidOperation,
         message,
     ))
+}
+
+/// `{{ "26h"|seconds }}` → 93600: a validated Prometheus duration (config::check) in seconds, for PromQL
+/// arithmetic (`time() - x > 93600`), which takes no duration literals.
+fn seconds(value: String) -> Result<u64, minijinja::Error> {
+    let digits = value.bytes().take_while(u8::is_ascii_digit).count();
+    let (n, unit) = value.split_at(digits);
+    let unit_s = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        "w" => 604800,
+        _ => 0,
+    };
+    match n.parse::<u64>() {
+        Ok(n) if unit_s > 0 => Ok(n * unit_s),
+        _ => Err(minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            format!("`{value}` is not a duration in whole seconds (s, m, h, d, w)"),
+        )),
+    }
 }
 
 /// POSIX shell single quoting: `it's` → `'it'\''s'`. Quoted output is safe to write anywhere.
@@ -441,6 +644,31 @@ mod tests {
         let err = r.render("t/raise.j2", &ctx).unwrap_err().to_string();
         assert!(err.contains("unknown mode weird"), "{err}");
         assert!(err.contains("t/raise.j2"), "{err}");
+    }
+
+    #[test]
+    fn disks_name_the_mount_holding_each_directory() {
+        let mounts: Vec<String> = ["/", "/var/lib/postgresql", "/var/lib/matrix", "/boot"]
+            .map(String::from)
+            .into();
+        let d = disks(&mounts);
+        assert_eq!(d[0].mountpoint, "/");
+        assert_eq!(d[0].holds, "media");
+        assert_eq!(d[1].mountpoint, "/var/lib/postgresql");
+        assert_eq!(d[1].holds, "database");
+        let one = disks(&["/".to_string()]);
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].holds, "media and database");
+        assert_eq!(disks(&[])[0].mountpoint, "/");
+        let info = "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n23 22 8:2 / /srv/my\\040disk rw - ext4 /dev/sda2 rw\n";
+        assert_eq!(mount_points(info), ["/", "/srv/my disk"]);
+    }
+
+    #[test]
+    fn seconds_of_durations() {
+        assert_eq!(seconds("26h".into()).unwrap(), 93600);
+        assert_eq!(seconds("5m".into()).unwrap(), 300);
+        assert!(seconds("500ms".into()).is_err());
     }
 
     #[test]

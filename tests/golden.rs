@@ -80,6 +80,7 @@ fn defaults() -> HostConfig {
             element_releases_url: ELEMENT_RELEASES_URL.into(),
             element_signing_key: None,
         },
+        metrics: Default::default(),
     }
 }
 
@@ -101,6 +102,7 @@ fn on(release: Release, ram_mb: u64, cpus: u32) -> Facts {
             "::1".into(),
             "2001:db8:5::5".into(),
         ],
+        mounts: vec!["/".into(), "/var/lib/postgresql".into()],
     }
 }
 
@@ -137,6 +139,9 @@ fn variants() -> Vec<(&'static str, RenderContext)> {
     b.turn.external_ip = Some("203.0.113.7".into());
     b.turn.min_port = 50000;
     b.turn.max_port = 50999;
+    // Metrics through the SSH tunnel only, without federation (no federation queue alert).
+    b.metrics.enabled = true;
+    b.metrics.backup_max_age = "8d".into();
 
     // (c) open registration on a small VPS: 2 GB RAM, 1 CPU.
     let mut c = defaults();
@@ -146,6 +151,9 @@ fn variants() -> Vec<(&'static str, RenderContext)> {
     let mut d = defaults();
     d.element.enabled = false;
     d.turn.enabled = false;
+    // Metrics with the UI on the Synapse vhost, the database on its own filesystem.
+    d.metrics.enabled = true;
+    d.metrics.expose_ui = true;
 
     // (e, f) examples/host.toml as a user starts from, parsed, on each supported release: the codename,
     // the PostgreSQL cluster and what nginx the release has.
@@ -189,6 +197,10 @@ fn playbook_files(ctx: &RenderContext) -> Vec<RenderedFile> {
         "/var/lib/matrix-provision/secrets/postgres_password",
         POSTGRES_PASSWORD,
     );
+    let mountinfo: String = (ctx.facts.mounts.iter().enumerate())
+        .map(|(i, m)| format!("{i} 1 8:{i} / {m} rw - ext4 /dev/sda{i} rw\n"))
+        .collect();
+    sys.put("/proc/self/mountinfo", &mountinfo);
     sys.put(
         "/etc/matrix-synapse/secrets/turn_shared_secret",
         TURN_SECRET,

@@ -77,6 +77,17 @@ pub(super) const SCHEMA: &[(&str, &[Field])] = &[
         ],
     ),
     (
+        "metrics",
+        &[
+            ("enabled", Kind::Bool, "true"),
+            ("expose_ui", Kind::Bool, "false"),
+            ("scrape_interval", Kind::Str, "\"30s\""),
+            ("evaluation_interval", Kind::Str, "\"30s\""),
+            ("down_for", Kind::Str, "\"5m\""),
+            ("backup_max_age", Kind::Str, "\"26h\""),
+        ],
+    ),
+    (
         "sources",
         &[
             (

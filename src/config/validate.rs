@@ -353,6 +353,20 @@ pub(super) fn validate(raw: &Raw, issues: &mut Issues<'_>) -> HostConfig {
 
     let sources = sources(&mut v);
 
+    let d = Metrics::default();
+    let mut duration = |key: &str, default: &str| {
+        v.plain(&format!("metrics.{key}"), check::prom_duration, default)
+            .value
+    };
+    let metrics = Metrics {
+        scrape_interval: duration("scrape_interval", &d.scrape_interval),
+        evaluation_interval: duration("evaluation_interval", &d.evaluation_interval),
+        down_for: duration("down_for", &d.down_for),
+        backup_max_age: duration("backup_max_age", &d.backup_max_age),
+        enabled: v.boolean("metrics.enabled", false),
+        expose_ui: v.boolean("metrics.expose_ui", false),
+    };
+
     v.derived_issue("synapse.host", &synapse_host, &server_name);
     if element.enabled {
         v.derived_issue("element.host", &element_host, &server_name);
@@ -499,6 +513,7 @@ pub(super) fn validate(raw: &Raw, issues: &mut Issues<'_>) -> HostConfig {
         turn,
         firewall,
         sources,
+        metrics,
     }
 }
 
