@@ -6,6 +6,7 @@
 //! Everything goes through [`System`]: commands (`systemctl show`, `openssl`, `ufw`, `psql`, `df`) and
 //! HTTP GETs, so every check is unit-tested.
 
+pub mod prometheus;
 pub mod turn;
 
 use std::path::Path;
@@ -144,6 +145,10 @@ impl Doctor<'_> {
         }
         if c.element.enabled {
             out.push(self.element());
+        }
+        if c.metrics.enabled {
+            let url = crate::render::Paths::default().prometheus_url;
+            out.extend(prometheus::checks(self.sys, &url));
         }
         out.push(self.disk("disk: media store", "/var/lib/matrix-synapse"));
         out.push(self.disk("disk: database", "/var/lib/postgresql"));
