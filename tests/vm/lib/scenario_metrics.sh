@@ -59,9 +59,12 @@ scenario_metrics() {
     [ "$(tr '\n' ' ' <<<"$out")" = "127.0.0.1:9000 127.0.0.1:9090 127.0.0.1:9100 127.0.0.1:9187 " ]
   out=$(guest_run "$g" 'dpkg --verify prometheus prometheus-node-exporter prometheus-postgres-exporter; echo rc=$?' 2>&1 || true)
   check "$g: the packages' conffiles (prometheus.yml, /etc/default/*) are as shipped (dpkg --verify: $(tr '\n' ' ' <<<"$out"))" [ "$out" = rc=0 ]
-  out=$(guest_run "$g" 'cat /var/lib/prometheus/node-exporter/matrix-provision-certificates.prom' 2>&1 || true)
-  check "$g: the certificate-expiry timer wrote one metric per certificate" \
-    [ "$(grep -c '^matrix_provision_certificate_expiry_timestamp_seconds{name="matrix.example.test"} [0-9]' <<<"$out")" -eq 1 ]
+  if wait_for "$g" 30 guest_run "$g" 'grep -q "^matrix_provision_certificate_expiry_timestamp_seconds{name=\"matrix.example.test\"} [0-9]" /var/lib/prometheus/node-exporter/matrix-provision-certificates.prom' 2>/dev/null; then
+    pass "$g: the certificate-expiry timer wrote the expiry of each certificate for node-exporter"
+  else
+    fail "$g: the certificate-expiry timer wrote the expiry of each certificate for node-exporter"
+    guest_run "$g" 'systemctl status --no-pager matrix-provision-cert-expiry.timer matrix-provision-cert-expiry.service; journalctl -u matrix-provision-cert-expiry.service --no-pager -o cat | tail -n 20' 2>&1 | show_tail /dev/stdin 30
+  fi
 
   # The UI on the Synapse vhost: 401 without the password, the API with it.
   out=$(guest_run "$g" 'curl -fsS --cacert /srv/fixtures/pebble/ca.pem https://localhost:15000/roots/0 > /root/pebble-roots.pem
@@ -69,7 +72,7 @@ scenario_metrics() {
     curl -s -o /dev/null -w "%{http_code} " --cacert /root/pebble-roots.pem "$u"
     curl -s -o /dev/null -w "%{http_code} " --cacert /root/pebble-roots.pem -u metrics:wrong "$u"
     curl -s -o /dev/null -w "%{http_code}" --cacert /root/pebble-roots.pem -u "metrics:$(cat /var/lib/matrix-provision/secrets/prometheus_ui_password)" "$u"
-    grep -c "^metrics:\$6\$" /etc/nginx/matrix-provision-prometheus.htpasswd' 2>&1 || true)
+    grep -c "^metrics:[$]6[$]" /etc/nginx/matrix-provision-prometheus.htpasswd' 2>&1 || true)
   check "$g: /prometheus/ on the Synapse vhost: 401, 401 with a wrong password, 200 with the generated one, stored hashed ($(tr '\n' ' ' <<<"$out"))" \
     [ "$(tr '\n' ' ' <<<"$out")" = "401 401 200 1 " ]
 
