@@ -188,6 +188,8 @@ enum Kind {
     /// A file of ours that host.toml no longer wants.
     Absent {
         path: PathBuf,
+        #[serde(default)]
+        prune_dir: bool,
     },
     /// A unit of a feature now off: stopped and disabled while `marker` (our drop-in) exists.
     UnitOff {
@@ -654,7 +656,7 @@ fn make_step(
             ssh_ports: config.firewall.ssh_ports.clone(),
             allow,
         }),
-        Kind::Absent { path } => Box::new(AbsentStep { path }),
+        Kind::Absent { path, prune_dir } => Box::new(AbsentStep { path, prune_dir }),
         Kind::UnitOff { unit, marker } => Box::new(UnitOffStep { unit, marker }),
         Kind::Htpasswd {
             path,

@@ -180,12 +180,36 @@ impl Step for PostgresRoleStep {
 /// the run. The last contents stay under the backup directory, like every file we replace.
 pub struct AbsentStep {
     pub path: PathBuf,
+    /// Also remove its directory once empty (a drop-in's `<unit>.d/`, which only we made).
+    pub prune_dir: bool,
+}
+
+impl AbsentStep {
+    /// The parent directory when it is to go: pruning asked for and nothing else left in it.
+    fn empty_dir(&self, ctx: &Ctx) -> Result<Option<PathBuf>> {
+        let Some(dir) = self.path.parent().filter(|_| self.prune_dir) else {
+            return Ok(None);
+        };
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        Ok(match ctx.sys.list_dir(dir)? {
+            Some(entries) if entries.iter().all(|(n, _)| Some(n) == name.as_ref()) => {
+                Some(dir.to_path_buf())
+            }
+            _ => None,
+        })
+    }
 }
 
 impl Step for AbsentStep {
     fn check(&self, ctx: &Ctx) -> Result<Change> {
         match ctx.sys.stat(&self.path)? {
-            None => Ok(Change::in_sync()),
+            None => Ok(match self.empty_dir(ctx)? {
+                Some(dir) => Change::modify(format!("remove empty directory {}", dir.display())),
+                None => Change::in_sync(),
+            }),
             Some(s) if s.kind == FileKind::File || s.kind == FileKind::Symlink => {
                 Ok(Change::modify(format!("remove {}", self.path.display())))
             }
@@ -216,7 +240,13 @@ impl Step for AbsentStep {
                 ctx.sys.write(&spec, &old)?;
             }
         }
-        ctx.sys.remove(&self.path)
+        if ctx.sys.stat(&self.path)?.is_some() {
+            ctx.sys.remove(&self.path)?;
+        }
+        match self.empty_dir(ctx)? {
+            Some(dir) => ctx.sys.remove_tree(&dir),
+            None => Ok(()),
+        }
     }
 }
 
@@ -293,6 +323,7 @@ mod tests {
         let ctx = Ctx::new(&sys, &secrets);
         let step = AbsentStep {
             path: "/etc/x/drop.conf".into(),
+            prune_dir: false,
         };
         assert!(step.check(&ctx).unwrap().is_in_sync());
         sys.put("/etc/x/drop.conf", "old");
@@ -304,6 +335,39 @@ mod tests {
         assert!(step.check(&ctx).unwrap().is_in_sync());
         sys.mkdir(&step.path, (0, 0), 0o755).unwrap();
         assert!(step.check(&ctx).is_err());
+    }
+
+    #[test]
+    fn absent_drop_in_takes_its_empty_directory_along_but_not_a_shared_one() {
+        let sys = FakeSystem::new();
+        let secrets = SecretStore::new();
+        let ctx = Ctx::new(&sys, &secrets);
+        let step = AbsentStep {
+            path: "/etc/systemd/system/p.service.d/matrix-provision.conf".into(),
+            prune_dir: true,
+        };
+        sys.put("/etc/systemd/system/p.service.d/matrix-provision.conf", "x");
+        sys.put("/etc/systemd/system/p.service.d/admin.conf", "mine");
+        let c = step.check(&ctx).unwrap();
+        step.apply(&ctx, &c).unwrap();
+        assert!(sys
+            .get("/etc/systemd/system/p.service.d/admin.conf")
+            .is_some());
+        assert!(step.check(&ctx).unwrap().is_in_sync());
+        sys.remove("/etc/systemd/system/p.service.d/admin.conf".as_ref())
+            .unwrap();
+        // Only our empty directory left (a run killed after the file went): removed next time.
+        let c = step.check(&ctx).unwrap();
+        assert_eq!(
+            c.summary,
+            "remove empty directory /etc/systemd/system/p.service.d"
+        );
+        step.apply(&ctx, &c).unwrap();
+        assert!(sys
+            .stat("/etc/systemd/system/p.service.d".as_ref())
+            .unwrap()
+            .is_none());
+        assert!(step.check(&ctx).unwrap().is_in_sync());
     }
 
     #[test]

@@ -54,6 +54,23 @@ scenario_metrics() {
   else
     fail "$g: Prometheus scrapes all 4 targets, every one up ($(prom_query "$g" /api/v1/targets 2>&1 | tr '\n' ' '))"
   fi
+  # Every series an alert or recording rule reads exists (no rule silently watching nothing); the backup
+  # metric is the backup job's to write and absent here.
+  out=$(guest_run "$g" 'python3 -' <<'PY' 2>&1 || true
+import json, urllib.parse, urllib.request
+missing = []
+for m in ["up", "pg_up", "pg_stat_activity_count", "pg_settings_max_connections", "node_filesystem_avail_bytes",
+          "node_filesystem_size_bytes", "node_textfile_mtime_seconds", "synapse_federation_transaction_queue_pending_pdus",
+          "synapse_federation_transaction_queue_pending_edus", "synapse_federation_client_sent_edus_total",
+          "synapse_federation_transaction_queue_pending"]:
+    q = urllib.parse.urlencode({"query": "count(%s)" % m})
+    r = json.load(urllib.request.urlopen("http://127.0.0.1:9090/api/v1/query?" + q, timeout=5))["data"]["result"]
+    if not r:
+        missing.append(m)
+print("missing: " + " ".join(missing) if missing else "all present")
+PY
+)
+  check "$g: the series the rules read exist ($out)" [ "$out" = "all present" ]
   out=$(guest_run "$g" "ss -Hltn '( sport = :9090 or sport = :9100 or sport = :9187 or sport = :9000 )' | awk '{print \$4}' | sort" 2>&1 || true)
   check "$g: Prometheus, both exporters and Synapse's metrics listen on 127.0.0.1 only ($(tr '\n' ' ' <<<"$out"))" \
     [ "$(tr '\n' ' ' <<<"$out")" = "127.0.0.1:9000 127.0.0.1:9090 127.0.0.1:9100 127.0.0.1:9187 " ]
@@ -63,7 +80,8 @@ scenario_metrics() {
     pass "$g: the certificate-expiry timer wrote the expiry of each certificate for node-exporter"
   else
     fail "$g: the certificate-expiry timer wrote the expiry of each certificate for node-exporter"
-    guest_run "$g" 'systemctl status --no-pager matrix-provision-cert-expiry.timer matrix-provision-cert-expiry.service; journalctl -u matrix-provision-cert-expiry.service --no-pager -o cat | tail -n 20' 2>&1 | show_tail /dev/stdin 30
+    guest_run "$g" 'cat /var/lib/prometheus/node-exporter/matrix-provision-certificates.prom; ls -la /etc/letsencrypt/live/; command -v openssl;
+      sh -x /usr/local/lib/matrix-provision/cert-expiry-textfile 2>&1 | tail -n 12' 2>&1 | show_tail /dev/stdin 30
   fi
 
   # The UI on the Synapse vhost: 401 without the password, the API with it.
@@ -71,7 +89,7 @@ scenario_metrics() {
     u=https://matrix.example.test/prometheus/api/v1/targets
     curl -s -o /dev/null -w "%{http_code} " --cacert /root/pebble-roots.pem "$u"
     curl -s -o /dev/null -w "%{http_code} " --cacert /root/pebble-roots.pem -u metrics:wrong "$u"
-    curl -s -o /dev/null -w "%{http_code}" --cacert /root/pebble-roots.pem -u "metrics:$(cat /var/lib/matrix-provision/secrets/prometheus_ui_password)" "$u"
+    curl -s -o /dev/null -w "%{http_code}\n" --cacert /root/pebble-roots.pem -u "metrics:$(cat /var/lib/matrix-provision/secrets/prometheus_ui_password)" "$u"
     grep -c "^metrics:[$]6[$]" /etc/nginx/matrix-provision-prometheus.htpasswd' 2>&1 || true)
   check "$g: /prometheus/ on the Synapse vhost: 401, 401 with a wrong password, 200 with the generated one, stored hashed ($(tr '\n' ' ' <<<"$out"))" \
     [ "$(tr '\n' ' ' <<<"$out")" = "401 401 200 1 " ]
@@ -106,7 +124,7 @@ scenario_metrics() {
   expect_rc "$g: apply with metrics.enabled = false" 0 $rc "$g-apply-off.log"
   out=$(guest_run "$g" 'for u in prometheus prometheus-node-exporter prometheus-postgres-exporter matrix-provision-cert-expiry.timer; do
       echo "$u $(systemctl is-active $u) $(systemctl is-enabled $u 2>/dev/null || true)"; done
-    ls /etc/systemd/system/prometheus*.service.d/ /etc/prometheus/matrix-provision* /etc/nginx/snippets/matrix-provision-prometheus.conf \
+    ls -d /etc/systemd/system/prometheus*.service.d /etc/prometheus/matrix-provision* /etc/nginx/snippets/matrix-provision-prometheus.conf \
       /etc/nginx/matrix-provision-prometheus.htpasswd /etc/systemd/system/matrix-provision-cert-expiry.* 2>/dev/null
     ss -Hltn "( sport = :9000 or sport = :9090 )"
     runuser -u postgres -- psql -Atc "select count(*) from pg_roles where rolname = '"'"'prometheus'"'"'"' 2>&1 || true)
