@@ -1,9 +1,10 @@
 //! The config files matrix-provision writes, rendered from minijinja templates compiled into the binary.
 //!
 //! The templates live in `templates/` and see exactly one context, [`RenderContext`]: the validated
-//! host.toml, the host facts, the two secrets that must be inlined, and the fixed paths. Rendering is
+//! host.toml, the host facts, the two secrets that must be inlined, and the layout (`paths`). Rendering is
 //! strict: an unknown variable is an error, never an empty string in a config file.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use anyhow::{anyhow, Result};
@@ -11,6 +12,8 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
 use serde::Serialize;
 
 use crate::config::HostConfig;
+use crate::layout::Layout;
+use crate::secrets::{Secret, SecretStore};
 
 /// Templates that render to a file, in the order a reader would meet them.
 /// Names starting with `_` (below) are partials: imported by others, never rendered alone.
@@ -175,31 +178,10 @@ pub struct RenderContext {
     pub delegated: bool,
     pub facts: Facts,
     pub secrets: Secrets,
-    pub paths: Paths,
-    /// Every Synapse process Prometheus scrapes ([`synapse_processes`]).
-    pub synapse_processes: Vec<SynapseProcess>,
+    /// Every host path, port and unit (crate::layout), as `paths`.
+    pub paths: Layout,
     /// The filesystems holding Synapse's media and the database, for the disk alerts.
     pub disks: Vec<Disk>,
-}
-
-/// One Synapse process with its own metrics listener on loopback. The main process today; each worker
-/// becomes one more entry of [`synapse_processes`], and the scrape config and alerts follow.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct SynapseProcess {
-    /// The `process` label of its metrics and alerts ("main", or the worker's name).
-    pub name: String,
-    pub unit: String,
-    pub metrics_port: u16,
-}
-
-/// The Synapse processes of this host, in one place: the metrics listeners, the scrape targets and
-/// the "Synapse down" alert are all rendered from this list.
-pub fn synapse_processes(_config: &HostConfig) -> Vec<SynapseProcess> {
-    vec![SynapseProcess {
-        name: "main".into(),
-        unit: "matrix-synapse".into(),
-        metrics_port: SYNAPSE_METRICS_PORT,
-    }]
 }
 
 /// A mount point and what of ours lives on it ("media", "database", or both).
@@ -213,8 +195,8 @@ pub struct Disk {
 pub fn disks(mounts: &[String]) -> Vec<Disk> {
     let mut out: Vec<Disk> = Vec::new();
     for (what, path) in [
-        ("media", SYNAPSE_MEDIA_DIR),
-        ("database", POSTGRES_DATA_DIR),
+        ("media", crate::layout::SYNAPSE_MEDIA_DIR),
+        ("database", crate::layout::POSTGRES_DATA_DIR),
     ] {
         let mount = mounts
             .iter()
@@ -281,143 +263,66 @@ pub struct Facts {
     pub mounts: Vec<String>,
 }
 
-/// The only secrets a template inlines. Every Synapse secret is referenced by a `*_path` file instead.
-#[derive(Clone, Serialize)]
-pub struct Secrets {
-    pub postgres_password: String,
-    pub turn_shared_secret: String,
+/// The secrets the playbooks' `secret` steps declare, by step name: a template inlines one as
+/// `secrets.<name>` (every Synapse secret is referenced by a `*_path` file instead). A name no step
+/// declares is undefined, so rendering fails on it (strict mode): renaming a secret in a playbook without
+/// its template is a render error, never an empty password in a config file.
+#[derive(Clone, Default)]
+pub struct Secrets(BTreeMap<String, Secret>);
+
+impl Secrets {
+    /// Every secret `store` loaded (one per secret step).
+    pub fn from_store(store: &SecretStore) -> Secrets {
+        Secrets(
+            store
+                .named()
+                .map(|(name, secret)| (name.to_string(), secret.clone()))
+                .collect(),
+        )
+    }
+}
+
+impl<const N: usize> From<[(&str, Secret); N]> for Secrets {
+    fn from(entries: [(&str, Secret); N]) -> Secrets {
+        Secrets(
+            entries
+                .into_iter()
+                .map(|(name, secret)| (name.to_string(), secret))
+                .collect(),
+        )
+    }
+}
+
+impl Serialize for Secrets {
+    // The values reach the template engine only; Debug (below) is what logs and errors see.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(name, s)| (name, s.expose())))
+    }
 }
 
 impl fmt::Debug for Secrets {
     // A context dumped into a log or an error must not carry the secrets along.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Secrets")
-            .field("postgres_password", &"[redacted]")
-            .field("turn_shared_secret", &"[redacted]")
-            .finish()
-    }
-}
-
-/// Fixed locations on the host that several templates (and the playbook) must agree on.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Paths {
-    /// One file per Synapse secret: registration_shared_secret, macaroon_secret_key, form_secret,
-    /// turn_shared_secret.
-    pub secrets_dir: String,
-    /// certbot `--webroot-path`; nginx serves `/.well-known/acme-challenge/` from here on port 80.
-    pub acme_webroot: String,
-    /// Element releases live under here (the updater user's tree); `current` is the served release.
-    pub element_root: String,
-    /// Our own root-owned configuration directory (0755: nginx reads Element's config.json below it).
-    pub config_dir: String,
-    /// Root-owned directory holding our Element `config.json`, outside the updater-writable tree; nginx
-    /// serves `/config.json` from it.
-    pub element_config_dir: String,
-    /// coturn's copy of the TURN certificate (turnserver cannot read /etc/letsencrypt/live).
-    pub coturn_cert_dir: String,
-    /// certbot's live directory: `<letsencrypt_live>/<host>/{fullchain,privkey}.pem`.
-    pub letsencrypt_live: String,
-    /// The copy of host.toml the Element update timer reads.
-    pub host_config: String,
-    /// The binary the update timer runs: the package's own when apply runs from it, else where apply
-    /// installs a copy of itself.
-    pub binary: String,
-    /// Our Prometheus configuration (Debian's /etc/prometheus/prometheus.yml is a conffile we leave alone).
-    pub prometheus_config: String,
-    pub prometheus_recording_rules: String,
-    pub prometheus_alert_rules: String,
-    /// Prometheus's API and UI on loopback (doctor asks it; the SSH tunnel reaches it).
-    pub prometheus_url: String,
-    pub prometheus_port: u16,
-    pub node_exporter_port: u16,
-    pub postgres_exporter_port: u16,
-    /// node-exporter's textfile collector directory (Debian's default): `*.prom` files here are metrics.
-    pub textfile_dir: String,
-    /// Written by the backup job: [`BACKUP_SUCCESS_METRIC`], the Unix time of the last successful backup.
-    pub backup_textfile: String,
-    /// Written by the certificate-expiry timer: [`CERT_EXPIRY_METRIC`] per certbot lineage.
-    pub cert_textfile: String,
-    /// The script that timer runs.
-    pub cert_expiry_script: String,
-    /// Basic-auth users for Prometheus on the Synapse vhost (metrics.expose_ui).
-    pub prometheus_htpasswd: String,
-    /// [`BACKUP_SUCCESS_METRIC`] and [`CERT_EXPIRY_METRIC`], for the rule templates.
-    pub backup_metric: String,
-    pub cert_metric: String,
-}
-
-pub const SYNAPSE_METRICS_PORT: u16 = 9000;
-/// Where the package's homeserver.yaml keeps the media store, and Debian's PostgreSQL its clusters.
-pub const SYNAPSE_MEDIA_DIR: &str = "/var/lib/matrix-synapse/media";
-pub const POSTGRES_DATA_DIR: &str = "/var/lib/postgresql";
-/// Gauge in [`Paths::backup_textfile`]: Unix time of the last backup that succeeded. The backup alert
-/// fires when it is older than `metrics.backup_max_age`.
-pub const BACKUP_SUCCESS_METRIC: &str = "matrix_provision_backup_last_success_timestamp_seconds";
-/// Gauge in [`Paths::cert_textfile`], label `name`: notAfter of each certificate, as Unix time.
-pub const CERT_EXPIRY_METRIC: &str = "matrix_provision_certificate_expiry_timestamp_seconds";
-
-const CONFIG_DIR: &str = "/etc/matrix-provision";
-const TEXTFILE_DIR: &str = "/var/lib/prometheus/node-exporter";
-
-/// Where the .deb installs the binary (Cargo.toml `[package.metadata.deb]`).
-pub const PACKAGED_BINARY: &str = "/usr/sbin/matrix-provision";
-
-impl Paths {
-    /// The standard paths for a run of the binary at `self_exe`. Run from the package, the timer uses the
-    /// package's binary itself: a copy in /usr/local/bin would go stale at the next package upgrade and,
-    /// being first in PATH, shadow the upgraded one for the admin too.
-    pub fn for_exe(self_exe: &std::path::Path) -> Paths {
-        let mut paths = Paths::default();
-        if self_exe == std::path::Path::new(PACKAGED_BINARY) {
-            paths.binary = PACKAGED_BINARY.into();
-        }
-        paths
-    }
-}
-
-impl Default for Paths {
-    fn default() -> Self {
-        Paths {
-            secrets_dir: "/etc/matrix-synapse/secrets".into(),
-            // Under /var/www, not the private state dir: nginx (www-data) must be able to read challenges.
-            acme_webroot: "/var/www/letsencrypt".into(),
-            element_root: "/var/www/element".into(),
-            config_dir: CONFIG_DIR.into(),
-            element_config_dir: format!("{CONFIG_DIR}/element"),
-            coturn_cert_dir: "/etc/coturn/certs".into(),
-            letsencrypt_live: "/etc/letsencrypt/live".into(),
-            host_config: format!("{CONFIG_DIR}/host.toml"),
-            binary: "/usr/local/bin/matrix-provision".into(),
-            prometheus_config: "/etc/prometheus/matrix-provision.yml".into(),
-            prometheus_recording_rules: "/etc/prometheus/matrix-provision-recording.rules.yml"
-                .into(),
-            prometheus_alert_rules: "/etc/prometheus/matrix-provision-alerts.rules.yml".into(),
-            prometheus_url: "http://127.0.0.1:9090".into(),
-            prometheus_port: 9090,
-            node_exporter_port: 9100,
-            postgres_exporter_port: 9187,
-            textfile_dir: TEXTFILE_DIR.into(),
-            backup_textfile: format!("{TEXTFILE_DIR}/matrix-provision-backup.prom"),
-            cert_textfile: format!("{TEXTFILE_DIR}/matrix-provision-certificates.prom"),
-            cert_expiry_script: "/usr/local/lib/matrix-provision/cert-expiry-textfile".into(),
-            prometheus_htpasswd: "/etc/nginx/matrix-provision-prometheus.htpasswd".into(),
-            backup_metric: BACKUP_SUCCESS_METRIC.into(),
-            cert_metric: CERT_EXPIRY_METRIC.into(),
-        }
+        f.debug_map().entries(self.0.iter()).finish()
     }
 }
 
 impl RenderContext {
-    /// The usual context: `delegated` derived from the config, the standard paths.
+    /// The usual context: `delegated` derived from the config, the layout for a binary not run from the
+    /// package (playbook::build passes the real one).
     pub fn new(config: HostConfig, facts: Facts, secrets: Secrets) -> RenderContext {
+        let paths = Layout::new(
+            &config,
+            &facts.release,
+            std::path::Path::new(crate::layout::INSTALLED_BINARY),
+        );
         RenderContext {
             delegated: config.delegated(),
-            synapse_processes: synapse_processes(&config),
             disks: disks(&facts.mounts),
             config,
             facts,
             secrets,
-            paths: Paths::default(),
+            paths,
         }
     }
 
@@ -453,6 +358,7 @@ impl Renderer {
         env.set_formatter(plain_values_only);
         env.add_filter("shquote", shquote);
         env.add_filter("seconds", seconds);
+        env.add_filter("tojson", tojson_defined);
         env.add_function("raise", raise);
         for (name, source) in TEMPLATES.iter().chain(PARTIALS) {
             // The sources are compiled in and covered by the golden tests; a syntax error is a bug.
@@ -498,6 +404,22 @@ fn raise(message: String) -> Result<String, minijinja::Error> {
         minijinja::ErrorKind::InvalidOperation,
         message,
     ))
+}
+
+/// minijinja's `tojson`, but an undefined value (a misspelt key, a secret no step declares) is an error
+/// instead of `null`: strict mode alone lets undefined through filters.
+fn tojson_defined(
+    value: &Value,
+    indent: Option<Value>,
+    args: minijinja::value::Kwargs,
+) -> Result<Value, minijinja::Error> {
+    if value.is_undefined() {
+        return Err(minijinja::Error::new(
+            minijinja::ErrorKind::UndefinedError,
+            "tojson of an undefined value",
+        ));
+    }
+    minijinja::filters::tojson(value, indent, args)
 }
 
 /// `{{ "26h"|seconds }}` → 93600: a validated Prometheus duration (config::check) in seconds, for PromQL
@@ -682,15 +604,52 @@ mod tests {
 
     #[test]
     fn secrets_debug_is_redacted() {
-        let s = Secrets {
-            postgres_password: "hunter2".into(),
-            turn_shared_secret: "swordfish".into(),
-        };
+        let s = Secrets::from([
+            ("postgres_password", Secret::from_stored("hunter2")),
+            ("turn_shared_secret", Secret::from_stored("swordfish")),
+        ]);
         let dbg = format!("{s:?}");
         assert!(
-            !dbg.contains("hunter2") && !dbg.contains("swordfish"),
+            !dbg.contains("hunter2")
+                && !dbg.contains("swordfish")
+                && dbg.contains("postgres_password"),
             "{dbg}"
         );
+    }
+
+    /// A template naming a secret no secret step declares (renamed in the playbook only) does not render.
+    #[test]
+    fn an_undeclared_secret_is_a_render_error() {
+        let mut r = Renderer::new();
+        r.env
+            .add_template(
+                "t/db.j2",
+                "password: {{ secrets.postgres_password|tojson }}\nsecret={{ secrets.turn_shared_secret }}\n",
+            )
+            .unwrap();
+        let ctx = |s: Secrets| Value::from_serialize(serde_json::json!({ "secrets": s }));
+        let both = Secrets::from([
+            ("postgres_password", Secret::from_stored("pw")),
+            ("turn_shared_secret", Secret::from_stored("ts")),
+        ]);
+        assert_eq!(
+            r.render("t/db.j2", &ctx(both)).unwrap(),
+            "password: \"pw\"\nsecret=ts\n"
+        );
+        for (name, other) in [
+            ("pg_password", "turn_shared_secret"),
+            ("postgres_password", "turn_secret"),
+        ] {
+            let renamed = Secrets::from([
+                (name, Secret::from_stored("pw")),
+                (other, Secret::from_stored("ts")),
+            ]);
+            let err = r.render("t/db.j2", &ctx(renamed)).unwrap_err().to_string();
+            assert!(
+                err.contains("t/db.j2") && err.contains("undefined"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

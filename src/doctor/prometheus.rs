@@ -6,7 +6,10 @@ use serde_json::Value;
 use super::{Check, Level};
 use crate::system::System;
 
-const UI_HINT: &str = "see them in the UI through an SSH tunnel: ssh -N -L 9090:127.0.0.1:9090 root@<host>, then http://localhost:9090/classic/targets";
+fn ui_hint(page: &str) -> String {
+    let (addr, port) = (crate::layout::LOOPBACK, crate::layout::PROMETHEUS_PORT);
+    format!("see them in the UI through an SSH tunnel: ssh -N -L {port}:{addr}:{port} root@<host>, then http://localhost:{port}/classic/{page}")
+}
 
 fn data(sys: &dyn System, url: &str) -> Result<Value, String> {
     let body = sys.http_get(url).map_err(|e| format!("{e:#}"))?;
@@ -68,7 +71,10 @@ pub fn checks(sys: &dyn System, base: &str) -> Vec<Check> {
         Check::fail(
             "prometheus targets",
             format!("{} of {} down: {}", down.len(), list.len(), down.join("; ")),
-            format!("systemctl status for the unit behind each; {UI_HINT}"),
+            format!(
+                "systemctl status for the unit behind each; {}",
+                ui_hint("targets")
+            ),
         )
     } else if !unknown.is_empty() {
         Check::bad(
@@ -122,14 +128,14 @@ pub fn checks(sys: &dyn System, base: &str) -> Vec<Check> {
         Check::fail(
             "prometheus alerts",
             format!("firing: {}", firing.join("; ")),
-            UI_HINT.replace("targets", "alerts"),
+            ui_hint("alerts"),
         )
     } else if !pending.is_empty() {
         Check::bad(
             Level::Warn,
             "prometheus alerts",
             format!("none firing; pending: {}", pending.join("; ")),
-            UI_HINT.replace("targets", "alerts"),
+            ui_hint("alerts"),
         )
     } else {
         Check::ok("prometheus alerts", "none firing")
