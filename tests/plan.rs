@@ -212,6 +212,23 @@ fn metrics_plan_on_and_off() {
     ] {
         assert!(ids.contains(&id), "{id} not planned: {ids:?}");
     }
+    // The certificate-expiry timer's first run (5 s after its start) must find the certificates.
+    let config =
+        matrix_provision::config::parse(&format!("{BASE}[metrics]\nenabled = true\n"), "host.toml")
+            .unwrap();
+    let graph = playbook::build(&config, &inputs(), &fresh_host(), true).unwrap();
+    let timer = graph
+        .nodes
+        .iter()
+        .find(|n| n.id == "metrics-cert-expiry-timer")
+        .unwrap();
+    for name in playbook::cert_names(&config) {
+        assert!(
+            timer.after.contains(&format!("cert-{name}")),
+            "{:?}",
+            timer.after
+        );
+    }
     let (_, report, json) = plan("");
     assert!(!report.failed(), "{json}");
     let cleanup: Vec<_> = report
