@@ -20,6 +20,7 @@ use crate::steps::{
     element::{ElementStep, SystemUserStep},
     file::{Contents, DirStep, FileStep, Owner, SymlinkStep, UnlinkStep},
     firewall::FirewallStep,
+    metrics::{AbsentStep, HtpasswdStep, PostgresRoleStep, UnitOffStep},
     packages::PackagesStep,
     postgres::PostgresStep,
     preflight::PreflightStep,
@@ -57,6 +58,10 @@ pub const PLAYBOOKS: &[(&str, &str)] = &[
     (
         "60-firewall.toml",
         include_str!("../playbooks/60-firewall.toml"),
+    ),
+    (
+        "70-metrics.toml",
+        include_str!("../playbooks/70-metrics.toml"),
     ),
 ];
 
@@ -180,6 +185,37 @@ enum Kind {
     AdminUser {
         name: String,
     },
+    /// A file of ours that host.toml no longer wants.
+    Absent {
+        path: PathBuf,
+        #[serde(default)]
+        prune_dir: bool,
+    },
+    /// A unit of a feature now off: stopped and disabled while `marker` (our drop-in) exists.
+    UnitOff {
+        unit: String,
+        marker: PathBuf,
+    },
+    Htpasswd {
+        path: PathBuf,
+        user: String,
+        secret: String,
+        owner: String,
+        mode: String,
+    },
+    PostgresRole {
+        role: String,
+        #[serde(default)]
+        member_of: Vec<String>,
+        #[serde(default = "yes")]
+        present: bool,
+        #[serde(default)]
+        marker: Option<PathBuf>,
+    },
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `tls = [{ name, port, cert }]` of a service step: what it presents on a TLS port.
@@ -238,7 +274,9 @@ fn written_dir(kind: &Kind) -> Option<PathBuf> {
     let path = match kind {
         Kind::Template { dest, .. } | Kind::Copy { dest, .. } => dest,
         Kind::Symlink { link, .. } => link,
-        Kind::Secret { path, .. } | Kind::AptKeyring { dest: path, .. } => path,
+        Kind::Secret { path, .. }
+        | Kind::AptKeyring { dest: path, .. }
+        | Kind::Htpasswd { path, .. } => path,
         _ => return None,
     };
     path.parent().map(PathBuf::from)
@@ -268,6 +306,13 @@ pub fn facts(sys: &dyn System) -> render::Facts {
         cpus: f.cpus,
         release,
         addresses: f.addresses.iter().map(|a| a.to_string()).collect(),
+        // Unreadable (a fake host, a plan as a user): every directory counts as on "/".
+        mounts: sys
+            .read(std::path::Path::new("/proc/self/mountinfo"))
+            .ok()
+            .flatten()
+            .map(|b| render::mount_points(&String::from_utf8_lossy(&b)))
+            .unwrap_or_default(),
     }
 }
 
@@ -562,6 +607,31 @@ fn make_step(
             ssh_ports: config.firewall.ssh_ports.clone(),
             allow,
         }),
+        Kind::Absent { path, prune_dir } => Box::new(AbsentStep { path, prune_dir }),
+        Kind::UnitOff { unit, marker } => Box::new(UnitOffStep { unit, marker }),
+        Kind::Htpasswd {
+            path,
+            user,
+            secret,
+            owner,
+            mode,
+        } => Box::new(HtpasswdStep {
+            path,
+            user,
+            secret,
+            owner: Owner::parse(&owner, &mode)?,
+        }),
+        Kind::PostgresRole {
+            role,
+            member_of,
+            present,
+            marker,
+        } => Box::new(PostgresRoleStep {
+            role,
+            member_of,
+            present,
+            marker,
+        }),
         Kind::AdminUser { name } => Box::new(AdminUserStep {
             localpart: name,
             server_name: config.server_name.clone(),
@@ -600,6 +670,7 @@ mod tests {
             cpus: 2,
             release,
             addresses: vec!["127.0.0.1".into()],
+            mounts: vec!["/".into()],
         };
         let ctx = RenderContext::new(config.clone(), facts, &inputs);
         let files = definitions(&Renderer::new(), &ctx).unwrap_or_else(|e| panic!("{e:#}"));

@@ -193,3 +193,49 @@ fn the_plan_allows_the_detected_ssh_port_first() {
     assert_eq!(items[0], "ufw allow 2222/tcp");
     assert_eq!(items.last().unwrap(), "ufw --force enable");
 }
+
+/// `[metrics]` on and off both plan on a fresh host; on, the exporters, Prometheus (its files checked by
+/// promtool) and the UI's htpasswd are planned; off (the default), nothing of it is installed and the
+/// cleanup steps find nothing to do there.
+#[test]
+fn metrics_plan_on_and_off() {
+    let (_, report, json) = plan("[metrics]\nenabled = true\nexpose_ui = true\n");
+    assert!(!report.failed(), "{json}");
+    let ids: Vec<&str> = report.outcomes.iter().map(|o| o.id.as_str()).collect();
+    for id in [
+        "prometheus-config",
+        "prometheus-alert-rules",
+        "metrics-prometheus-service",
+        "metrics-prometheus-postgres-exporter-dropin",
+        "metrics-htpasswd",
+        "metrics-postgres-role",
+    ] {
+        assert!(ids.contains(&id), "{id} not planned: {ids:?}");
+    }
+    // The certificate-expiry timer's first run (5 s after its start) must find the certificates.
+    let config =
+        matrix_provision::config::parse(&format!("{BASE}[metrics]\nenabled = true\n"), "host.toml")
+            .unwrap();
+    let graph = playbook::build(&config, &inputs(), &fresh_host(), true).unwrap();
+    let timer = graph
+        .nodes
+        .iter()
+        .find(|n| n.id == "metrics-cert-expiry-timer")
+        .unwrap();
+    for name in playbook::cert_names(&config) {
+        assert!(
+            timer.after.contains(&format!("cert-{name}")),
+            "{:?}",
+            timer.after
+        );
+    }
+    let (_, report, json) = plan("");
+    assert!(!report.failed(), "{json}");
+    let cleanup: Vec<_> = report
+        .outcomes
+        .iter()
+        .filter(|o| o.id.starts_with("metrics-"))
+        .collect();
+    assert!(!cleanup.is_empty());
+    assert!(cleanup.iter().all(|o| o.status == Status::InSync), "{json}");
+}

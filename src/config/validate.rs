@@ -324,6 +324,19 @@ pub(super) fn validate(raw: &Raw, issues: &mut Issues<'_>) -> HostConfig {
 
     let sources = sources(&mut v);
 
+    let mut duration = |key: &str| {
+        v.plain(&format!("metrics.{key}"), check::prom_duration)
+            .value
+    };
+    let metrics = Metrics {
+        scrape_interval: duration("scrape_interval"),
+        evaluation_interval: duration("evaluation_interval"),
+        down_for: duration("down_for"),
+        backup_max_age: duration("backup_max_age"),
+        enabled: v.boolean("metrics.enabled"),
+        expose_ui: v.boolean("metrics.expose_ui"),
+    };
+
     v.derived_issue("synapse.host", &synapse_host, &server_name);
     if element.enabled {
         v.derived_issue("element.host", &element_host, &server_name);
@@ -470,6 +483,7 @@ pub(super) fn validate(raw: &Raw, issues: &mut Issues<'_>) -> HostConfig {
         turn,
         firewall,
         sources,
+        metrics,
     }
 }
 

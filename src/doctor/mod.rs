@@ -6,6 +6,7 @@
 //! Everything goes through [`System`]: commands (`systemctl show`, `openssl`, `ufw`, `psql`, `df`) and
 //! HTTP GETs, so every check is unit-tested.
 
+pub mod prometheus;
 pub mod turn;
 
 use std::path::Path;
@@ -144,6 +145,9 @@ impl Doctor<'_> {
         }
         if c.element.enabled {
             out.push(self.element());
+        }
+        if c.metrics.enabled {
+            out.extend(prometheus::checks(self.sys, crate::layout::PROMETHEUS_URL));
         }
         out.push(self.disk("disk: media store", crate::layout::SYNAPSE_DATA_DIR));
         out.push(self.disk("disk: database", crate::layout::POSTGRES_DATA_DIR));

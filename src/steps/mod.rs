@@ -7,6 +7,7 @@ pub mod debconf;
 pub mod element;
 pub mod file;
 pub mod firewall;
+pub mod metrics;
 pub mod openpgp;
 pub mod packages;
 pub mod postgres;
