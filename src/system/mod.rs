@@ -5,6 +5,7 @@
 mod atomic;
 #[cfg(any(test, feature = "fake"))]
 mod fake;
+pub mod memo;
 mod real;
 mod tools;
 
@@ -17,7 +18,7 @@ pub use atomic::{write_atomic, FileSpec};
 #[cfg(any(test, feature = "fake"))]
 pub use fake::FakeSystem;
 pub use real::RealSystem;
-pub use tools::{detect_ssh_ports, psql, unit_state, SshPorts, UnitState};
+pub use tools::{detect_ssh_ports, psql, unit_state, unit_state_cmd, SshPorts, UnitState};
 
 /// A command to run on the host. Built with [`Cmd::new`] and `arg`/`env`/`stdin`.
 #[derive(Debug, Clone, Default, PartialEq)]
