@@ -17,6 +17,7 @@ pub struct RealSystem {
     http: crate::http::Options,
     /// Read-only answers of this run, until it changes something (memo.rs).
     memo: Memo,
+    shared: super::shared::Shared,
 }
 
 impl RealSystem {
@@ -25,6 +26,7 @@ impl RealSystem {
             root: root.into(),
             http: crate::http::Options::default(),
             memo: Memo::default(),
+            shared: Default::default(),
         }
     }
 
@@ -157,6 +159,10 @@ impl System for RealSystem {
 
     fn run(&self, cmd: &Cmd) -> Result<CmdOutput> {
         self.memo.run(cmd, |c| run_bounded(c, c.time_limit()))
+    }
+
+    fn run_shared(&self, cmd: &Cmd) -> Result<CmdOutput> {
+        self.shared.run(cmd, |c| self.run(c))
     }
 
     fn uid(&self, user: &str) -> Result<Option<u32>> {
