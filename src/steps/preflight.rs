@@ -122,11 +122,11 @@ impl PreflightStep {
             return Ok(());
         }
         let release = Release::of_host(ctx.sys);
-        // pg_lsclusters (Perl, the slowest look of a converged run) finds clusters in /etc/postgresql/<version>/:
+        // pg_lsclusters (Perl, the slowest look of a converged run) finds clusters in POSTGRES_CONFIG_DIR/<version>/:
         // with no version there but this release's, there is no old cluster to find.
         let versions = ctx
             .sys
-            .list_dir(Path::new("/etc/postgresql"))?
+            .list_dir(Path::new(crate::layout::POSTGRES_CONFIG_DIR))?
             .unwrap_or_default();
         if !versions.iter().any(|(v, kind)| {
             v != release.postgres && matches!(kind, FileKind::Dir | FileKind::Symlink)

@@ -53,10 +53,7 @@ pub fn unit_state(sys: &dyn System, unit: &str) -> Result<UnitState> {
 /// postgresql-common's Perl wrapper: the two are most of a converged run's critical path otherwise. A host
 /// without that version's client (mid-upgrade, still on the old release's PostgreSQL) gets the wrapper.
 pub fn psql(sys: &dyn System, sql: &str) -> Cmd {
-    let own = format!(
-        "/usr/lib/postgresql/{}/bin/psql",
-        crate::release::Release::of_host(sys).postgres
-    );
+    let own = crate::layout::postgres_psql(crate::release::Release::of_host(sys).postgres);
     let program = match sys.stat(std::path::Path::new(&own)) {
         Ok(Some(_)) => own,
         _ => "psql".to_string(),
@@ -182,7 +179,7 @@ mod tests {
             "psql"
         );
         assert_eq!(cmd.stdin.as_deref(), Some(&b"SELECT 1;"[..]));
-        let own = format!("/usr/lib/postgresql/{}/bin/psql", release.postgres);
+        let own = crate::layout::postgres_psql(release.postgres);
         sys.put(&own, "");
         let cmd = psql(&sys, "SELECT 1;");
         assert!(
