@@ -90,6 +90,13 @@ pub const POSTGRES_UNIT: &str = "postgresql";
 pub const POSTGRES_DATA_DIR: &str = "/var/lib/postgresql";
 pub const POSTGRES_LOG_DIR: &str = "/var/log/postgresql";
 pub const POSTGRES_RUN_DIR: &str = "/run/postgresql";
+/// postgresql-common keeps each cluster's config in `<this>/<version>/<cluster>/` (what pg_lsclusters lists).
+pub const POSTGRES_CONFIG_DIR: &str = "/etc/postgresql";
+
+/// The psql of one PostgreSQL major version, without postgresql-common's Perl wrapper in front.
+pub fn postgres_psql(major: &str) -> String {
+    format!("/usr/lib/postgresql/{major}/bin/psql")
+}
 
 // nginx and certbot.
 pub const NGINX_UNIT: &str = "nginx";

@@ -13,7 +13,7 @@ fn fresh_host() -> FakeSystem {
     sys.on_cmd("ss ", 0, "");
     sys.on_cmd("dpkg-query", 1, "");
     sys.on_cmd("systemctl show", 1, "");
-    sys.on_cmd("runuser -u postgres", 2, "");
+    sys.on_cmd("setpriv --reuid=postgres", 2, "");
     // The admin's host.toml and this binary: copied for the Element update timer.
     sys.put("/root/host.toml", "server_name = \"example.com\"\n");
     sys.put("/opt/build/matrix-provision", "\u{7f}ELF binary");

@@ -548,7 +548,9 @@ impl Doctor<'_> {
 
     fn collation(&self, db: &str) -> Check {
         let name = format!("postgres database {db}");
-        let cmd = psql(&format!(
+        let cmd = psql(
+            self.sys,
+            &format!(
             "SELECT pg_encoding_to_char(encoding) || '|' || datcollate || '|' || datctype FROM pg_database WHERE datname = '{}';",
             db.replace('\'', "''")
         ));
@@ -856,7 +858,7 @@ mod tests {
              5349/tcp                   ALLOW       Anywhere\n5349/udp                   ALLOW       Anywhere\n\
              49152:65535/udp            ALLOW       Anywhere\n80/tcp (v6)                ALLOW       Anywhere (v6)\n",
         );
-        sys.on_cmd("runuser -u postgres", 0, "UTF8|C|C\n");
+        sys.on_cmd("setpriv --reuid=postgres", 0, "UTF8|C|C\n");
         sys.on_cmd(
             "df -P -m",
             0,
@@ -1261,7 +1263,11 @@ mod tests {
             0,
             "Status: active\n22/tcp ALLOW Anywhere\n80/tcp ALLOW Anywhere\n443/tcp ALLOW Anywhere\n",
         );
-        sys.on_cmd("runuser -u postgres", 0, "UTF8|en_US.UTF-8|en_US.UTF-8\n");
+        sys.on_cmd(
+            "setpriv --reuid=postgres",
+            0,
+            "UTF8|en_US.UTF-8|en_US.UTF-8\n",
+        );
         sys.on_cmd("df -P -m /var/lib/postgresql", 0, "Filesystem 1M-blocks Used Available Capacity Mounted\n/dev/vdb 9000 8500 500 95% /var/lib/postgresql\n");
         let checks = run(&sys, None);
         let health = find(&checks, "matrix-synapse health");
