@@ -129,7 +129,7 @@ impl Step for PostgresRoleStep {
                 g = literal(group)
             ));
         }
-        let out = run_ok(ctx.sys, &psql(&sql))?;
+        let out = run_ok(ctx.sys, &psql(ctx.sys, &sql))?;
         let lines: Vec<&str> = out.stdout.lines().collect();
         let exists = lines.iter().any(|l| l.starts_with("role|"));
         if !self.present {
@@ -170,7 +170,7 @@ impl Step for PostgresRoleStep {
         } else {
             format!("DROP ROLE IF EXISTS {role};\n")
         };
-        run_ok(ctx.sys, &psql(&sql))?;
+        run_ok(ctx.sys, &psql(ctx.sys, &sql))?;
         Ok(())
     }
 }
@@ -398,7 +398,7 @@ mod tests {
         let sys = FakeSystem::new();
         let secrets = SecretStore::new();
         let ctx = Ctx::new(&sys, &secrets);
-        sys.on_cmd("runuser", 0, "");
+        sys.on_cmd("setpriv --reuid=postgres", 0, "");
         let step = PostgresRoleStep {
             role: "prometheus".into(),
             member_of: vec!["pg_monitor".into()],
@@ -410,7 +410,11 @@ mod tests {
             c.summary,
             "create role prometheus (login, no password), grant pg_monitor to prometheus"
         );
-        sys.on_cmd("runuser", 0, "role|true\nmember|pg_monitor\n");
+        sys.on_cmd(
+            "setpriv --reuid=postgres",
+            0,
+            "role|true\nmember|pg_monitor\n",
+        );
         assert!(step.check(&ctx).unwrap().is_in_sync());
         let gone = PostgresRoleStep {
             present: false,
