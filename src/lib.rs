@@ -19,3 +19,4 @@ pub mod report;
 pub mod secrets;
 pub mod steps;
 pub mod system;
+pub mod workers;

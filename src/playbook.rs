@@ -25,6 +25,7 @@ use crate::steps::{
     preflight::PreflightStep,
     secret::SecretStep,
     service::{Action, DisabledStep, HandlerStep, Served, ServiceStep},
+    workers::{AbsentStep, WorkersPruneStep},
 };
 use crate::system::{Cmd, System};
 
@@ -37,6 +38,10 @@ pub const PLAYBOOKS: &[(&str, &str)] = &[
     (
         "20-synapse.toml",
         include_str!("../playbooks/20-synapse.toml"),
+    ),
+    (
+        "25-workers.toml",
+        include_str!("../playbooks/25-workers.toml"),
     ),
     (
         "30-nginx-tls.toml",
@@ -100,6 +105,19 @@ enum Kind {
         /// argv of the service's config test, run with the candidate in place (see steps::file).
         #[serde(default)]
         validate: Vec<String>,
+        /// One template rendered per item (a worker's name): the template sees it as `item`.
+        #[serde(default)]
+        item: Option<String>,
+    },
+    /// A file we once wrote that host.toml no longer wants (workers turned off).
+    Absent {
+        path: PathBuf,
+    },
+    /// Worker instances on the host that the layout no longer has: stopped, disabled, config removed.
+    WorkersPrune {
+        keep: Vec<String>,
+        #[serde(default)]
+        note: Option<String>,
     },
     Copy {
         src: PathBuf,
@@ -165,9 +183,16 @@ enum Kind {
         instance: Option<String>,
         #[serde(default)]
         tls: Vec<TlsDef>,
+        /// argv whose stdout must hold `probe_expect` once the service is up (Redis: PING → PONG).
+        #[serde(default)]
+        probe: Vec<String>,
+        #[serde(default)]
+        probe_expect: Option<String>,
     },
     Disabled {
         unit: String,
+        #[serde(default)]
+        only_if: Option<PathBuf>,
     },
     Element,
     SystemUser {
@@ -304,6 +329,12 @@ fn definitions(
     let ctx = context! {
         config => config,
         delegated => config.delegated(),
+        workers => crate::workers::Layout::resolve(
+            &config.synapse.workers,
+            facts.cpus,
+            facts.ram_mb,
+            config.synapse.federation,
+        ),
         facts => facts,
         paths => render::Paths::for_exe(&inputs.self_exe),
         cert_names => cert_names(config),
@@ -490,9 +521,15 @@ fn make_step(
             mode,
             sensitive,
             validate,
+            item,
         } => {
             let owner = Owner::parse(&owner, &mode)?;
-            let contents = renderer.render(&template, ctx)?;
+            let contents = match item {
+                Some(item) => {
+                    renderer.render(&template, &context! { item => item, ..ctx.clone() })?
+                }
+                None => renderer.render(&template, ctx)?,
+            };
             let step = FileStep {
                 path: dest.clone(),
                 owner: owner.clone(),
@@ -536,6 +573,12 @@ fn make_step(
             validate: command(&validate),
         }),
         Kind::Unlink { link, target } => Box::new(UnlinkStep { link, target }),
+        Kind::Absent { path } => Box::new(AbsentStep { path }),
+        Kind::WorkersPrune { keep, note } => Box::new(WorkersPruneStep {
+            dir: crate::workers::WORKERS_DIR.into(),
+            keep,
+            note,
+        }),
         Kind::Secret {
             name,
             path,
@@ -591,10 +634,13 @@ fn make_step(
             wait_http,
             instance,
             tls,
+            probe,
+            probe_expect,
         } => Box::new(ServiceStep {
             unit,
             wait_http,
             instance,
+            probe: command(&probe).map(|cmd| (cmd, probe_expect.unwrap_or_default())),
             tls: tls
                 .into_iter()
                 .map(|t| Served {
@@ -604,7 +650,7 @@ fn make_step(
                 })
                 .collect(),
         }),
-        Kind::Disabled { unit } => Box::new(DisabledStep { unit }),
+        Kind::Disabled { unit, only_if } => Box::new(DisabledStep { unit, only_if }),
         Kind::Element => Box::new(ElementStep::from_config(config)),
         Kind::SystemUser { name, home } => Box::new(SystemUserStep { name, home }),
         Kind::Firewall { allow } => Box::new(FirewallStep {

@@ -119,12 +119,51 @@ const TEMPLATES: &[(&str, &str)] = &[
         "systemd/matrix-element-update.timer.j2",
         include_str!("../templates/systemd/matrix-element-update.timer.j2"),
     ),
+    // Synapse workers (playbooks/25-workers.toml).
+    (
+        "synapse/mp-workers.yaml.j2",
+        include_str!("../templates/synapse/mp-workers.yaml.j2"),
+    ),
+    (
+        "synapse/worker.yaml.j2",
+        include_str!("../templates/synapse/worker.yaml.j2"),
+    ),
+    (
+        "systemd/matrix-synapse-worker@.service.j2",
+        include_str!("../templates/systemd/matrix-synapse-worker@.service.j2"),
+    ),
+    (
+        "systemd/matrix-synapse.target.j2",
+        include_str!("../templates/systemd/matrix-synapse.target.j2"),
+    ),
+    (
+        "systemd/matrix-synapse-workers.conf.j2",
+        include_str!("../templates/systemd/matrix-synapse-workers.conf.j2"),
+    ),
+    (
+        "redis/redis.conf.j2",
+        include_str!("../templates/redis/redis.conf.j2"),
+    ),
+    (
+        "systemd/redis-server.conf.j2",
+        include_str!("../templates/systemd/redis-server.conf.j2"),
+    ),
+    (
+        "redis/tmpfiles.conf.j2",
+        include_str!("../templates/redis/tmpfiles.conf.j2"),
+    ),
 ];
 
-const PARTIALS: &[(&str, &str)] = &[(
-    "nginx/_macros.j2",
-    include_str!("../templates/nginx/_macros.j2"),
-)];
+const PARTIALS: &[(&str, &str)] = &[
+    (
+        "nginx/_macros.j2",
+        include_str!("../templates/nginx/_macros.j2"),
+    ),
+    (
+        "nginx/_workers.j2",
+        include_str!("../templates/nginx/_workers.j2"),
+    ),
+];
 
 /// Everything a template can see. The field names are the top-level template variables.
 #[derive(Debug, Clone, Serialize)]
@@ -136,6 +175,8 @@ pub struct RenderContext {
     pub facts: Facts,
     pub secrets: Secrets,
     pub paths: Paths,
+    /// `[synapse.workers]` resolved for this host (issue 13): the workers, routes and pool sizes.
+    pub workers: crate::workers::Layout,
 }
 
 /// What preflight measured on the host.
@@ -234,6 +275,12 @@ impl RenderContext {
     pub fn new(config: HostConfig, facts: Facts, secrets: Secrets) -> RenderContext {
         RenderContext {
             delegated: config.delegated(),
+            workers: crate::workers::Layout::resolve(
+                &config.synapse.workers,
+                facts.cpus,
+                facts.ram_mb,
+                config.synapse.federation,
+            ),
             config,
             facts,
             secrets,

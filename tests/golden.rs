@@ -49,6 +49,7 @@ fn defaults() -> HostConfig {
             report_stats: false,
             expose_admin_api: false,
             admin_user: None,
+            workers: Default::default(),
         },
         element: Element {
             enabled: true,
@@ -147,6 +148,11 @@ fn variants() -> Vec<(&'static str, RenderContext)> {
     d.element.enabled = false;
     d.turn.enabled = false;
 
+    // (g) Synapse workers, auto-sized on 8 CPUs and 16 GB, with one event persister on top (issue 13).
+    let mut g = defaults();
+    g.synapse.workers.mode = matrix_provision::config::WorkersMode::Auto;
+    g.synapse.workers.counts.insert("event_persister".into(), 1);
+
     // (e, f) examples/host.toml as a user starts from, parsed, on each supported release: the codename,
     // the PostgreSQL cluster and what nginx the release has.
     let example = || {
@@ -168,6 +174,7 @@ fn variants() -> Vec<(&'static str, RenderContext)> {
         ("b-same-host-private", context(b, facts(8192, 4))),
         ("c-open-small-vps", context(c, facts(2048, 1))),
         ("d-synapse-only-big", context(d, facts(65536, 16))),
+        ("g-workers-auto", context(g, facts(16384, 8))),
     ]
 }
 

@@ -46,6 +46,23 @@ pub(super) const SCHEMA: &[(&str, &[Field])] = &[
             ("admin_user", Kind::Str, "\"admin\""),
         ],
     ),
+    // A table inside [synapse]. Besides `mode`, one count per row of `crate::workers::ROLES` (a test in
+    // `validate` keeps the two in step).
+    (
+        "synapse.workers",
+        &[
+            ("mode", Kind::Str, "\"auto\""),
+            ("media", Kind::Int, "1"),
+            ("stream_writer", Kind::Int, "1"),
+            ("sync", Kind::Int, "2"),
+            ("federation", Kind::Int, "1"),
+            ("client", Kind::Int, "2"),
+            ("federation_sender", Kind::Int, "1"),
+            ("pusher", Kind::Int, "1"),
+            ("background", Kind::Int, "1"),
+            ("event_persister", Kind::Int, "2"),
+        ],
+    ),
     (
         "element",
         &[
@@ -319,9 +336,16 @@ fn read_section(
     }
     for (key, value) in table.iter() {
         let key_span = table.key(key).and_then(|k| k.span());
-        match fields.iter().find(|(k, _, _)| *k == key) {
-            Some(field) => read_value(raw, issues, section, field, value, key_span),
-            None => unknown_key(issues, section, key, value, key_span),
+        // A nested table (`[synapse.workers]`) is a section of its own in SCHEMA.
+        let nested = SCHEMA
+            .iter()
+            .find(|(s, _)| s.split_once('.') == Some((section, key)));
+        match (fields.iter().find(|(k, _, _)| *k == key), nested) {
+            (Some(field), _) => read_value(raw, issues, section, field, value, key_span),
+            (None, Some((sub, sub_fields))) => {
+                read_section(raw, issues, sub, sub_fields, value, key_span)
+            }
+            (None, None) => unknown_key(issues, section, key, value, key_span),
         }
     }
 }

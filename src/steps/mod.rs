@@ -13,3 +13,4 @@ pub mod postgres;
 pub mod preflight;
 pub mod secret;
 pub mod service;
+pub mod workers;
