@@ -40,6 +40,9 @@ from nio import AsyncClient, AsyncClientConfig, RoomSendResponse, SyncResponse
 from nio.responses import ErrorResponse, JoinResponse, RoomCreateResponse
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Incremental syncs return at most `limit` events per room (then "limited": the rest is skipped): room for
+# everything that can arrive between two syncs, so a message not seen was not delivered.
+SYNC_FILTER = {"room": {"timeline": {"limit": 1000}}}
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -278,6 +281,7 @@ class Bench:
             if not isinstance(r, RoomCreateResponse):
                 raise RuntimeError(f"room_create: {r}")
             self.rooms.append(r.room_id)
+        self.bench_rooms = set(self.rooms)
         self.room_of = {id(c): self.rooms[i % a.rooms] for i, c in enumerate(self.senders)}
         joins = [(c, self.room_of[id(c)]) for c in self.senders[1:]] + [(c, r) for c in self.syncers for r in self.rooms]
         jsem = asyncio.Semaphore(8)
@@ -301,7 +305,7 @@ class Bench:
         self.synced.add(idx)
         while not self.stop_sync.is_set():
             try:
-                r = await c.sync(timeout=self.a.sync_timeout * 1000, since=since)
+                r = await c.sync(timeout=self.a.sync_timeout * 1000, since=since, sync_filter=SYNC_FILTER)
             except Exception as e:
                 if self.stop_sync.is_set():
                     break
@@ -314,7 +318,10 @@ class Bench:
                 await asyncio.sleep(0.5)
                 continue
             since = r.next_batch
-            for room in r.rooms.join.values():
+            for room_id, room in r.rooms.join.items():
+                # (A room joined since the last sync always comes limited: only the benchmark's rooms count.)
+                if room.timeline.limited and room_id in self.bench_rooms:
+                    self.err("sync", "limited timeline (events skipped)")
                 for ev in room.timeline.events:
                     t0 = ev.source.get("content", {}).get("bench_t0")
                     if t0 is not None and ev.source.get("content", {}).get("bench_run") == self.run_id:
