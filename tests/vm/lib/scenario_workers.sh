@@ -1,11 +1,12 @@
 # shellcheck shell=bash
-# Issue 13: Synapse workers on one guest. mode = "auto" on this 2-CPU guest picks no workers and plan says
-# why; explicit counts then bring up Redis (unix socket only) and five workers (media, stream writer, sync,
-# federation, client) under matrix-synapse.target; a rerun changes nothing; the client checks pass and the
+# Issue 13: Synapse workers on one guest. Explicit counts on a fresh host bring up Redis (unix socket only)
+# and five workers (media, stream writer, sync, federation, client) under matrix-synapse.target; a rerun
+# changes nothing; the client checks pass and the
 # workers' journals show that they, not the main process, served /sync, sending, typing, media and
 # federation; doctor checks every worker's /health and Redis; a reboot brings the target up again; scaling
 # (sync 1 → 2, stream writer 1 → 0, a background worker) plans and applies exactly those units and files;
-# mode = "off" stops, disables and deletes everything, and the client checks pass on one process again.
+# mode = "auto" without counts picks no workers on this 2-CPU guest, plan says why, and apply stops,
+# disables and deletes everything (the same path as mode = "off"); the client checks pass on one process.
 
 # workers_layout NAME LINE...: replace the body of [synapse.workers] in the guest's /root/host.toml.
 workers_layout() {
@@ -35,29 +36,19 @@ scenario_workers() {
   local tier=$1 g=$1-workers rc out ids cfg=/root/host.toml
   fresh_guest "$g" "$tier" || return 0
 
-  # ---- auto on 2 CPUs: one process, and plan says why -------------------------------------------------
-  workers_layout "$g" 'mode = "auto"'
-  rc=0; phase "$g: apply (fresh, auto)" glog "$g" "$g-apply-auto.log" "$(apply_timeout "$g")" matrix-provision apply $cfg || rc=$?
-  expect_rc "$g: apply with mode = auto on a fresh 2-CPU host" 0 $rc "$g-apply-auto.log"
-  [ $rc -eq 0 ] || { guest_destroy "$g"; return 0; }
-  rc=0; glog "$g" "$g-plan-auto.log" 300 matrix-provision plan $cfg || rc=$?
-  out=$(grep -o 'synapse.workers: auto: no workers on [^(]*' "$RUN_DIR/logs/$g-plan-auto.log" | head -n1 || true)
-  check "$g: plan exits 0 and says why auto chose no workers (${out:-nothing})" test $rc -eq 0 -a -n "$out"
-  out=$(guest_run "$g" 'ls /etc/matrix-synapse/workers 2>&1; dpkg-query -W -f="\${Status}" redis-server 2>&1' || true)
-  check "$g: no worker and no Redis installed ($(tr '\n' ' ' <<<"$out"))" test -z "$(grep 'install ok installed' <<<"$out")"
-
-  # ---- explicit counts: five workers ----------------------------------------------------------------
+  # ---- a fresh host with explicit counts: five workers ----------------------------------------------
   workers_layout "$g" 'mode = "auto"' 'media = 1' 'stream_writer = 1' 'sync = 1' 'federation = 1' 'client = 1'
   rc=0; glog "$g" "$g-plan-on.log" 300 matrix-provision plan $cfg || rc=$?
   ids=$(workers_plan_ids "$g")
   local want
   for want in packages redis-service synapse-conf-workers synapse-worker-conf-sync1 synapse-worker-client1 synapse-target \
-    restart:matrix-synapse restart:matrix-synapse-worker@media1 reload:nginx restart:postgresql; do
+    restart:matrix-synapse restart:matrix-synapse-worker@media1 reload:nginx; do
     grep -qw -- "$want" <<<"$ids" || { fail "$g: plan for five workers lists $want (got: $ids)"; continue; }
   done
   check "$g: plan for five workers exits 2" test $rc -eq 2
-  rc=0; phase "$g: apply (workers on)" glog "$g" "$g-apply-on.log" "$(apply_timeout "$g")" matrix-provision apply $cfg || rc=$?
-  expect_rc "$g: apply brings up five workers" 0 $rc "$g-apply-on.log"
+  rc=0; phase "$g: apply (fresh, workers on)" glog "$g" "$g-apply-on.log" "$(apply_timeout "$g")" matrix-provision apply $cfg || rc=$?
+  expect_rc "$g: apply on a fresh host brings up five workers" 0 $rc "$g-apply-on.log"
+  [ $rc -eq 0 ] || { guest_destroy "$g"; return 0; }
   rc=0; glog "$g" "$g-apply-on2.log" 300 matrix-provision apply --detailed-exitcodes $cfg || rc=$?
   expect_rc "$g: a rerun changes nothing" 0 $rc "$g-apply-on2.log"
   check "$g: matrix-synapse.target and the five workers are active" workers_active "$g" media1 stream_writer1 sync1 federation1 client1
@@ -120,14 +111,17 @@ EOF
   rc=0; glog "$g" "$g-apply-scale2.log" 300 matrix-provision apply --detailed-exitcodes $cfg || rc=$?
   expect_rc "$g: a rerun after scaling changes nothing" 0 $rc "$g-apply-scale2.log"
 
-  # ---- off: everything goes ---------------------------------------------------------------------------
-  workers_layout "$g" 'mode = "off"'
+  # ---- auto without counts on 2 CPUs: no workers, plan says why, everything goes --------------------
+  workers_layout "$g" 'mode = "auto"'
+  rc=0; glog "$g" "$g-plan-auto.log" 300 matrix-provision plan $cfg || rc=$?
+  out=$(grep -o 'synapse.workers: auto: no workers on [^(]*' "$RUN_DIR/logs/$g-plan-auto.log" | head -n1 || true)
+  check "$g: plan says why auto chooses no workers here (${out:-nothing})" test -n "$out"
   ids=$(workers_plan_ids "$g")
   for want in synapse-workers-prune synapse-target-off redis-off synapse-conf-workers-absent synapse-worker-unit-absent restart:matrix-synapse; do
-    grep -qw -- "$want" <<<"$ids" || fail "$g: plan for mode = off lists $want (got: $ids)"
+    grep -qw -- "$want" <<<"$ids" || fail "$g: plan for no workers lists $want (got: $ids)"
   done
-  rc=0; phase "$g: apply (workers off)" glog "$g" "$g-apply-off.log" "$(apply_timeout "$g")" matrix-provision apply $cfg || rc=$?
-  expect_rc "$g: apply with mode = off" 0 $rc "$g-apply-off.log"
+  rc=0; phase "$g: apply (auto: no workers)" glog "$g" "$g-apply-off.log" "$(apply_timeout "$g")" matrix-provision apply $cfg || rc=$?
+  expect_rc "$g: apply with auto choosing no workers" 0 $rc "$g-apply-off.log"
   out=$(guest_run "$g" 'for f in /etc/systemd/system/matrix-synapse.target /etc/systemd/system/matrix-synapse-worker@.service \
       /etc/matrix-synapse/conf.d/mp-workers.yaml /etc/systemd/system/matrix-synapse.service.d/matrix-provision-workers.conf \
       /etc/systemd/system/redis-server.service.d/matrix-provision.conf /etc/matrix-provision/redis.conf /etc/matrix-synapse/workers/*.yaml; do
@@ -135,7 +129,7 @@ EOF
     echo "units: $(systemctl list-units --no-legend "matrix-synapse-worker@*" | grep -c .)"; echo "redis: $(systemctl is-active redis-server)"' 2>&1 || true)
   check "$g: no worker unit, file, target or Redis left running ($(tr '\n' ' ' <<<"$out"))" [ "$(tr '\n' ' ' <<<"$out")" = "units: 0 redis: inactive " ]
   rc=0; glog "$g" "$g-apply-off2.log" 300 matrix-provision apply --detailed-exitcodes $cfg || rc=$?
-  expect_rc "$g: a rerun with workers off changes nothing" 0 $rc "$g-apply-off2.log"
+  expect_rc "$g: a rerun with no workers changes nothing" 0 $rc "$g-apply-off2.log"
   client_checks "$g" checks-single --only register-with-token,login,room-send-read
   guest_destroy "$g"
 }
