@@ -1,9 +1,8 @@
 # shellcheck shell=bash
 # Issue 13: Synapse workers on one guest. Explicit counts on a fresh host bring up Redis (unix socket only)
 # and five workers (media, stream writer, sync, federation, client) under matrix-synapse.target; a rerun
-# changes nothing; the client checks pass and the
-# workers' journals show that they, not the main process, served /sync, sending, typing, media and
-# federation; doctor checks every worker's /health and Redis; a reboot brings the target up again; scaling
+# changes nothing; the client checks pass and the workers' journals show that they, not the main process,
+# served /sync, sending, typing, media and federation; doctor checks every worker's /health and Redis; a reboot brings the target up again; scaling
 # (sync 1 → 2, stream writer 1 → 0, a background worker) plans and applies exactly those units and files;
 # mode = "auto" without counts picks no workers on this 2-CPU guest, plan says why, and apply stops,
 # disables and deletes everything (the same path as mode = "off"); the client checks pass on one process.
