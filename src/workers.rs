@@ -10,6 +10,7 @@
 use serde::Serialize;
 
 use crate::config::{Workers, WorkersMode};
+use crate::layout::{LOOPBACK, SYNAPSE_WORKER_UNIT, WORKER_HTTP_BASE, WORKER_REPLICATION_BASE};
 
 /// How nginx spreads a role's requests over its instances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -275,12 +276,7 @@ pub const ROLES: &[Role] = &[
     },
 ];
 
-/// The main process's replication listener (loopback; workers authenticate with a shared secret).
-pub const MAIN_REPLICATION_PORT: u16 = 9093;
-/// Worker `i` of the role in row `r` listens on HTTP_BASE + 10 r + i and, when it writes a stream,
-/// takes replication on REPLICATION_BASE + 10 r + i (i = 1..=9).
-const HTTP_BASE: u16 = 8100;
-const REPLICATION_BASE: u16 = 9100;
+// Ports: crate::layout (WORKER_HTTP_BASE, WORKER_REPLICATION_BASE) by row of ROLES and instance.
 
 /// The auto rule (also in examples/host.toml). Below these, every extra Synapse process competes with the
 /// main one, PostgreSQL, Redis and nginx for the same cores, and the replication hops cost more than the
@@ -341,15 +337,7 @@ pub struct Layout {
     pub cp_min: u32,
     pub cp_max: u32,
     pub pg_max_connections: u32,
-    pub main_replication_port: u16,
-    pub redis_socket: String,
-    pub redis_socket_dir: String,
-    pub replication_secret: String,
-    pub workers_dir: String,
 }
-
-pub const REDIS_SOCKET_DIR: &str = "/run/matrix-provision-redis";
-pub const WORKERS_DIR: &str = "/etc/matrix-synapse/workers";
 
 /// What auto picks for a host of `cpus` and `ram_mb`, and why (role key → count).
 pub fn auto_counts(cpus: u32, ram_mb: u64, federation: bool) -> (Vec<(&'static str, u32)>, String) {
@@ -463,19 +451,19 @@ impl Layout {
             };
             for i in 1..=n.min(9) {
                 let name = format!("{}{i}", r.key);
-                let port = HTTP_BASE + 10 * row as u16 + i as u16;
+                let port = WORKER_HTTP_BASE + 10 * row as u16 + i as u16;
                 workers.push(Worker {
-                    unit: format!("matrix-synapse-worker@{name}"),
+                    unit: format!("{SYNAPSE_WORKER_UNIT}{name}"),
                     app: r.app,
                     role: r.key,
                     port,
                     replication_port: if r.replication {
-                        REPLICATION_BASE + 10 * row as u16 + i as u16
+                        WORKER_REPLICATION_BASE + 10 * row as u16 + i as u16
                     } else {
                         0
                     },
                     resources: r.resources.to_vec(),
-                    health_url: format!("http://127.0.0.1:{port}/health"),
+                    health_url: format!("http://{LOOPBACK}:{port}/health"),
                     name: name.clone(),
                 });
                 active.names.push(name);
@@ -504,11 +492,6 @@ impl Layout {
                 .div_ceil(PG_MIN_CONNECTIONS)
                 .max(1)
                 * PG_MIN_CONNECTIONS,
-            main_replication_port: MAIN_REPLICATION_PORT,
-            redis_socket: format!("{REDIS_SOCKET_DIR}/redis.sock"),
-            redis_socket_dir: REDIS_SOCKET_DIR.into(),
-            replication_secret: "/etc/matrix-synapse/secrets/worker_replication_secret".into(),
-            workers_dir: WORKERS_DIR.into(),
         }
     }
 
@@ -649,8 +632,8 @@ mod tests {
                 .filter(|w| w.replication_port > 0)
                 .map(|w| w.replication_port),
         );
-        ports.push(MAIN_REPLICATION_PORT);
-        ports.push(8008);
+        ports.push(crate::layout::SYNAPSE_REPLICATION_PORT);
+        ports.push(crate::layout::SYNAPSE_PORT);
         let n = ports.len();
         ports.sort();
         ports.dedup();

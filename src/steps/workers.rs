@@ -8,12 +8,16 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 
 use crate::engine::{Change, Ctx, Step};
+use crate::layout::{SYNAPSE_TARGET, SYNAPSE_WORKER_UNIT as WORKER_UNIT, SYSTEMD_DIR};
 use crate::system::{run_ok, Cmd, FileKind};
 
 /// The first line of every file we render: what marks a file as ours to delete.
 pub const MANAGED: &str = "Managed by matrix-provision";
-pub const WORKER_UNIT: &str = "matrix-synapse-worker@";
-pub const TARGET_WANTS: &str = "/etc/systemd/system/matrix-synapse.target.wants";
+
+/// Where `systemctl enable` links the target's workers.
+fn target_wants() -> PathBuf {
+    Path::new(SYSTEMD_DIR).join(format!("{SYNAPSE_TARGET}.wants"))
+}
 
 pub struct AbsentStep {
     pub path: PathBuf,
@@ -63,11 +67,7 @@ impl WorkersPruneStep {
                 found.insert(stem.to_string());
             }
         }
-        for (name, _) in ctx
-            .sys
-            .list_dir(Path::new(TARGET_WANTS))?
-            .unwrap_or_default()
-        {
+        for (name, _) in ctx.sys.list_dir(&target_wants())?.unwrap_or_default() {
             if let Some(w) = instance(&name) {
                 found.insert(w.to_string());
             }
@@ -188,7 +188,10 @@ mod tests {
              matrix-synapse-worker@old.service loaded inactive dead Synapse old\n",
         );
         sys.put(
-            &format!("{TARGET_WANTS}/matrix-synapse-worker@client1.service"),
+            &format!(
+                "{}/matrix-synapse-worker@client1.service",
+                target_wants().display()
+            ),
             "",
         );
         sys.on_cmd("systemctl disable", 0, "");
