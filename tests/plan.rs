@@ -248,3 +248,30 @@ fn workers_off_only_cleans_up() {
         .iter()
         .any(|w| w.contains("synapse.workers")));
 }
+
+/// A change to one worker's file restarts that worker only; the shared fragment restarts Synapse (and with
+/// it, through PartOf=, every worker).
+#[test]
+fn a_worker_file_restarts_only_its_worker() {
+    let sys = fresh_host();
+    let config = matrix_provision::config::parse(
+        &format!("{BASE}[synapse.workers]\nmode = \"auto\"\nsync = 2\nclient = 1\n"),
+        "host.toml",
+    )
+    .unwrap();
+    let graph = playbook::build(&config, &inputs(), &sys, true).unwrap();
+    let notify = |id: &str| {
+        graph
+            .nodes
+            .iter()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+            .notify
+            .clone()
+    };
+    assert_eq!(
+        notify("synapse-worker-conf-sync2"),
+        ["restart:matrix-synapse-worker@sync2"]
+    );
+    assert_eq!(notify("synapse-conf-workers"), ["restart:matrix-synapse"]);
+}
