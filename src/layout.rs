@@ -133,6 +133,36 @@ pub const COTURN_CERT_DIR: &str = "/etc/coturn/certs";
 pub const COTURN_DATA_DIR: &str = "/var/lib/turn";
 pub const TURNSERVER_BIN: &str = "/usr/bin/turnserver";
 
+// Synapse's workers (issue 13) and the Redis they replicate through.
+/// The template unit, before the instance name: `matrix-synapse-worker@<name>`.
+pub const SYNAPSE_WORKER_UNIT: &str = "matrix-synapse-worker@";
+/// Groups the main process and every enabled worker (Synapse's docs/systemd-with-workers).
+pub const SYNAPSE_TARGET: &str = "matrix-synapse.target";
+/// One `<name>.yaml` per worker.
+pub const SYNAPSE_WORKERS_DIR: &str = "/etc/matrix-synapse/workers";
+/// The shared worker settings (instance_map, stream writers, Redis), a conf.d fragment.
+pub const SYNAPSE_WORKERS_CONF: &str = "/etc/matrix-synapse/conf.d/mp-workers.yaml";
+/// Authenticates HTTP replication between the processes (`worker_replication_secret_path`).
+pub const SYNAPSE_REPLICATION_SECRET: &str =
+    "/etc/matrix-synapse/secrets/worker_replication_secret";
+/// The main process's HTTP replication listener, on loopback.
+pub const SYNAPSE_REPLICATION_PORT: u16 = 9093;
+/// Worker `i` of the role in row `r` of `workers::ROLES` listens on WORKER_HTTP_BASE + 10 r + i and, when
+/// it writes a stream, takes replication on WORKER_REPLICATION_BASE + 10 r + i (i = 1..=9), on loopback.
+pub const WORKER_HTTP_BASE: u16 = 8100;
+pub const WORKER_REPLICATION_BASE: u16 = 9100;
+pub const REDIS_UNIT: &str = "redis-server";
+/// Debian's conffile: our configuration includes it and is never written into it.
+pub const DEBIAN_REDIS_CONF: &str = "/etc/redis/redis.conf";
+/// Ours, outside /etc/redis (the package's unit lets redis write there).
+pub const REDIS_CONFIG: &str = "/etc/matrix-provision/redis.conf";
+pub const REDIS_BIN: &str = "/usr/bin/redis-server";
+/// Redis's only listener: a unix socket in a directory only redis and Synapse's group may enter.
+pub const REDIS_SOCKET_DIR: &str = "/run/matrix-provision-redis";
+pub const REDIS_SOCKET: &str = "/run/matrix-provision-redis/redis.sock";
+/// Makes REDIS_SOCKET_DIR at every boot (/run is a tmpfs).
+pub const REDIS_TMPFILES: &str = "/etc/tmpfiles.d/matrix-provision-redis.conf";
+
 // Element's updater.
 /// `.service` and `.timer`.
 pub const ELEMENT_UPDATE_UNIT: &str = "matrix-element-update";
@@ -311,6 +341,20 @@ pub struct Layout {
     pub nginx_prometheus_snippet: String,
     pub prometheus_htpasswd: String,
     pub prometheus_ui_password: String,
+    pub synapse_worker_unit: String,
+    pub synapse_target: String,
+    pub synapse_workers_dir: String,
+    pub synapse_workers_conf: String,
+    pub synapse_replication_secret: String,
+    pub synapse_replication_port: u16,
+    pub redis_unit: String,
+    pub redis_dropin_dir: String,
+    pub debian_redis_conf: String,
+    pub redis_config: String,
+    pub redis_bin: String,
+    pub redis_socket_dir: String,
+    pub redis_socket: String,
+    pub redis_tmpfiles: String,
 }
 
 /// `<SYSTEMD_DIR>/<unit>.service.d`: where a drop-in for the package's unit goes.
@@ -445,6 +489,20 @@ impl Layout {
             nginx_prometheus_snippet: s(NGINX_PROMETHEUS_SNIPPET),
             prometheus_htpasswd: s(PROMETHEUS_HTPASSWD),
             prometheus_ui_password: s(PROMETHEUS_UI_PASSWORD),
+            synapse_worker_unit: s(SYNAPSE_WORKER_UNIT),
+            synapse_target: s(SYNAPSE_TARGET),
+            synapse_workers_dir: s(SYNAPSE_WORKERS_DIR),
+            synapse_workers_conf: s(SYNAPSE_WORKERS_CONF),
+            synapse_replication_secret: s(SYNAPSE_REPLICATION_SECRET),
+            synapse_replication_port: SYNAPSE_REPLICATION_PORT,
+            redis_unit: s(REDIS_UNIT),
+            redis_dropin_dir: dropin_dir(REDIS_UNIT),
+            debian_redis_conf: s(DEBIAN_REDIS_CONF),
+            redis_config: s(REDIS_CONFIG),
+            redis_bin: s(REDIS_BIN),
+            redis_socket_dir: s(REDIS_SOCKET_DIR),
+            redis_socket: s(REDIS_SOCKET),
+            redis_tmpfiles: s(REDIS_TMPFILES),
         }
     }
 }
@@ -475,6 +533,11 @@ mod tests {
             (CERT_EXPIRY_SCRIPT, LIBEXEC_DIR),
             (PROMETHEUS_UI_PASSWORD, PROVISIONER_SECRETS_DIR),
             (SYNAPSE_MEDIA_DIR, SYNAPSE_DATA_DIR),
+            (SYNAPSE_REPLICATION_SECRET, SYNAPSE_SECRETS_DIR),
+            (SYNAPSE_WORKERS_DIR, SYNAPSE_CONFIG_DIR),
+            (SYNAPSE_WORKERS_CONF, SYNAPSE_CONF_D),
+            (REDIS_CONFIG, CONFIG_DIR),
+            (REDIS_SOCKET, REDIS_SOCKET_DIR),
         ] {
             assert!(
                 inner.starts_with(&format!("{outer}/")),

@@ -20,3 +20,4 @@ pub mod report;
 pub mod secrets;
 pub mod steps;
 pub mod system;
+pub mod workers;

@@ -26,6 +26,7 @@ use crate::steps::{
     preflight::PreflightStep,
     secret::SecretStep,
     service::{Action, DisabledStep, HandlerStep, Served, ServiceStep},
+    workers::WorkersPruneStep,
 };
 use crate::system::{Cmd, System};
 
@@ -38,6 +39,10 @@ pub const PLAYBOOKS: &[(&str, &str)] = &[
     (
         "20-synapse.toml",
         include_str!("../playbooks/20-synapse.toml"),
+    ),
+    (
+        "25-workers.toml",
+        include_str!("../playbooks/25-workers.toml"),
     ),
     (
         "30-nginx-tls.toml",
@@ -105,6 +110,15 @@ enum Kind {
         /// argv of the service's config test, run with the candidate in place (see steps::file).
         #[serde(default)]
         validate: Vec<String>,
+        /// One template rendered per item (a worker's name): the template sees it as `item`.
+        #[serde(default)]
+        item: Option<String>,
+    },
+    /// Worker instances on the host that the layout no longer has: stopped, disabled, config removed.
+    WorkersPrune {
+        keep: Vec<String>,
+        #[serde(default)]
+        note: Option<String>,
     },
     Copy {
         src: PathBuf,
@@ -170,9 +184,16 @@ enum Kind {
         instance: Option<String>,
         #[serde(default)]
         tls: Vec<TlsDef>,
+        /// argv whose stdout must hold `probe_expect` once the service is up (Redis: PING → PONG).
+        #[serde(default)]
+        probe: Vec<String>,
+        #[serde(default)]
+        probe_expect: Option<String>,
     },
     Disabled {
         unit: String,
+        #[serde(default)]
+        only_if: Option<PathBuf>,
     },
     Element,
     SystemUser {
@@ -190,6 +211,8 @@ enum Kind {
         path: PathBuf,
         #[serde(default)]
         prune_dir: bool,
+        #[serde(default)]
+        only_managed: bool,
     },
     /// A unit of a feature now off: stopped and disabled while `marker` (our drop-in) exists.
     UnitOff {
@@ -486,9 +509,16 @@ fn make_step(
             mode,
             sensitive,
             validate,
+            item,
         } => {
             let owner = Owner::parse(&owner, &mode)?;
-            let contents = renderer.render(&template, ctx)?;
+            let contents = match item {
+                Some(item) => renderer.render(
+                    &template,
+                    &minijinja::context! { item => item, ..ctx.clone() },
+                )?,
+                None => renderer.render(&template, ctx)?,
+            };
             let step = FileStep {
                 path: dest.clone(),
                 owner: owner.clone(),
@@ -532,6 +562,11 @@ fn make_step(
             validate: command(&validate),
         }),
         Kind::Unlink { link, target } => Box::new(UnlinkStep { link, target }),
+        Kind::WorkersPrune { keep, note } => Box::new(WorkersPruneStep {
+            dir: crate::layout::SYNAPSE_WORKERS_DIR.into(),
+            keep,
+            note,
+        }),
         Kind::Secret {
             name,
             path,
@@ -587,10 +622,13 @@ fn make_step(
             wait_http,
             instance,
             tls,
+            probe,
+            probe_expect,
         } => Box::new(ServiceStep {
             unit,
             wait_http,
             instance,
+            probe: command(&probe).map(|cmd| (cmd, probe_expect.unwrap_or_default())),
             tls: tls
                 .into_iter()
                 .map(|t| Served {
@@ -600,14 +638,22 @@ fn make_step(
                 })
                 .collect(),
         }),
-        Kind::Disabled { unit } => Box::new(DisabledStep { unit }),
+        Kind::Disabled { unit, only_if } => Box::new(DisabledStep { unit, only_if }),
         Kind::Element => Box::new(ElementStep::from_config(config)),
         Kind::SystemUser { name, home } => Box::new(SystemUserStep { name, home }),
         Kind::Firewall { allow } => Box::new(FirewallStep {
             ssh_ports: config.firewall.ssh_ports.clone(),
             allow,
         }),
-        Kind::Absent { path, prune_dir } => Box::new(AbsentStep { path, prune_dir }),
+        Kind::Absent {
+            path,
+            prune_dir,
+            only_managed,
+        } => Box::new(AbsentStep {
+            path,
+            prune_dir,
+            only_managed,
+        }),
         Kind::UnitOff { unit, marker } => Box::new(UnitOffStep { unit, marker }),
         Kind::Htpasswd {
             path,

@@ -164,12 +164,51 @@ const TEMPLATES: &[(&str, &str)] = &[
         "metrics/nginx-prometheus.conf.j2",
         include_str!("../templates/metrics/nginx-prometheus.conf.j2"),
     ),
+    // Synapse workers (playbooks/25-workers.toml).
+    (
+        "synapse/mp-workers.yaml.j2",
+        include_str!("../templates/synapse/mp-workers.yaml.j2"),
+    ),
+    (
+        "synapse/worker.yaml.j2",
+        include_str!("../templates/synapse/worker.yaml.j2"),
+    ),
+    (
+        "systemd/matrix-synapse-worker@.service.j2",
+        include_str!("../templates/systemd/matrix-synapse-worker@.service.j2"),
+    ),
+    (
+        "systemd/matrix-synapse.target.j2",
+        include_str!("../templates/systemd/matrix-synapse.target.j2"),
+    ),
+    (
+        "systemd/matrix-synapse-workers.conf.j2",
+        include_str!("../templates/systemd/matrix-synapse-workers.conf.j2"),
+    ),
+    (
+        "redis/redis.conf.j2",
+        include_str!("../templates/redis/redis.conf.j2"),
+    ),
+    (
+        "systemd/redis-server.conf.j2",
+        include_str!("../templates/systemd/redis-server.conf.j2"),
+    ),
+    (
+        "redis/tmpfiles.conf.j2",
+        include_str!("../templates/redis/tmpfiles.conf.j2"),
+    ),
 ];
 
-const PARTIALS: &[(&str, &str)] = &[(
-    "nginx/_macros.j2",
-    include_str!("../templates/nginx/_macros.j2"),
-)];
+const PARTIALS: &[(&str, &str)] = &[
+    (
+        "nginx/_macros.j2",
+        include_str!("../templates/nginx/_macros.j2"),
+    ),
+    (
+        "nginx/_workers.j2",
+        include_str!("../templates/nginx/_workers.j2"),
+    ),
+];
 
 /// Everything a template can see. The field names are the top-level template variables.
 #[derive(Debug, Clone, Serialize)]
@@ -191,6 +230,8 @@ pub struct RenderContext {
     pub self_exe: String,
     /// The filesystems holding Synapse's media and the database, for the disk alerts.
     pub disks: Vec<Disk>,
+    /// `[synapse.workers]` resolved for this host (issue 13): the workers, routes and pool sizes.
+    pub workers: crate::workers::Layout,
 }
 
 /// A mount point and what of ours lives on it ("media", "database", or both).
@@ -329,6 +370,12 @@ impl RenderContext {
             config_path: inputs.config_path.display().to_string(),
             self_exe: inputs.self_exe.display().to_string(),
             disks: disks(&facts.mounts),
+            workers: crate::workers::Layout::resolve(
+                &config.synapse.workers,
+                facts.cpus,
+                facts.ram_mb,
+                config.synapse.federation,
+            ),
             config,
             facts,
             secrets: Secrets::default(),

@@ -118,6 +118,12 @@ backup_max_age = "8d"
         "[element]\nenabled = false\n[turn]\nenabled = false\n[metrics]\nenabled = true\nexpose_ui = true\n",
     );
 
+    // (g) Synapse workers, auto-sized on 8 CPUs and 16 GB, with one event persister on top (issue 13).
+    let g = host_toml(
+        "closed",
+        "[synapse.workers]\nmode = \"auto\"\nevent_persister = 1\n",
+    );
+
     // (e, f) examples/host.toml as a user starts from, parsed, on each supported release: the codename,
     // the PostgreSQL cluster and what nginx the release has.
     let example = || {
@@ -139,6 +145,7 @@ backup_max_age = "8d"
         ("b-same-host-private", context(b, facts(8192, 4))),
         ("c-open-small-vps", context(c, facts(2048, 1))),
         ("d-synapse-only-big", context(d, facts(65536, 16))),
+        ("g-workers-auto", context(g, facts(16384, 8))),
     ]
 }
 

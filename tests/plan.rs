@@ -239,3 +239,85 @@ fn metrics_plan_on_and_off() {
     assert!(!cleanup.is_empty());
     assert!(cleanup.iter().all(|o| o.status == Status::InSync), "{json}");
 }
+
+/// Workers (issue 13) on a fresh 2-CPU host: auto picks none there and the plan says why; the counts
+/// written make the layout, each worker with its file, unit instance and restart, Redis and the target.
+#[test]
+fn workers_plan_their_files_units_and_restarts_and_say_why() {
+    let (_, report, json) = plan("[synapse.workers]\nmode = \"auto\"\nsync = 2\nmedia = 1\n");
+    assert!(!report.failed(), "{json}");
+    let planned: Vec<&str> = report
+        .outcomes
+        .iter()
+        .filter(|o| o.status == Status::Planned)
+        .map(|o| o.id.as_str())
+        .collect();
+    for id in [
+        "redis-conf",
+        "redis-service",
+        "synapse-conf-workers",
+        "synapse-worker-unit",
+        "synapse-worker-conf-sync1",
+        "synapse-worker-conf-sync2",
+        "synapse-worker-conf-media1",
+        "restart:matrix-synapse-worker@sync2",
+        "synapse-worker-media1",
+        "synapse-target",
+    ] {
+        assert!(planned.contains(&id), "{id} missing from plan: {planned:?}");
+    }
+    assert!(
+        !planned.iter().any(|id| id.contains("client1")),
+        "{planned:?}"
+    );
+    let why = report
+        .warnings
+        .iter()
+        .find(|w| w.starts_with("synapse.workers: auto: no workers on 2 CPU(s)"))
+        .unwrap_or_else(|| panic!("no reason in {:?}", report.warnings));
+    assert!(why.contains("host.toml sets media = 1, sync = 2"), "{why}");
+}
+
+/// Off (the default): no worker step but the ones that remove an earlier layout, and no reason to tell.
+#[test]
+fn workers_off_only_cleans_up() {
+    let (_, report, json) = plan("");
+    assert!(!report.failed(), "{json}");
+    let ids: Vec<&str> = report.outcomes.iter().map(|o| o.id.as_str()).collect();
+    assert!(ids.contains(&"synapse-workers-prune"));
+    assert!(ids.contains(&"synapse-worker-unit-absent"));
+    assert!(!ids
+        .iter()
+        .any(|id| id.starts_with("redis-service") || id.starts_with("synapse-worker-conf-")));
+    assert!(!report
+        .warnings
+        .iter()
+        .any(|w| w.contains("synapse.workers")));
+}
+
+/// A change to one worker's file restarts that worker only; the shared fragment restarts Synapse (and with
+/// it, through PartOf=, every worker).
+#[test]
+fn a_worker_file_restarts_only_its_worker() {
+    let sys = fresh_host();
+    let config = matrix_provision::config::parse(
+        &format!("{BASE}[synapse.workers]\nmode = \"auto\"\nsync = 2\nclient = 1\n"),
+        "host.toml",
+    )
+    .unwrap();
+    let graph = playbook::build(&config, &inputs(), &sys, true).unwrap();
+    let notify = |id: &str| {
+        graph
+            .nodes
+            .iter()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+            .notify
+            .clone()
+    };
+    assert_eq!(
+        notify("synapse-worker-conf-sync2"),
+        ["restart:matrix-synapse-worker@sync2"]
+    );
+    assert_eq!(notify("synapse-conf-workers"), ["restart:matrix-synapse"]);
+}

@@ -99,6 +99,26 @@ pub struct Synapse {
     pub expose_admin_api: bool,
     /// Localpart of the first admin account that apply creates once (issue 5). None: no admin is created.
     pub admin_user: Option<String>,
+    /// `[synapse.workers]` (issue 13): off, or auto-sized with explicit counts overriding.
+    #[serde(default)]
+    pub workers: Workers,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkersMode {
+    #[default]
+    Off,
+    Auto,
+}
+
+/// `[synapse.workers]`: `mode` and the counts host.toml fixes, by role key (`crate::workers::ROLES`);
+/// a role not written gets what auto picks. Resolved against the host's facts by `workers::Layout`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Workers {
+    pub mode: WorkersMode,
+    #[serde(flatten)]
+    pub counts: std::collections::BTreeMap<String, u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

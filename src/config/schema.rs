@@ -104,6 +104,17 @@ pub(super) const KEYS: &[Key] = &[
     key("synapse.report_stats", Bool, D::Bool(false), "false", "send anonymous usage statistics to matrix.org"),
     key("synapse.expose_admin_api", Bool, D::Bool(false), "false", "serve /_synapse/admin through nginx (else loopback only)"),
     key("synapse.admin_user", Str, D::None, "\"admin\"", "localpart of the first admin, created once; unset: none"),
+    key("synapse.workers.mode", Str, D::Str("off"), "\"auto\"", "\"off\" (one process) or \"auto\" (sized from CPUs and RAM)"),
+    // One count per row of crate::workers::ROLES (bounds there); unset: what auto picks.
+    key("synapse.workers.media", Kind::Int, D::None, "1", "the media repository (0 or 1)"),
+    key("synapse.workers.stream_writer", Kind::Int, D::None, "1", "typing, to-device, account data, receipts, presence, push rules (0 or 1)"),
+    key("synapse.workers.sync", Kind::Int, D::None, "2", "/sync workers, one user always on the same one"),
+    key("synapse.workers.federation", Kind::Int, D::None, "1", "inbound federation workers"),
+    key("synapse.workers.client", Kind::Int, D::None, "2", "the rest of the client API"),
+    key("synapse.workers.federation_sender", Kind::Int, D::None, "1", "outbound federation workers"),
+    key("synapse.workers.pusher", Kind::Int, D::None, "1", "push notification workers"),
+    key("synapse.workers.background", Kind::Int, D::None, "1", "the background tasks worker (0 or 1)"),
+    key("synapse.workers.event_persister", Kind::Int, D::None, "2", "event writers, sharded by room"),
     key("element.enabled", Bool, D::Bool(true), "true", "serve Element Web"),
     key("element.host", Str, D::None, "\"element.example.com\"", "Element's own vhost; default element.<server_name>"),
     key("element.version", Str, D::Str("latest"), "\"latest\"", "\"latest\" or a pinned tag such as \"v1.11.85\""),
@@ -213,7 +224,8 @@ mod tests {
                 section = name;
                 continue;
             }
-            let line = line.strip_prefix("# ").unwrap_or(line);
+            // Indented under a comment: an option listed with its example (the worker roles).
+            let line = line.strip_prefix("# ").unwrap_or(line).trim_start();
             let Some((k, v)) = line.split_once(" = ") else {
                 continue;
             };

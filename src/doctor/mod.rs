@@ -104,6 +104,9 @@ impl Doctor<'_> {
             if let Some(url) = &unit.health_url {
                 out.push(self.health(unit, url));
             }
+            if let Some(probe) = &unit.probe {
+                out.push(self.probe(&unit.unit, probe));
+            }
         }
         for cert in &e.certificates {
             out.push(self.certificate(cert));
@@ -189,6 +192,23 @@ impl Doctor<'_> {
                 format!("{e:#}"),
                 format!("is {u} running? systemctl status {u}; journalctl -u {u} -n 100"),
             ),
+        }
+    }
+
+    /// The command apply awaits after starting the unit (Redis: PING as Synapse's user) answers.
+    fn probe(&self, unit: &str, probe: &crate::engine::ExpectedProbe) -> Check {
+        let name = format!("{unit} answers");
+        let Some((program, args)) = probe.argv.split_first() else {
+            return Check::ok(name, "nothing to ask");
+        };
+        let cmd = Cmd::new(program).args(args.iter().cloned());
+        let hint = format!("systemctl status {unit}; journalctl -u {unit} -n 50");
+        match self.sys.run(&cmd) {
+            Ok(out) if out.ok() && out.stdout.contains(&probe.expect) => {
+                Check::ok(name, format!("`{}`: {}", cmd.display(), probe.expect))
+            }
+            Ok(out) => Check::fail(name, format!("`{}`: {}", cmd.display(), short(&out)), hint),
+            Err(e) => Check::fail(name, format!("{e:#}"), hint),
         }
     }
 
@@ -1050,6 +1070,7 @@ mod tests {
                     port: 8443,
                     cert: "/etc/letsencrypt/live/matrix.example.org/cert.pem".into(),
                 }],
+                probe: None,
             }),
             after: vec!["packages".into()],
             notify: Vec::new(),

@@ -21,8 +21,8 @@ use serde::Serialize;
 
 pub use change::{Change, ChangeKind, Detail};
 pub use expect::{
-    Contents, ExpectedCert, ExpectedFile, ExpectedKind, ExpectedState, ExpectedTls, ExpectedUnit,
-    FileOwner,
+    Contents, ExpectedCert, ExpectedFile, ExpectedKind, ExpectedProbe, ExpectedState, ExpectedTls,
+    ExpectedUnit, FileOwner,
 };
 pub use graph::order;
 

@@ -182,9 +182,15 @@ pub struct AbsentStep {
     pub path: PathBuf,
     /// Also remove its directory once empty (a drop-in's `<unit>.d/`, which only we made).
     pub prune_dir: bool,
+    /// Remove only a file that carries our "Managed by matrix-provision" header (a rendered config;
+    /// another one at that path is the admin's and stays, with an error saying so).
+    pub only_managed: bool,
 }
 
 impl AbsentStep {
+    fn ours(&self, ctx: &Ctx) -> Result<bool> {
+        crate::steps::workers::ours(ctx, &self.path)
+    }
     /// The parent directory when it is to go: pruning asked for and nothing else left in it.
     fn empty_dir(&self, ctx: &Ctx) -> Result<Option<PathBuf>> {
         let Some(dir) = self.path.parent().filter(|_| self.prune_dir) else {
@@ -210,6 +216,11 @@ impl Step for AbsentStep {
                 Some(dir) => Change::modify(format!("remove empty directory {}", dir.display())),
                 None => Change::in_sync(),
             }),
+            Some(s) if s.kind == FileKind::File && self.only_managed && !self.ours(ctx)? => bail!(
+                "{} is not a file matrix-provision wrote (no \"{}\" line); remove it yourself if it should go",
+                self.path.display(),
+                crate::steps::workers::MANAGED
+            ),
             Some(s) if s.kind == FileKind::File || s.kind == FileKind::Symlink => {
                 Ok(Change::modify(format!("remove {}", self.path.display())))
             }
@@ -324,6 +335,7 @@ mod tests {
         let step = AbsentStep {
             path: "/etc/x/drop.conf".into(),
             prune_dir: false,
+            only_managed: false,
         };
         assert!(step.check(&ctx).unwrap().is_in_sync());
         sys.put("/etc/x/drop.conf", "old");
@@ -345,6 +357,7 @@ mod tests {
         let step = AbsentStep {
             path: "/etc/systemd/system/p.service.d/matrix-provision.conf".into(),
             prune_dir: true,
+            only_managed: false,
         };
         sys.put("/etc/systemd/system/p.service.d/matrix-provision.conf", "x");
         sys.put("/etc/systemd/system/p.service.d/admin.conf", "mine");

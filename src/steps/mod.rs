@@ -14,6 +14,7 @@ pub mod postgres;
 pub mod preflight;
 pub mod secret;
 pub mod service;
+pub mod workers;
 
 /// Wait until no process holds any of `locks` (fcntl locks, the kind dpkg and certbot take), polling
 /// with the service backoff: the holder is another run of the tool (a timer, unattended-upgrades, the
