@@ -12,6 +12,7 @@ pub mod doctor;
 pub mod element;
 pub mod engine;
 pub mod http;
+pub mod listeners;
 pub mod playbook;
 pub mod release;
 pub mod render;

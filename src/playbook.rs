@@ -15,7 +15,7 @@ use crate::secrets::SecretStore;
 use crate::steps::{
     admin_user::AdminUserStep,
     apt_keyring::AptKeyringStep,
-    certificate::{Acme, CertificateStep},
+    certificate::{Acme, CertificateStep, UnusedCertificateStep},
     debconf::DebconfStep,
     element::{ElementStep, SystemUserStep},
     file::{Contents, DirStep, FileStep, Owner, SymlinkStep, UnlinkStep},
@@ -88,7 +88,12 @@ struct StepDef {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 enum Kind {
-    Preflight,
+    Preflight {
+        /// TCP ports nginx must be free to bind (or hold already).
+        ports: Vec<u16>,
+        /// Names whose DNS should point here (a warning otherwise).
+        names: Vec<String>,
+    },
     Template {
         template: String,
         dest: PathBuf,
@@ -176,6 +181,11 @@ enum Kind {
     },
     Firewall {
         allow: Vec<String>,
+        #[serde(default)]
+        managed_ports: Vec<u16>,
+    },
+    CertificateUnused {
+        name: String,
     },
     AdminUser {
         name: String,
@@ -272,21 +282,9 @@ pub fn facts(sys: &dyn System) -> render::Facts {
     }
 }
 
-/// Every name that needs a certificate, without duplicates, in a stable order.
+/// Every name a direct host needs a certificate for (see [`crate::listeners::cert_names`]).
 pub fn cert_names(config: &HostConfig) -> Vec<String> {
-    let mut names = vec![config.synapse.host.clone()];
-    if config.delegated() {
-        names.push(config.server_name.clone());
-    }
-    if config.element.enabled {
-        names.push(config.element.host.clone());
-    }
-    if config.turn.enabled {
-        names.push(config.turn.host.clone());
-    }
-    let mut seen = std::collections::HashSet::new();
-    names.retain(|n| seen.insert(n.clone()));
-    names
+    crate::listeners::cert_names(config)
 }
 
 fn definitions(
@@ -306,7 +304,7 @@ fn definitions(
         delegated => config.delegated(),
         facts => facts,
         paths => render::Paths::for_exe(&inputs.self_exe),
-        cert_names => cert_names(config),
+        listeners => crate::listeners::Listeners::of(config),
         config_path => inputs.config_path.display().to_string(),
         self_exe => inputs.self_exe.display().to_string(),
     };
@@ -477,10 +475,10 @@ fn make_step(
     rendered: &mut Vec<RenderedFile>,
 ) -> Result<Box<dyn Step>> {
     Ok(match kind {
-        Kind::Preflight => Box::new(PreflightStep {
+        Kind::Preflight { ports, names } => Box::new(PreflightStep {
             server_name: config.server_name.clone(),
-            names: cert_names(config),
-            ports: vec![80, 443, 8448],
+            names,
+            ports,
             dry_run,
         }),
         Kind::Template {
@@ -607,10 +605,15 @@ fn make_step(
         Kind::Disabled { unit } => Box::new(DisabledStep { unit }),
         Kind::Element => Box::new(ElementStep::from_config(config)),
         Kind::SystemUser { name, home } => Box::new(SystemUserStep { name, home }),
-        Kind::Firewall { allow } => Box::new(FirewallStep {
+        Kind::Firewall {
+            allow,
+            managed_ports,
+        } => Box::new(FirewallStep {
             ssh_ports: config.firewall.ssh_ports.clone(),
             allow,
+            managed_ports,
         }),
+        Kind::CertificateUnused { name } => Box::new(UnusedCertificateStep { name }),
         Kind::AdminUser { name } => Box::new(AdminUserStep {
             localpart: name,
             server_name: config.server_name.clone(),
@@ -674,7 +677,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match step("firewall") {
-            Kind::Firewall { allow } => assert_eq!(allow.last().unwrap(), hostile),
+            Kind::Firewall { allow, .. } => assert_eq!(allow.last().unwrap(), hostile),
             other => panic!("{other:?}"),
         }
         let copies: Vec<&PathBuf> = steps

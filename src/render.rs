@@ -133,6 +133,8 @@ pub struct RenderContext {
     pub config: HostConfig,
     /// `synapse.host != server_name`: `.well-known` is served on server_name.
     pub delegated: bool,
+    /// What faces the clients: nginx's sockets, TLS or not, firewall rules (crate::listeners).
+    pub listeners: crate::listeners::Listeners,
     pub facts: Facts,
     pub secrets: Secrets,
     pub paths: Paths,
@@ -234,6 +236,7 @@ impl RenderContext {
     pub fn new(config: HostConfig, facts: Facts, secrets: Secrets) -> RenderContext {
         RenderContext {
             delegated: config.delegated(),
+            listeners: crate::listeners::Listeners::of(&config),
             config,
             facts,
             secrets,

@@ -20,8 +20,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use matrix_provision::config::{
-    Acme, Element, Firewall, HostConfig, Registration, Sources, Synapse, Turn, ACME_DIRECTORY_URL,
-    ELEMENT_RELEASES_URL, MATRIX_KEYRING_URL, MATRIX_KEY_FINGERPRINT, MATRIX_REPO_URL,
+    Acme, Edge, EdgeMode, Element, Firewall, HostConfig, Registration, Sources, Synapse, Turn,
+    ACME_DIRECTORY_URL, ELEMENT_RELEASES_URL, MATRIX_KEYRING_URL, MATRIX_KEY_FINGERPRINT,
+    MATRIX_REPO_URL,
 };
 use matrix_provision::playbook::{self, Inputs, RenderedFile};
 use matrix_provision::release::{self, Release};
@@ -80,6 +81,7 @@ fn defaults() -> HostConfig {
             element_releases_url: ELEMENT_RELEASES_URL.into(),
             element_signing_key: None,
         },
+        edge: Edge::default(),
     }
 }
 
@@ -155,8 +157,22 @@ fn variants() -> Vec<(&'static str, RenderContext)> {
             .unwrap_or_else(|e| panic!("examples/host.toml: {e:?}"))
     };
 
+    // (g) behind an edge on another machine: plain HTTP on an internal address for it alone, federation
+    // through the edge on 8448, TURN on its own public address without TLS, no ACME at all.
+    let mut g = defaults();
+    g.acme.email = None;
+    g.turn.external_ip = Some("203.0.113.7".into());
+    g.edge = Edge {
+        mode: EdgeMode::Proxied,
+        listen: "10.0.0.5".into(),
+        port: 8080,
+        trusted: vec!["10.0.0.2".into(), "fd00::/64".into()],
+        federation_port: 8448,
+    };
+
     vec![
         ("a-delegated-defaults", context(a, facts(4096, 2))),
+        ("g-proxied-internal", context(g, facts(4096, 2))),
         (
             "e-debian12-example",
             context(example(), on(release::SUPPORTED[0], 4096, 2)),
@@ -423,14 +439,15 @@ fn synapse_fragments_are_yaml_with_the_intended_settings() {
                 .map(|u| u.as_str().unwrap())
                 .collect();
             let h = &c.turn.host;
-            assert_eq!(
-                uris,
-                [
-                    format!("turn:{h}:3478?transport=udp"),
-                    format!("turn:{h}:3478?transport=tcp"),
-                    format!("turns:{h}:5349?transport=tcp"),
-                ]
-            );
+            // TURN over TLS needs the certificate only a direct host has.
+            let mut want = vec![
+                format!("turn:{h}:3478?transport=udp"),
+                format!("turn:{h}:3478?transport=tcp"),
+            ];
+            if ctx.listeners.tls {
+                want.push(format!("turns:{h}:5349?transport=tcp"));
+            }
+            assert_eq!(uris, want);
             assert_eq!(
                 turn["turn_shared_secret_path"].as_str(),
                 Some("/etc/matrix-synapse/secrets/turn_shared_secret")
@@ -470,7 +487,7 @@ fn json_outputs_parse_and_point_at_synapse() {
             let server = json(&bodies["/.well-known/matrix/server"], variant);
             assert_eq!(
                 server["m.server"],
-                format!("{}:443", c.synapse.host).as_str()
+                format!("{}:{}", c.synapse.host, ctx.listeners.federation_port).as_str()
             );
         } else {
             assert!(!bodies.contains_key("/.well-known/matrix/server"));
@@ -526,7 +543,27 @@ fn nginx_vhosts_are_balanced_and_route_as_intended() {
             synapse.contains("location /_synapse/admin"),
             c.synapse.expose_admin_api
         );
-        assert_eq!(synapse.contains("listen 8448"), c.synapse.federation);
+        assert_eq!(
+            synapse.contains("listen 8448"),
+            c.synapse.federation && ctx.listeners.tls
+        );
+        if !ctx.listeners.tls {
+            // Behind an edge: plain HTTP on its listener only, the client address believed from it alone.
+            assert!(!files.contains_key("/etc/nginx/sites-available/matrix-provision-http.conf"));
+            for (dest, text) in files.iter().filter(|(d, _)| d.contains("sites-available")) {
+                assert!(!text.contains("ssl"), "{variant}{dest}: TLS behind an edge");
+                assert!(!text.contains("listen 443"), "{variant}{dest}");
+                if !dest.ends_with("default.conf") {
+                    for a in &ctx.listeners.real_ip_from {
+                        assert!(
+                            text.contains(&format!("set_real_ip_from {a};")),
+                            "{variant}{dest}"
+                        );
+                    }
+                }
+            }
+            continue;
+        }
         assert!(synapse.contains(&format!(
             "client_max_body_size {}M;",
             c.synapse.max_upload_size_mb
@@ -636,7 +673,18 @@ fn coturn_never_relays_to_the_host_itself() {
         for addr in own.chain(ctx.config.turn.external_ip.as_deref()) {
             assert!(denied.contains(&addr), "{variant}: {addr} is not denied");
         }
-        for line in ["no-software-attribute", "no-tlsv1", "no-tlsv1_1"] {
+        assert!(
+            conf.lines().any(|l| l == "no-software-attribute"),
+            "{variant}"
+        );
+        if !ctx.listeners.tls {
+            assert!(
+                conf.lines().any(|l| l == "no-tls") && !conf.contains("5349"),
+                "{variant}"
+            );
+            continue;
+        }
+        for line in ["no-tlsv1", "no-tlsv1_1"] {
             assert!(conf.lines().any(|l| l == line), "{variant}: {line}");
         }
         let ciphers = conf

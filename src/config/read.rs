@@ -77,6 +77,16 @@ pub(super) const SCHEMA: &[(&str, &[Field])] = &[
         ],
     ),
     (
+        "edge",
+        &[
+            ("mode", Kind::Str, "\"proxied\""),
+            ("listen", Kind::Str, "\"127.0.0.1\""),
+            ("port", Kind::Int, "8080"),
+            ("trusted", Kind::StrList, "[\"127.0.0.1\"]"),
+            ("federation_port", Kind::Int, "443"),
+        ],
+    ),
+    (
         "sources",
         &[
             (

@@ -243,18 +243,20 @@ pub(super) fn validate(raw: &Raw, issues: &mut Issues<'_>) -> HostConfig {
         Some(_) => v.plain("server_name", check::domain, ""),
     };
 
+    let edge = edge(&mut v);
     let acme = Acme {
         enabled: v.boolean("acme.enabled", true),
         email: v.optional_str("acme.email", check::email),
     };
-    if acme.enabled && !raw.present("acme.email") {
+    // Behind an edge nobody asks Let's Encrypt for anything: the edge holds the certificates.
+    if acme.enabled && edge.mode == EdgeMode::Direct && !raw.present("acme.email") {
         let domain = if server_name.ok {
             server_name.value.as_str()
         } else {
             "example.com"
         };
         let hint = format!(
-            "add email = \"admin@{domain}\" under [acme] (or set enabled = false there to bring your own certificates)"
+            "add email = \"admin@{domain}\" under [acme] (or set enabled = false there to bring your own certificates, or mode = \"proxied\" under [edge] when a tunnel or proxy in front holds them)"
         );
         v.missing(
             raw.section_line("acme"),
@@ -491,6 +493,30 @@ pub(super) fn validate(raw: &Raw, issues: &mut Issues<'_>) -> HostConfig {
         );
     }
 
+    // The edge forwards HTTP(S), not TURN: coturn must be reachable on an address of its own.
+    if edge.mode == EdgeMode::Proxied && turn.enabled && turn.external_ip.is_none() {
+        let line = raw
+            .bool("turn.enabled")
+            .and_then(|t| t.line)
+            .or(raw.section_line("turn"))
+            .or(raw.section_line("edge"));
+        v.missing(
+            line,
+            "turn.external_ip",
+            "behind an edge (edge.mode = \"proxied\") calls cannot be relayed through it: coturn needs an address clients reach directly (UDP 3478 and the relay range)",
+            "set external_ip = \"<public address of this host or its NAT>\" under [turn] and point turn.host's DNS at it, or set enabled = false under [turn]".to_string(),
+        );
+    }
+    if edge.mode == EdgeMode::Proxied && turn.enabled && edge.port == 3478 {
+        v.issues.push(
+            raw.int("edge.port").and_then(|p| p.line),
+            "edge.port",
+            Some("3478"),
+            "is coturn's port",
+            Some("write e.g. port = 8080 under [edge]".to_string()),
+        );
+    }
+
     HostConfig {
         server_name: server_name.value,
         acme,
@@ -499,6 +525,116 @@ pub(super) fn validate(raw: &Raw, issues: &mut Issues<'_>) -> HostConfig {
         turn,
         firewall,
         sources,
+        edge,
+    }
+}
+
+fn edge(v: &mut Validator<'_, '_>) -> Edge {
+    let defaults = Edge::default();
+    let mode = match v.raw.str("edge.mode") {
+        None => EdgeMode::Direct,
+        Some(val) => match val.value.as_str() {
+            "direct" => EdgeMode::Direct,
+            "proxied" => EdgeMode::Proxied,
+            _ => {
+                let modes = ["direct", "proxied"];
+                let lower = val.value.trim().to_ascii_lowercase();
+                let fix = modes
+                    .iter()
+                    .find(|m| **m == lower)
+                    .copied()
+                    .or_else(|| check::closest(&lower, modes))
+                    .unwrap_or("proxied");
+                v.fail(
+                    "edge.mode",
+                    &val,
+                    "must be \"direct\" (nginx faces the internet and gets certificates) or \"proxied\" (a tunnel or reverse proxy in front terminates TLS)",
+                    format!("write mode = \"{fix}\""),
+                );
+                EdgeMode::Direct
+            }
+        },
+    };
+    let listen = v
+        .optional("edge.listen", check::listen_address)
+        .unwrap_or(defaults.listen);
+    let port = v.int(
+        "edge.port",
+        1..=65535,
+        defaults.port.into(),
+        "a TCP port (1 to 65535)",
+    );
+    if port.ok && port.value == 8008 {
+        if let Some(val) = v.raw.int("edge.port") {
+            v.fail(
+                "edge.port",
+                &val,
+                "is Synapse's own listener (127.0.0.1:8008); nginx needs a port of its own",
+                "write e.g. port = 8080".to_string(),
+            );
+        }
+    }
+    let fed = v.int(
+        "edge.federation_port",
+        443..=8448,
+        defaults.federation_port.into(),
+        "443 or 8448",
+    );
+    if fed.ok && fed.value != 443 && fed.value != 8448 {
+        if let Some(val) = v.raw.int("edge.federation_port") {
+            v.fail(
+                "edge.federation_port",
+                &val,
+                "must be 443 (delegated with m.server ending :443) or 8448 (Matrix's default port)",
+                "write federation_port = 443".to_string(),
+            );
+        }
+    }
+    let trusted = match v.raw.str_list("edge.trusted") {
+        Some(list) => {
+            let mut ok = Vec::new();
+            for (i, entry) in &list {
+                match check::trusted_address(&entry.value) {
+                    Ok(a) => ok.push(a),
+                    Err(bad) => {
+                        let hint = bad.advice.unwrap_or_else(|| {
+                            "write e.g. \"127.0.0.1\" or \"10.0.0.0/24\"".into()
+                        });
+                        v.fail(&format!("edge.trusted[{i}]"), entry, bad.message, hint);
+                    }
+                }
+            }
+            if list.is_empty() && mode == EdgeMode::Proxied {
+                v.issues.push(
+                    v.raw.section_line("edge"),
+                    "edge.trusted",
+                    Some("[]"),
+                    "is empty: nginx would take every client's address to be the edge's",
+                    Some("list the edge's addresses, e.g. trusted = [\"127.0.0.1\"]".into()),
+                );
+            }
+            ok
+        }
+        // The edge on this host (loopback) is the one peer; an edge elsewhere must be named.
+        None if check::is_loopback(&listen) => vec![listen.trim_matches(['[', ']']).to_string()],
+        None => {
+            if mode == EdgeMode::Proxied {
+                v.missing(
+                    v.raw.section_line("edge"),
+                    "edge.trusted",
+                    &format!("nginx listens on {listen}, not loopback, so the edge's addresses must be listed (only they may say who the client is)"),
+                    "add trusted = [\"<the edge's address>\"] under [edge]".to_string(),
+                );
+            }
+            Vec::new()
+        }
+    };
+    Edge {
+        mode,
+        listen,
+        port: port.value as u16,
+        trusted,
+        federation_port: fed.value as u16,
     }
 }
 

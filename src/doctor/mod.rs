@@ -1045,6 +1045,7 @@ mod tests {
             step: Box::new(FirewallStep {
                 ssh_ports: None,
                 allow: vec!["8443/tcp".into()],
+                managed_ports: Vec::new(),
             }),
             after: Vec::new(),
             notify: Vec::new(),
