@@ -9,6 +9,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod doctor;
+pub mod edge_config;
 pub mod element;
 pub mod engine;
 pub mod http;

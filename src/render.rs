@@ -276,7 +276,11 @@ impl Renderer {
         env.set_formatter(plain_values_only);
         env.add_filter("shquote", shquote);
         env.add_function("raise", raise);
-        for (name, source) in TEMPLATES.iter().chain(PARTIALS) {
+        for (name, source) in TEMPLATES
+            .iter()
+            .chain(PARTIALS)
+            .chain(crate::edge_config::TEMPLATES)
+        {
             // The sources are compiled in and covered by the golden tests; a syntax error is a bug.
             env.add_template(name, source)
                 .unwrap_or_else(|e| panic!("template {name} does not compile: {e:#}"));
