@@ -693,6 +693,49 @@ mod tests {
         assert!(steps.iter().all(|s| !s.id.contains('\u{1b}')));
     }
 
+    /// Behind an edge the graph has no certificate, certbot or port-80 step; it unlinks a direct host's
+    /// port-80 vhost and retires its lineages instead. Direct mode has the opposite.
+    #[test]
+    fn the_edge_mode_decides_which_steps_exist() {
+        let ids = |extra: &str| -> Vec<String> {
+            let config = crate::config::parse(
+                &format!("server_name = \"example.com\"\n[acme]\nemail = \"a@example.com\"\n[turn]\nenabled = false\n{extra}"),
+                "t",
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            let inputs = Inputs {
+                config_path: "/root/host.toml".into(),
+                self_exe: "/usr/sbin/matrix-provision".into(),
+            };
+            let sys = crate::system::FakeSystem::new();
+            build(&config, &inputs, &sys, true)
+                .unwrap_or_else(|e| panic!("{e:#}"))
+                .nodes
+                .into_iter()
+                .map(|n| n.id)
+                .collect()
+        };
+        let direct = ids("");
+        let proxied = ids("[edge]\nmode = \"proxied\"\n");
+        for id in [
+            "nginx-http-enabled",
+            "cert-matrix.example.com",
+            "certbot-deploy-hook",
+            "certbot-service-dropin",
+        ] {
+            assert!(direct.iter().any(|i| i == id), "direct lacks {id}");
+            assert!(!proxied.iter().any(|i| i == id), "proxied has {id}");
+        }
+        for id in [
+            "nginx-http-disabled",
+            "cert-unused-matrix.example.com",
+            "cert-unused-example.com",
+        ] {
+            assert!(proxied.iter().any(|i| i == id), "proxied lacks {id}");
+            assert!(!direct.iter().any(|i| i == id), "direct has {id}");
+        }
+    }
+
     #[test]
     fn toml_escape_round_trips() {
         for s in ["plain", "a\"b", "back\\slash", "nl\nx", "\u{7f}\u{1}", "#x"] {
