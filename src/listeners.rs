@@ -45,7 +45,14 @@ pub struct Listeners {
     pub federation_port: u16,
     /// Where an edge forwards to (edge-config): `http://ADDRESS:PORT`.
     pub upstream: String,
+    /// Name prefix of this mode's vhost files in sites-available/sites-enabled, and the other mode's,
+    /// whose links a switch removes.
+    pub site: String,
+    pub other_site: String,
 }
+
+const DIRECT_SITE: &str = "matrix-provision";
+const EDGE_SITE: &str = "matrix-provision-edge";
 
 impl Listeners {
     pub fn of(config: &HostConfig) -> Listeners {
@@ -83,6 +90,8 @@ impl Listeners {
                 real_ip_from: Vec::new(),
                 federation_port: 443,
                 upstream,
+                site: DIRECT_SITE.into(),
+                other_site: EDGE_SITE.into(),
             };
         }
         // Traffic from loopback never crosses ufw: an edge on this host needs no rule at all.
@@ -119,6 +128,8 @@ impl Listeners {
             real_ip_from: edge.trusted.clone(),
             federation_port: edge.federation_port,
             upstream,
+            site: EDGE_SITE.into(),
+            other_site: DIRECT_SITE.into(),
         }
     }
 }

@@ -475,12 +475,13 @@ fn json_outputs_parse_and_point_at_synapse() {
         }
 
         // The .well-known bodies, from whichever vhost serves them.
+        let site = &ctx.listeners.site;
         let vhost = if ctx.delegated {
-            "/etc/nginx/sites-available/matrix-provision-wellknown.conf"
+            format!("/etc/nginx/sites-available/{site}-wellknown.conf")
         } else {
-            "/etc/nginx/sites-available/matrix-provision-synapse.conf"
+            format!("/etc/nginx/sites-available/{site}-synapse.conf")
         };
-        let bodies = wellknown_bodies(&files[vhost]);
+        let bodies = wellknown_bodies(&files[vhost.as_str()]);
         let client = json(&bodies["/.well-known/matrix/client"], variant);
         assert_eq!(client["m.homeserver"]["base_url"], base_url.as_str());
         if c.synapse.federation {
@@ -535,7 +536,11 @@ fn nginx_vhosts_are_balanced_and_route_as_intended() {
             assert_eq!(depth, 0, "{variant}{dest}: unbalanced braces");
         }
 
-        let synapse = &files["/etc/nginx/sites-available/matrix-provision-synapse.conf"];
+        let synapse = &files[format!(
+            "/etc/nginx/sites-available/{}-synapse.conf",
+            ctx.listeners.site
+        )
+        .as_str()];
         assert!(synapse.contains("location ~ ^(/_matrix|/_synapse/client) {"));
         // proxy_pass without a URI part, or nginx normalises request paths.
         assert!(synapse.contains("proxy_pass http://127.0.0.1:8008;"));

@@ -340,7 +340,11 @@ impl Doctor<'_> {
     /// The delegation documents as nginx serves them on server_name.
     fn well_known(&self) -> Vec<Check> {
         let c = self.config;
-        let hint = "systemctl reload nginx; check /etc/nginx/sites-enabled/matrix-provision-wellknown.conf";
+        let hint = format!(
+            "systemctl reload nginx; check /etc/nginx/sites-enabled/{}-wellknown.conf",
+            crate::listeners::Listeners::of(c).site
+        );
+        let hint = hint.as_str();
         let port = crate::listeners::Listeners::of(c).federation_port;
         let want_server = format!("{}:{port}", c.synapse.host);
         let want_client = format!("https://{}", c.synapse.host);
