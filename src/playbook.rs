@@ -249,6 +249,10 @@ fn written_dir(kind: &Kind) -> Option<PathBuf> {
         Kind::Template { dest, .. } | Kind::Copy { dest, .. } => dest,
         Kind::Symlink { link, .. } => link,
         Kind::Secret { path, .. } | Kind::AptKeyring { dest: path, .. } => path,
+        // Both rewrite the lineage's renewal configuration (autorenew) through the atomic writer.
+        Kind::Certificate { .. } | Kind::CertificateUnused { .. } => {
+            return Some(PathBuf::from("/etc/letsencrypt/renewal"))
+        }
         _ => return None,
     };
     path.parent().map(PathBuf::from)
