@@ -85,8 +85,15 @@ pub fn render(config: &HostConfig, kind: EdgeKind) -> Result<String> {
             config.synapse.host
         );
     }
+    // The edge templates use only ports and certbot's paths, which no release changes.
+    let paths = crate::layout::Layout::new(
+        config,
+        &crate::release::NEWEST,
+        std::path::Path::new(crate::layout::PACKAGED_BINARY),
+    );
     let ctx = context! {
         config => config,
+        paths => paths,
         delegated => config.delegated(),
         listeners => Listeners::of(config),
         names => names(config),

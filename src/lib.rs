@@ -13,6 +13,7 @@ pub mod edge_config;
 pub mod element;
 pub mod engine;
 pub mod http;
+pub mod layout;
 pub mod listeners;
 pub mod playbook;
 pub mod release;

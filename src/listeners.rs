@@ -12,9 +12,10 @@
 use serde::Serialize;
 
 use crate::config::HostConfig;
+use crate::layout::{FEDERATION_PORT, HTTPS_PORT, HTTP_PORT, TURNS_PORT};
 
 /// Ports nginx binds in direct mode: HTTP (ACME), HTTPS, federation.
-pub const DIRECT_PORTS: [u16; 3] = [80, 443, 8448];
+pub const DIRECT_PORTS: [u16; 3] = [HTTP_PORT, HTTPS_PORT, FEDERATION_PORT];
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Listeners {
@@ -60,35 +61,37 @@ impl Listeners {
         let names = cert_names(config);
         let managed = {
             // 5349: TURN over TLS, which a host behind an edge has no certificate for.
-            let mut m = vec![80, 443, 8448, 5349];
+            let mut m = vec![HTTP_PORT, HTTPS_PORT, FEDERATION_PORT, TURNS_PORT];
             if !m.contains(&edge.port) {
                 m.push(edge.port);
             }
             m
         };
         let upstream = format!("http://{}:{}", edge.listen, edge.port);
+        let both = |port: u16| vec![port.to_string(), format!("[::]:{port}")];
+        let tcp = |port: u16| format!("{port}/tcp");
         if !config.proxied() {
             return Listeners {
                 tls: true,
                 acme: config.acme.enabled,
                 cert_names: names,
                 unused_certs: Vec::new(),
-                web: vec!["443".into(), "[::]:443".into()],
+                web: both(HTTPS_PORT),
                 federation: if config.synapse.federation {
-                    vec!["8448".into(), "[::]:8448".into()]
+                    both(FEDERATION_PORT)
                 } else {
                     Vec::new()
                 },
-                http: vec!["80".into(), "[::]:80".into()],
+                http: both(HTTP_PORT),
                 ports: DIRECT_PORTS.to_vec(),
-                firewall: std::iter::once("80/tcp")
-                    .chain(std::iter::once("443/tcp"))
-                    .chain(config.synapse.federation.then_some("8448/tcp"))
-                    .map(String::from)
+                firewall: [HTTP_PORT, HTTPS_PORT]
+                    .into_iter()
+                    .chain(config.synapse.federation.then_some(FEDERATION_PORT))
+                    .map(tcp)
                     .collect(),
                 firewall_managed: managed,
                 real_ip_from: Vec::new(),
-                federation_port: 443,
+                federation_port: HTTPS_PORT,
                 upstream,
                 site: DIRECT_SITE.into(),
                 other_site: EDGE_SITE.into(),
@@ -111,7 +114,7 @@ impl Listeners {
                         .and_then(|a| a.parse::<std::net::IpAddr>().ok())
                         .is_some_and(|ip| ip.is_loopback())
                 })
-                .map(|a| format!("{}/tcp from {a}", edge.port))
+                .map(|a| format!("{} from {a}", tcp(edge.port)))
                 .collect()
         };
         Listeners {

@@ -64,7 +64,11 @@ pub(super) fn domain(s: &str) -> Result<(), Bad> {
     }
     if s.contains(':') {
         return Err(bad(
-            "must not contain a port (nginx serves 443 and 8448 for it; federation finds the port itself)",
+            format!(
+                "must not contain a port (nginx serves {} and {} for it; federation finds the port itself)",
+                crate::layout::HTTPS_PORT,
+                crate::layout::FEDERATION_PORT
+            ),
             fix(),
         ));
     }
@@ -451,10 +455,10 @@ pub(super) fn listen_address(s: &str) -> Result<String, Bad> {
                 .to_string(),
             fix: None,
             redacted: None,
-            advice: Some(
-                "write 127.0.0.1 when the edge runs on this host, else the internal address the edge reaches"
-                    .to_string(),
-            ),
+            advice: Some(format!(
+                "write {} when the edge runs on this host, else the internal address the edge reaches",
+                crate::layout::LOOPBACK
+            )),
         });
     }
     Ok(match ip {

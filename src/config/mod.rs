@@ -93,9 +93,9 @@ impl Default for Edge {
     fn default() -> Edge {
         Edge {
             mode: EdgeMode::Direct,
-            listen: "127.0.0.1".into(),
+            listen: crate::layout::LOOPBACK.into(),
             port: 8080,
-            trusted: vec!["127.0.0.1".into()],
+            trusted: vec![crate::layout::LOOPBACK.into()],
             federation_port: 443,
         }
     }

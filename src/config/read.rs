@@ -80,9 +80,9 @@ pub(super) const SCHEMA: &[(&str, &[Field])] = &[
         "edge",
         &[
             ("mode", Kind::Str, "\"proxied\""),
-            ("listen", Kind::Str, "\"127.0.0.1\""),
+            ("listen", Kind::Str, "\"10.0.0.5\""),
             ("port", Kind::Int, "8080"),
-            ("trusted", Kind::StrList, "[\"127.0.0.1\"]"),
+            ("trusted", Kind::StrList, "[\"10.0.0.2\"]"),
             ("federation_port", Kind::Int, "443"),
         ],
     ),

@@ -4,6 +4,7 @@
 use super::check::{self, Bad, PortSpec};
 use super::read::{Issues, Raw, Val, SCHEMA};
 use super::*;
+use crate::layout;
 use std::ops::RangeInclusive;
 
 pub(super) const DEFAULT_MAX_UPLOAD_SIZE_MB: u32 = 50;
@@ -16,12 +17,12 @@ pub(super) const DEFAULT_TOTAL_QUOTA: u32 = 1200;
 
 /// Ports matrix-provision itself listens on or opens; the TURN relay range must stay clear of them.
 const RESERVED_PORTS: &[(u16, &str)] = &[
-    (22, "SSH"),
-    (80, "HTTP, ACME challenges"),
-    (443, "HTTPS"),
-    (3478, "TURN"),
-    (5349, "TURN over TLS"),
-    (8448, "Matrix federation"),
+    (layout::SSH_PORT, "SSH"),
+    (layout::HTTP_PORT, "HTTP, ACME challenges"),
+    (layout::HTTPS_PORT, "HTTPS"),
+    (layout::TURN_PORT, "TURN"),
+    (layout::TURNS_PORT, "TURN over TLS"),
+    (layout::FEDERATION_PORT, "Matrix federation"),
 ];
 
 /// A string as written, with the checked value when the check passed.
@@ -503,15 +504,15 @@ pub(super) fn validate(raw: &Raw, issues: &mut Issues<'_>) -> HostConfig {
         v.missing(
             line,
             "turn.external_ip",
-            "behind an edge (edge.mode = \"proxied\") calls cannot be relayed through it: coturn needs an address clients reach directly (UDP 3478 and the relay range)",
+            &format!("behind an edge (edge.mode = \"proxied\") calls cannot be relayed through it: coturn needs an address clients reach directly (UDP {} and the relay range)", crate::layout::TURN_PORT),
             "set external_ip = \"<public address of this host or its NAT>\" under [turn] and point turn.host's DNS at it, or set enabled = false under [turn]".to_string(),
         );
     }
-    if edge.mode == EdgeMode::Proxied && turn.enabled && edge.port == 3478 {
+    if edge.mode == EdgeMode::Proxied && turn.enabled && edge.port == crate::layout::TURN_PORT {
         v.issues.push(
             raw.int("edge.port").and_then(|p| p.line),
             "edge.port",
-            Some("3478"),
+            Some(&edge.port.to_string()),
             "is coturn's port",
             Some("write e.g. port = 8080 under [edge]".to_string()),
         );
@@ -564,29 +565,36 @@ fn edge(v: &mut Validator<'_, '_>) -> Edge {
         defaults.port.into(),
         "a TCP port (1 to 65535)",
     );
-    if port.ok && port.value == 8008 {
+    if port.ok && port.value == i64::from(crate::layout::SYNAPSE_PORT) {
         if let Some(val) = v.raw.int("edge.port") {
             v.fail(
                 "edge.port",
                 &val,
-                "is Synapse's own listener (127.0.0.1:8008); nginx needs a port of its own",
+                format!(
+                    "is Synapse's own listener ({}); nginx needs a port of its own",
+                    crate::layout::SYNAPSE_ADDR
+                ),
                 "write e.g. port = 8080".to_string(),
             );
         }
     }
+    let (https, federation) = (
+        i64::from(crate::layout::HTTPS_PORT),
+        i64::from(crate::layout::FEDERATION_PORT),
+    );
     let fed = v.int(
         "edge.federation_port",
-        443..=8448,
+        https..=federation,
         defaults.federation_port.into(),
-        "443 or 8448",
+        &format!("{https} or {federation}"),
     );
-    if fed.ok && fed.value != 443 && fed.value != 8448 {
+    if fed.ok && fed.value != https && fed.value != federation {
         if let Some(val) = v.raw.int("edge.federation_port") {
             v.fail(
                 "edge.federation_port",
                 &val,
-                "must be 443 (delegated with m.server ending :443) or 8448 (Matrix's default port)",
-                "write federation_port = 443".to_string(),
+                format!("must be {https} (delegated with m.server ending :{https}) or {federation} (Matrix's default port)"),
+                format!("write federation_port = {https}"),
             );
         }
     }
@@ -597,9 +605,9 @@ fn edge(v: &mut Validator<'_, '_>) -> Edge {
                 match check::trusted_address(&entry.value) {
                     Ok(a) => ok.push(a),
                     Err(bad) => {
-                        let hint = bad.advice.unwrap_or_else(|| {
-                            "write e.g. \"127.0.0.1\" or \"10.0.0.0/24\"".into()
-                        });
+                        let hint = bad
+                            .advice
+                            .unwrap_or_else(|| "write e.g. \"10.0.0.2\" or \"10.0.0.0/24\"".into());
                         v.fail(&format!("edge.trusted[{i}]"), entry, bad.message, hint);
                     }
                 }
@@ -610,7 +618,7 @@ fn edge(v: &mut Validator<'_, '_>) -> Edge {
                     "edge.trusted",
                     Some("[]"),
                     "is empty: nginx would take every client's address to be the edge's",
-                    Some("list the edge's addresses, e.g. trusted = [\"127.0.0.1\"]".into()),
+                    Some("list the edge's addresses, e.g. trusted = [\"10.0.0.2\"]".into()),
                 );
             }
             ok

@@ -145,8 +145,8 @@ impl Doctor<'_> {
         if c.element.enabled {
             out.push(self.element());
         }
-        out.push(self.disk("disk: media store", "/var/lib/matrix-synapse"));
-        out.push(self.disk("disk: database", "/var/lib/postgresql"));
+        out.push(self.disk("disk: media store", crate::layout::SYNAPSE_DATA_DIR));
+        out.push(self.disk("disk: database", crate::layout::POSTGRES_DATA_DIR));
         out
     }
 
@@ -265,8 +265,10 @@ impl Doctor<'_> {
                 format!(
                     "systemctl reload-or-restart {u} (it reads certificates only when it starts or \
                      reloads); after a renewal the certbot deploy hook does that: check \
-                     /etc/letsencrypt/renewal-hooks/deploy/ and journalctl -u certbot",
-                    u = t.unit
+                     {hooks}/ and journalctl -u {certbot}",
+                    u = t.unit,
+                    hooks = crate::layout::LETSENCRYPT_DEPLOY_HOOKS,
+                    certbot = crate::layout::CERTBOT_UNIT,
                 ),
             )
         }
@@ -274,7 +276,7 @@ impl Doctor<'_> {
 
     /// The leaf certificate a TLS handshake with 127.0.0.1:port (SNI name) presents, as one PEM block.
     fn handshake(&self, t: &ExpectedTls) -> Result<String, String> {
-        let connect = format!("127.0.0.1:{}", t.port);
+        let connect = format!("{}:{}", crate::layout::LOOPBACK, t.port);
         let attempt = |extra: &[&str]| {
             // timeout: a listener that accepts but never answers must not hang the report.
             let cmd = Cmd::new("timeout")
@@ -340,11 +342,12 @@ impl Doctor<'_> {
     /// The delegation documents as nginx serves them on server_name.
     fn well_known(&self) -> Vec<Check> {
         let c = self.config;
-        let hint = format!(
-            "systemctl reload nginx; check /etc/nginx/sites-enabled/{}-wellknown.conf",
+        let hint = &format!(
+            "systemctl reload {}; check {}/{}-wellknown.conf",
+            crate::layout::NGINX_UNIT,
+            crate::layout::NGINX_SITES_ENABLED,
             crate::listeners::Listeners::of(c).site
         );
-        let hint = hint.as_str();
         let port = crate::listeners::Listeners::of(c).federation_port;
         let want_server = format!("{}:{port}", c.synapse.host);
         let want_client = format!("https://{}", c.synapse.host);
@@ -381,7 +384,7 @@ impl Doctor<'_> {
         let front = crate::listeners::Listeners::of(self.config);
         // Direct: nginx's 8448; behind an edge: where the edge takes federation.
         let port = if front.tls {
-            8448
+            crate::layout::FEDERATION_PORT
         } else {
             front.federation_port
         };
@@ -422,7 +425,11 @@ impl Doctor<'_> {
                 "set synapse.admin_user in host.toml, run apply, and run doctor as root",
             )];
         };
-        let hint = "check turn_uris and turn_shared_secret_path in /etc/matrix-synapse/conf.d/mp-turn.yaml, then systemctl restart matrix-synapse";
+        let hint = &format!(
+            "check turn_uris and turn_shared_secret_path in {}/mp-turn.yaml, then systemctl restart {}",
+            crate::layout::SYNAPSE_CONF_D,
+            crate::layout::SYNAPSE_UNIT
+        );
         let host = &self.config.turn.host;
         let offer = match ask() {
             Ok(o) => o,
