@@ -119,7 +119,7 @@ backup_max_age = "8d"
     );
 
     // (g) Synapse workers, auto-sized on 8 CPUs and 16 GB, with one event persister on top (issue 13).
-    let g = host_toml(
+    let workers = host_toml(
         "closed",
         "[synapse.workers]\nmode = \"auto\"\nevent_persister = 1\n",
     );
@@ -156,7 +156,7 @@ backup_max_age = "8d"
         ("b-same-host-private", context(b, facts(8192, 4))),
         ("c-open-small-vps", context(c, facts(2048, 1))),
         ("d-synapse-only-big", context(d, facts(65536, 16))),
-        ("g-workers-auto", context(g, facts(16384, 8))),
+        ("h-workers-auto", context(workers, facts(16384, 8))),
     ]
 }
 
