@@ -100,6 +100,10 @@ pub fn postgres_psql(major: &str) -> String {
 
 // nginx and certbot.
 pub const NGINX_UNIT: &str = "nginx";
+/// nginx's configuration tree: what `nginx -t` reads. A step changing anything below it, or running
+/// `nginx -t`, holds [`NGINX_CONFIG_LOCK`] (derived in playbook::build, never declared by hand).
+pub const NGINX_CONFIG_DIR: &str = "/etc/nginx";
+pub const NGINX_CONFIG_LOCK: &str = "nginx-config";
 pub const NGINX_SITES_AVAILABLE: &str = "/etc/nginx/sites-available";
 pub const NGINX_SITES_ENABLED: &str = "/etc/nginx/sites-enabled";
 pub const NGINX_CONF_D: &str = "/etc/nginx/conf.d";

@@ -303,6 +303,38 @@ impl Graph {
 }
 
 /// The directory a file-writing step writes into.
+/// Whether the step changes nginx's configuration tree or runs its config test. Such steps hold
+/// [`layout::NGINX_CONFIG_LOCK`] one at a time: `nginx -t` globs sites-enabled/* and then opens each
+/// file, so a link removed in between fails another step's check (it did, switching an edge host back
+/// to direct). Derived from what the step touches, so no playbook can forget it.
+fn touches_nginx_config(kind: &Kind) -> bool {
+    let path = match kind {
+        Kind::Template { dest, .. } | Kind::Copy { dest, .. } => Some(dest),
+        Kind::Symlink { link, .. } | Kind::Unlink { link, .. } => Some(link),
+        Kind::Absent { path, .. } | Kind::Htpasswd { path, .. } => Some(path),
+        _ => None,
+    };
+    let validate = match kind {
+        Kind::Template { validate, .. }
+        | Kind::Copy { validate, .. }
+        | Kind::Symlink { validate, .. } => validate.as_slice(),
+        _ => &[],
+    };
+    path.is_some_and(|p| p.starts_with(layout::NGINX_CONFIG_DIR)) || runs_nginx_test(validate)
+}
+
+fn runs_nginx_test(argv: &[String]) -> bool {
+    argv.first().is_some_and(|a| a == "nginx")
+}
+
+/// `resources` plus nginx's config lock when `needed`, once.
+fn with_nginx_lock(mut resources: Vec<String>, needed: bool) -> Vec<String> {
+    if needed && !resources.iter().any(|r| r == layout::NGINX_CONFIG_LOCK) {
+        resources.push(layout::NGINX_CONFIG_LOCK.to_string());
+    }
+    resources
+}
+
 fn written_dir(kind: &Kind) -> Option<PathBuf> {
     let path = match kind {
         Kind::Template { dest, .. } | Kind::Copy { dest, .. } => dest,
@@ -425,6 +457,7 @@ pub fn build(
         for def in file.step {
             let description = def.description.clone().unwrap_or_else(|| def.id.clone());
             write_dirs.extend(written_dir(&def.kind));
+            let exclusive = with_nginx_lock(def.exclusive, touches_nginx_config(&def.kind));
             let step = make_step(
                 def.kind,
                 config,
@@ -441,7 +474,7 @@ pub fn build(
                 after: def.after,
                 notify: def.notify,
                 handler: false,
-                exclusive: def.exclusive,
+                exclusive,
             });
         }
         for h in file.handler {
@@ -454,6 +487,7 @@ pub fn build(
                     h.id
                 ),
             };
+            let exclusive = with_nginx_lock(h.exclusive, runs_nginx_test(&h.validate));
             let validate = command(&h.validate);
             nodes.push(Node {
                 description: format!("{} {}", h.action, h.unit),
@@ -467,7 +501,7 @@ pub fn build(
                 after: h.after,
                 notify: Vec::new(),
                 handler: true,
-                exclusive: h.exclusive,
+                exclusive,
             });
         }
     }
@@ -763,6 +797,66 @@ mod tests {
         assert!(copies.contains(&&inputs.self_exe), "{copies:?}");
         // No step appeared out of a value.
         assert!(steps.iter().all(|s| !s.id.contains('\u{1b}')));
+    }
+
+    /// Whatever changes nginx's tree or runs `nginx -t` holds nginx's config lock, whether or not its
+    /// playbook says so: the unlink of the other mode's vhosts (which raced another step's `nginx -t`),
+    /// Debian's default site, the metrics snippet's removal, the reload handlers. Steps elsewhere don't.
+    #[test]
+    fn steps_touching_nginx_hold_its_config_lock() {
+        let nodes = |extra: &str| -> Vec<(String, Vec<String>)> {
+            let config = crate::config::parse(
+                &format!(
+                    "server_name = \"example.com\"\n[acme]\nemail = \"a@example.com\"\n{extra}"
+                ),
+                "t",
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            let inputs = Inputs {
+                config_path: "/root/host.toml".into(),
+                self_exe: "/usr/sbin/matrix-provision".into(),
+            };
+            let sys = crate::system::FakeSystem::new();
+            build(&config, &inputs, &sys, true)
+                .unwrap_or_else(|e| panic!("{e:#}"))
+                .nodes
+                .into_iter()
+                .map(|n| (n.id, n.exclusive))
+                .collect()
+        };
+        let holds = |nodes: &[(String, Vec<String>)], id: &str| {
+            let (_, ex) = nodes
+                .iter()
+                .find(|(i, _)| i == id)
+                .unwrap_or_else(|| panic!("no node {id}"));
+            ex.iter()
+                .filter(|r| *r == layout::NGINX_CONFIG_LOCK)
+                .count()
+                == 1
+        };
+        let direct = nodes("");
+        let proxied = nodes("[turn]\nenabled = false\n[edge]\nmode = \"proxied\"\n");
+        for id in [
+            "nginx-synapse-matrix-provision-edge-disabled",
+            "nginx-debian-default-disabled",
+            "nginx-default-vhost",
+            "nginx-global-conf",
+            "nginx-synapse-enabled",
+            "metrics-ui-absent-1",
+            "reload:nginx",
+            "reload:nginx-http",
+            "restart:nginx",
+        ] {
+            assert!(
+                holds(&direct, id),
+                "direct: {id} does not hold the nginx lock once"
+            );
+        }
+        assert!(holds(&proxied, "nginx-synapse-matrix-provision-disabled"));
+        assert!(holds(&proxied, "nginx-http-disabled"));
+        for id in ["packages", "postgres-db", "coturn-conf", "nginx-hardening"] {
+            assert!(!holds(&direct, id), "{id} holds the nginx lock");
+        }
     }
 
     /// Behind an edge the graph has no certificate, certbot or port-80 step; it unlinks a direct host's
