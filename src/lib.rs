@@ -6,12 +6,14 @@
 //! place that prints a run; `element` installs and updates Element Web.
 
 pub mod admin;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod doctor;
 pub mod element;
 pub mod engine;
 pub mod http;
+pub mod maintenance;
 pub mod playbook;
 pub mod release;
 pub mod render;

@@ -15,6 +15,7 @@ use crate::secrets::SecretStore;
 use crate::steps::{
     admin_user::AdminUserStep,
     apt_keyring::AptKeyringStep,
+    backup_repo::BackupRepoStep,
     certificate::{Acme, CertificateStep},
     debconf::DebconfStep,
     element::{ElementStep, SystemUserStep},
@@ -57,6 +58,14 @@ pub const PLAYBOOKS: &[(&str, &str)] = &[
     (
         "60-firewall.toml",
         include_str!("../playbooks/60-firewall.toml"),
+    ),
+    (
+        "70-backup.toml",
+        include_str!("../playbooks/70-backup.toml"),
+    ),
+    (
+        "75-upkeep.toml",
+        include_str!("../playbooks/75-upkeep.toml"),
     ),
 ];
 
@@ -180,6 +189,7 @@ enum Kind {
     AdminUser {
         name: String,
     },
+    BackupRepository,
 }
 
 /// `tls = [{ name, port, cert }]` of a service step: what it presents on a TLS port.
@@ -615,6 +625,9 @@ fn make_step(
             localpart: name,
             server_name: config.server_name.clone(),
             transport: Box::new(crate::admin::HttpTransport::loopback()),
+        }),
+        Kind::BackupRepository => Box::new(BackupRepoStep {
+            backup: config.backup.clone(),
         }),
     })
 }

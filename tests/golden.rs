@@ -20,8 +20,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use matrix_provision::config::{
-    Acme, Element, Firewall, HostConfig, Registration, Sources, Synapse, Turn, ACME_DIRECTORY_URL,
-    ELEMENT_RELEASES_URL, MATRIX_KEYRING_URL, MATRIX_KEY_FINGERPRINT, MATRIX_REPO_URL,
+    Acme, Backup, Element, Firewall, HostConfig, Media, Registration, Sources, Synapse, Turn,
+    ACME_DIRECTORY_URL, ELEMENT_RELEASES_URL, MATRIX_KEYRING_URL, MATRIX_KEY_FINGERPRINT,
+    MATRIX_REPO_URL,
 };
 use matrix_provision::playbook::{self, Inputs, RenderedFile};
 use matrix_provision::release::{self, Release};
@@ -79,6 +80,19 @@ fn defaults() -> HostConfig {
             acme_ca_bundle: None,
             element_releases_url: ELEMENT_RELEASES_URL.into(),
             element_signing_key: None,
+        },
+        backup: Backup {
+            enabled: false,
+            repository: None,
+            schedule: "daily".into(),
+            keep_daily: 7,
+            keep_weekly: 4,
+            keep_monthly: 6,
+        },
+        media: Media {
+            local_media_lifetime_days: None,
+            remote_media_lifetime_days: None,
+            purge_remote_media_days: None,
         },
     }
 }
@@ -143,9 +157,17 @@ fn variants() -> Vec<(&'static str, RenderContext)> {
     c.synapse.registration = Registration::Open;
 
     // (d) Synapse alone: no Element, no TURN, on a large host (caps of the PostgreSQL formulas).
+    // Backups to an SFTP repository at 03:30, media retention and the remote-media purge timer (issue 14).
     let mut d = defaults();
     d.element.enabled = false;
     d.turn.enabled = false;
+    d.synapse.admin_user = Some("admin".into());
+    d.backup.enabled = true;
+    d.backup.repository = Some("sftp:backup@backup.example.net:/srv/restic/matrix".into());
+    d.backup.schedule = "03:30".into();
+    d.media.local_media_lifetime_days = Some(365);
+    d.media.remote_media_lifetime_days = Some(30);
+    d.media.purge_remote_media_days = Some(14);
 
     // (e, f) examples/host.toml as a user starts from, parsed, on each supported release: the codename,
     // the PostgreSQL cluster and what nginx the release has.

@@ -77,6 +77,29 @@ pub(super) const SCHEMA: &[(&str, &[Field])] = &[
         ],
     ),
     (
+        "backup",
+        &[
+            ("enabled", Kind::Bool, "true"),
+            (
+                "repository",
+                Kind::Str,
+                "\"sftp:backup@backup.example.net:/srv/restic/matrix\"",
+            ),
+            ("schedule", Kind::Str, "\"daily\""),
+            ("keep_daily", Kind::Int, "7"),
+            ("keep_weekly", Kind::Int, "4"),
+            ("keep_monthly", Kind::Int, "6"),
+        ],
+    ),
+    (
+        "media",
+        &[
+            ("local_media_lifetime_days", Kind::Int, "365"),
+            ("remote_media_lifetime_days", Kind::Int, "30"),
+            ("purge_remote_media_days", Kind::Int, "30"),
+        ],
+    ),
+    (
         "sources",
         &[
             (

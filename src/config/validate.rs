@@ -352,6 +352,8 @@ pub(super) fn validate(raw: &Raw, issues: &mut Issues<'_>) -> HostConfig {
     };
 
     let sources = sources(&mut v);
+    let backup = backup(&mut v);
+    let media = media(&mut v, synapse.admin_user.is_some());
 
     v.derived_issue("synapse.host", &synapse_host, &server_name);
     if element.enabled {
@@ -499,7 +501,80 @@ pub(super) fn validate(raw: &Raw, issues: &mut Issues<'_>) -> HostConfig {
         turn,
         firewall,
         sources,
+        backup,
+        media,
     }
+}
+
+const DEFAULT_KEEP_DAILY: u32 = 7;
+const DEFAULT_KEEP_WEEKLY: u32 = 4;
+const DEFAULT_KEEP_MONTHLY: u32 = 6;
+
+fn backup(v: &mut Validator<'_, '_>) -> Backup {
+    let enabled = v.boolean("backup.enabled", false);
+    let repository = v.optional_str("backup.repository", check::restic_repository);
+    if enabled && !v.raw.present("backup.repository") {
+        v.missing(
+            v.raw.section_line("backup"),
+            "backup.repository",
+            "backups need a restic repository outside this host",
+            "add e.g. repository = \"sftp:backup@backup.example.net:/srv/restic/matrix\" under [backup] \
+             (or a path on a mounted disk: \"/mnt/backup/matrix\")"
+                .to_string(),
+        );
+    }
+    let schedule = v
+        .plain("backup.schedule", check::backup_schedule, "daily")
+        .value;
+    let keep = |v: &mut Validator<'_, '_>, key: &str, default: u32| {
+        v.int(key, 0..=10_000, default.into(), "between 0 and 10000")
+            .value as u32
+    };
+    let keep_daily = keep(v, "backup.keep_daily", DEFAULT_KEEP_DAILY);
+    let keep_weekly = keep(v, "backup.keep_weekly", DEFAULT_KEEP_WEEKLY);
+    let keep_monthly = keep(v, "backup.keep_monthly", DEFAULT_KEEP_MONTHLY);
+    if enabled && keep_daily + keep_weekly + keep_monthly == 0 {
+        let at = v.raw.int("backup.keep_daily");
+        v.issues.push(
+            at.as_ref().and_then(|a| a.line).or(v.raw.section_line("backup")),
+            "backup.keep_daily",
+            at.as_ref().map(|a| a.src.as_str()),
+            "keep_daily, keep_weekly and keep_monthly are all 0: every backup would be deleted right after it is made",
+            Some(format!("write e.g. keep_daily = {DEFAULT_KEEP_DAILY}")),
+        );
+    }
+    Backup {
+        enabled,
+        repository,
+        schedule,
+        keep_daily,
+        keep_weekly,
+        keep_monthly,
+    }
+}
+
+fn media(v: &mut Validator<'_, '_>, has_admin: bool) -> Media {
+    let days = |v: &mut Validator<'_, '_>, key: &str, default: i64| -> Option<u32> {
+        v.raw.int(key)?;
+        let got = v.int(key, 1..=36_500, default, "a number of days, at least 1");
+        got.ok.then_some(got.value as u32)
+    };
+    let media = Media {
+        local_media_lifetime_days: days(v, "media.local_media_lifetime_days", 365),
+        remote_media_lifetime_days: days(v, "media.remote_media_lifetime_days", 30),
+        purge_remote_media_days: days(v, "media.purge_remote_media_days", 30),
+    };
+    if media.purge_remote_media_days.is_some() && !has_admin {
+        let at = v.raw.int("media.purge_remote_media_days");
+        v.issues.push(
+            at.as_ref().and_then(|a| a.line),
+            "media.purge_remote_media_days",
+            at.as_ref().map(|a| a.src.as_str()),
+            "the purge goes through Synapse's admin API, which needs the admin account apply creates",
+            Some("set admin_user = \"admin\" under [synapse] (or remove purge_remote_media_days)".to_string()),
+        );
+    }
+    media
 }
 
 fn registration(v: &mut Validator<'_, '_>) -> Registration {
