@@ -56,6 +56,21 @@ pub fn choose(restic: &Restic, config: &HostConfig, id: &str) -> Result<Chosen> 
                  (no media, keys or secrets); pick a complete one from `matrix-provision backup list`"
             );
         }
+        let mut others: Vec<&str> = snapshots
+            .iter()
+            .filter(|s| s.tags.iter().any(|t| t == super::TAG) && s.hostname != *host)
+            .map(|s| s.hostname.as_str())
+            .collect();
+        others.sort_unstable();
+        others.dedup();
+        if sets.is_empty() && !others.is_empty() {
+            bail!(
+                "no backup {id} of {host} in {}: it holds backups of {}, and host.toml says server_name = \
+                 \"{host}\"; a Matrix server cannot change its name: restore with that server's host.toml",
+                restic.repository(),
+                crate::report::escape(&others.join(", "))
+            );
+        }
         bail!(
             "no backup {id} of {host} in {}; `matrix-provision backup list` shows them",
             restic.repository()

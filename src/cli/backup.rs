@@ -1,14 +1,14 @@
 //! `backup [HOST_TOML]` (what matrix-backup.timer runs), `backup list [HOST_TOML]` and
 //! `restore --snapshot ID HOST_TOML`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Result};
 
 use crate::backup::{self, restore, Restic};
 use crate::report::Verbosity;
-use crate::system::RealSystem;
+use crate::system::{Cmd, RealSystem, System};
 
 #[derive(clap::Args, Debug)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -129,6 +129,24 @@ pub fn restore(args: &RestoreArgs, verbosity: Verbosity) -> Result<u8> {
             _ => Err(anyhow!("apply {} failed (see above)", args.file.display())),
         }
     };
+    let sys = RealSystem::new("/");
+    // Where restic and the password are already there, a backup of another server or an incomplete one is
+    // refused before apply runs with this host.toml.
+    let ready = sys
+        .run(&Cmd::new("restic").arg("version"))
+        .is_ok_and(|o| o.ok())
+        && sys.stat(Path::new(backup::PASSWORD_FILE))?.is_some();
+    if ready {
+        restore::choose(&Restic::new(&sys, &config.backup)?, &config, &args.snapshot)?;
+        // No database yet (apply has not run) is fine here; restore asks again after apply.
+        if let Ok(Some(data)) = restore::existing_data(&sys, &config) {
+            bail!(
+                "the database {} on this host already holds data ({data}); restore replaces the whole \
+                 database, so it goes only onto a fresh host. Nothing was changed.",
+                backup::DATABASE
+            );
+        }
+    }
     // On a fresh host apply installs restic and PostgreSQL, and opens the repository with the password
     // that was put in place: the restore needs all of it. On a converged host it changes nothing.
     eprintln!(
@@ -136,7 +154,6 @@ pub fn restore(args: &RestoreArgs, verbosity: Verbosity) -> Result<u8> {
         args.file.display()
     );
     converge()?;
-    let sys = RealSystem::new("/");
     let restic = Restic::new(&sys, &config.backup)?;
     let chosen = restore::choose(&restic, &config, &args.snapshot)?;
     eprintln!(
