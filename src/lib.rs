@@ -13,6 +13,7 @@ pub mod doctor;
 pub mod element;
 pub mod engine;
 pub mod http;
+pub mod layout;
 pub mod maintenance;
 pub mod playbook;
 pub mod release;

@@ -29,33 +29,33 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Backup, HostConfig};
+use crate::layout;
 use crate::system::{owner_ids, run_ok, Cmd, CmdOutput, FileSpec, System};
 
 /// The repository password (a secret generated once by apply, 0600 root). Not in any backup: whoever
 /// restores must bring it, so it has to be stored off the host.
-pub const PASSWORD_FILE: &str = "/etc/matrix-provision/backup/restic-password";
+pub const PASSWORD_FILE: &str = layout::RESTIC_PASSWORD;
 /// The admin's optional `KEY=VALUE` lines for restic's backend (AWS_ACCESS_KEY_ID=…, RESTIC_REST_PASSWORD=…).
-pub const ENV_FILE: &str = "/etc/matrix-provision/backup/restic.env";
+pub const ENV_FILE: &str = layout::RESTIC_ENV;
 /// restic's local cache of repository metadata.
-pub const CACHE_DIR: &str = "/var/cache/matrix-provision/restic";
-/// The last backup's time and result, for `doctor`, metrics and anyone else: see [`State`].
-pub const STATE_FILE: &str = "/var/lib/matrix-provision/last-backup.json";
+pub const CACHE_DIR: &str = layout::RESTIC_CACHE_DIR;
+/// The last backup's time and result, for `doctor`, metrics and anyone else: see [`State`] (the path
+/// comes from the layout: `/var/lib/matrix-provision/last-backup.json`).
+pub const STATE_FILE: &str = layout::BACKUP_STATE;
 /// Written before the file snapshot and part of it: what the backup holds.
-pub const MANIFEST: &str = "/var/lib/matrix-provision/backup-manifest.json";
+pub const MANIFEST: &str = layout::BACKUP_MANIFEST;
 /// One backup (or restore) at a time. In the state directory: the service may write there (and not in /run).
-pub const LOCK: &str = "/var/lib/matrix-provision/backup.lock";
-pub const UNIT: &str = "matrix-backup.service";
-pub const TIMER: &str = "matrix-backup.timer";
+pub const LOCK: &str = layout::BACKUP_LOCK;
 
 /// The database snapshot's one file.
 pub const DB_FILENAME: &str = "synapse.pgdump";
 pub const DATABASE: &str = "synapse";
-pub const SIGNING_KEY: &str = "/etc/matrix-synapse/homeserver.signing.key";
-pub const MEDIA_STORE: &str = "/var/lib/matrix-synapse/media";
-pub const SYNAPSE_CONFIG: &str = "/etc/matrix-synapse";
-pub const PROVISION_SECRETS: &str = "/var/lib/matrix-provision/secrets";
-pub const ADMIN_CREDENTIALS: &str = "/var/lib/matrix-provision/admin.json";
-pub const HOST_TOML: &str = "/etc/matrix-provision/host.toml";
+pub const SIGNING_KEY: &str = layout::SYNAPSE_SIGNING_KEY;
+pub const MEDIA_STORE: &str = layout::SYNAPSE_MEDIA_STORE;
+pub const SYNAPSE_CONFIG: &str = layout::SYNAPSE_CONFIG_DIR;
+pub const PROVISION_SECRETS: &str = layout::PROVISIONER_SECRETS_DIR;
+pub const ADMIN_CREDENTIALS: &str = layout::ADMIN_CREDENTIALS;
+pub const HOST_TOML: &str = layout::HOST_CONFIG;
 
 pub const TAG: &str = "matrix-provision";
 pub const TAG_DB: &str = "mp-database";
@@ -68,7 +68,7 @@ pub const REQUIRED_PATHS: &[&str] = &[SYNAPSE_CONFIG, HOST_TOML, MANIFEST];
 /// Saved when present (no upload yet: no media store; no admin_user: no credentials).
 pub const OPTIONAL_PATHS: &[&str] = &[MEDIA_STORE, PROVISION_SECRETS, ADMIN_CREDENTIALS];
 
-/// `/var/lib/matrix-provision/last-backup.json`, rewritten atomically (0644 root) when a backup starts
+/// [`STATE_FILE`] (`layout::BACKUP_STATE`), rewritten atomically (0644 root) when a backup starts
 /// and when it ends; absent until the first backup. Format 1, one JSON object:
 ///
 /// ```json

@@ -17,8 +17,7 @@ use super::{
 use crate::config::HostConfig;
 use crate::system::{owner_ids, psql, run_ok, Cmd, System};
 
-const SYNAPSE: &str = "matrix-synapse";
-const HEALTH: &str = "http://127.0.0.1:8008/health";
+use crate::layout::{SYNAPSE_HEALTH_URL as HEALTH, SYNAPSE_UNIT as SYNAPSE};
 
 /// The backup to restore, checked complete and ours.
 #[derive(Debug)]
@@ -212,8 +211,9 @@ pub fn restore(
     let stage = std::cell::Cell::new("nothing is restored yet");
     let result = (|| -> Result<()> {
         say(&format!(
-            "restoring files of snapshot {} (media, keys, secrets, /etc/matrix-synapse)",
-            files.short_id
+            "restoring files of snapshot {} (media, keys, secrets, {})",
+            files.short_id,
+            super::SYNAPSE_CONFIG
         ));
         // The given host.toml is the one in force; the saved copy was only compared (server_name).
         run_ok(

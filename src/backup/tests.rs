@@ -89,12 +89,9 @@ impl Repo {
 
 fn host() -> (FakeSystem, Repo) {
     let sys = FakeSystem::new();
-    std::fs::create_dir_all(sys.path("/var/lib/matrix-provision")).unwrap();
+    std::fs::create_dir_all(sys.path(layout::STATE_DIR)).unwrap();
     sys.put(SIGNING_KEY, "ed25519 a_key secret\n");
-    sys.put(
-        "/etc/matrix-provision/host.toml",
-        "server_name = \"example.com\"\n",
-    );
+    sys.put(HOST_TOML, "server_name = \"example.com\"\n");
     sys.on_cmd(
         "setpriv --reuid=postgres --regid=postgres --init-groups --reset-env -- pg_dump",
         0,
@@ -489,7 +486,7 @@ fn a_database_with_data_is_refused_before_anything_is_touched() {
 
 fn restorable() -> (FakeSystem, HostConfig) {
     let sys = FakeSystem::new();
-    std::fs::create_dir_all(sys.path("/var/lib/matrix-provision")).unwrap();
+    std::fs::create_dir_all(sys.path(layout::STATE_DIR)).unwrap();
     repo_with_backups().install(&sys);
     manifest_for(&sys, "bbbb0002", good_manifest("aaaa0002"));
     synapse_db(&sys, "", "");
@@ -514,11 +511,11 @@ fn restorable() -> (FakeSystem, HostConfig) {
 fn restore_stops_synapse_restores_files_then_the_database_then_converges_and_waits_for_health() {
     let (sys, c) = restorable();
     sys.put(SIGNING_KEY, "ed25519 a_key secret\n");
-    sys.put("/var/lib/matrix-synapse/media/local_content/ab/cd", "jpeg");
+    sys.put(&format!("{MEDIA_STORE}/local_content/ab/cd"), "jpeg");
     sys.urls
         .lock()
         .unwrap()
-        .insert("http://127.0.0.1:8008/health".into(), b"OK".to_vec());
+        .insert(layout::SYNAPSE_HEALTH_URL.into(), b"OK".to_vec());
     let restic = Restic::new(&sys, &c.backup).unwrap();
     let chosen = choose(&restic, &c, "latest").unwrap();
     let start = sys.commands().len();
@@ -555,7 +552,9 @@ fn restore_stops_synapse_restores_files_then_the_database_then_converges_and_wai
     );
     assert!(
         pos("restic restore")
-            < pos("chown -R matrix-synapse:matrix-synapse /var/lib/matrix-synapse/media")
+            < pos(&format!(
+                "chown -R matrix-synapse:matrix-synapse {MEDIA_STORE}"
+            ))
     );
     let recreate = ran
         .iter()

@@ -58,7 +58,7 @@ pub fn apply(args: &ApplyArgs, verbosity: Verbosity) -> Result<u8> {
     )
 }
 
-const LOCK: &str = "/run/matrix-provision.lock";
+const LOCK: &str = crate::layout::RUN_LOCK;
 
 /// `apply FILE` as another command's step (restore): same lock, same report, default jobs.
 pub fn apply_file(file: &std::path::Path, verbosity: Verbosity) -> Result<u8> {

@@ -64,7 +64,11 @@ pub(super) fn domain(s: &str) -> Result<(), Bad> {
     }
     if s.contains(':') {
         return Err(bad(
-            "must not contain a port (nginx serves 443 and 8448 for it; federation finds the port itself)",
+            format!(
+                "must not contain a port (nginx serves {} and {} for it; federation finds the port itself)",
+                crate::layout::HTTPS_PORT,
+                crate::layout::FEDERATION_PORT
+            ),
             fix(),
         ));
     }
@@ -377,11 +381,11 @@ pub(super) fn restic_repository(s: &str) -> Result<(), Bad> {
         let authority = after.split('/').next().unwrap_or("");
         if authority.contains('@') {
             return Err(Bad {
-                advice: Some(
-                    "write the URL without user and password, and put them in /etc/matrix-provision/backup/restic.env \
-                     (RESTIC_REST_USERNAME=…, RESTIC_REST_PASSWORD=…)"
-                        .to_string(),
-                ),
+                advice: Some(format!(
+                    "write the URL without user and password, and put them in {} \
+                     (RESTIC_REST_USERNAME=…, RESTIC_REST_PASSWORD=…)",
+                    crate::layout::RESTIC_ENV
+                )),
                 redacted: Some(format!("\"{backend}…\"")),
                 ..bad("holds credentials", None)
             });

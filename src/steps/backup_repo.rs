@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Result};
 
-use crate::backup::{RepoState, Restic, PASSWORD_FILE, STATE_FILE, UNIT};
+use crate::backup::{RepoState, Restic, PASSWORD_FILE, STATE_FILE};
 use crate::config::Backup;
 use crate::engine::{Change, Ctx, ExpectedBackup, ExpectedState, Step};
 
@@ -45,7 +45,7 @@ impl Step for BackupRepoStep {
     fn expect(&self, state: &mut ExpectedState) {
         state.backup = Some(ExpectedBackup {
             state_file: STATE_FILE.into(),
-            unit: UNIT.into(),
+            unit: format!("{}.service", crate::layout::BACKUP_UNIT),
             schedule: self.backup.schedule.clone(),
             max_age_seconds: self.backup.max_age_secs(),
         });
