@@ -150,7 +150,7 @@ pub fn restore(args: &RestoreArgs, verbosity: Verbosity) -> Result<u8> {
     // On a fresh host apply installs restic and PostgreSQL, and opens the repository with the password
     // that was put in place: the restore needs all of it. On a converged host it changes nothing.
     eprintln!(
-        "apply {} first (a converged host: nothing changes)",
+        "apply {} first (it installs what the restore needs; on a converged host it changes nothing)",
         args.file.display()
     );
     converge()?;
@@ -167,4 +167,56 @@ pub fn restore(args: &RestoreArgs, verbosity: Verbosity) -> Result<u8> {
         chosen.set.files.short_id, config.server_name
     );
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Command {
+        Cli::try_parse_from(std::iter::once("matrix-provision").chain(args.iter().copied()))
+            .unwrap()
+            .command
+    }
+
+    #[test]
+    fn backup_list_and_restore_parse_as_documented() {
+        match parse(&["backup"]) {
+            Command::Backup(a) => {
+                assert!(a.action.is_none());
+                assert_eq!(
+                    a.host_toml.path(),
+                    PathBuf::from(crate::layout::HOST_CONFIG)
+                );
+            }
+            _ => panic!("not backup"),
+        }
+        match parse(&["backup", "h.toml", "--json"]) {
+            Command::Backup(a) => assert!(a.json && a.host_toml.path() == PathBuf::from("h.toml")),
+            _ => panic!("not backup"),
+        }
+        match parse(&["backup", "list", "h.toml", "--json"]) {
+            Command::Backup(Args {
+                action: Some(Action::List { host_toml, json }),
+                ..
+            }) => assert!(json && host_toml.path() == PathBuf::from("h.toml")),
+            _ => panic!("not backup list"),
+        }
+        match parse(&["restore", "--snapshot", "5d44b0cf", "h.toml"]) {
+            Command::Restore(r) => {
+                assert_eq!(
+                    (r.snapshot.as_str(), r.file.as_path()),
+                    ("5d44b0cf", Path::new("h.toml"))
+                )
+            }
+            _ => panic!("not restore"),
+        }
+        // restore needs both: which backup, and this server's host.toml.
+        assert!(Cli::try_parse_from(["matrix-provision", "restore", "h.toml"]).is_err());
+        assert!(
+            Cli::try_parse_from(["matrix-provision", "restore", "--snapshot", "latest"]).is_err()
+        );
+    }
 }
