@@ -194,14 +194,14 @@ mod tests {
             _ => panic!("not backup"),
         }
         match parse(&["backup", "h.toml", "--json"]) {
-            Command::Backup(a) => assert!(a.json && a.host_toml.path() == PathBuf::from("h.toml")),
+            Command::Backup(a) => assert!(a.json && a.host_toml.path() == Path::new("h.toml")),
             _ => panic!("not backup"),
         }
         match parse(&["backup", "list", "h.toml", "--json"]) {
             Command::Backup(Args {
                 action: Some(Action::List { host_toml, json }),
                 ..
-            }) => assert!(json && host_toml.path() == PathBuf::from("h.toml")),
+            }) => assert!(json && host_toml.path() == Path::new("h.toml")),
             _ => panic!("not backup list"),
         }
         match parse(&["restore", "--snapshot", "5d44b0cf", "h.toml"]) {
