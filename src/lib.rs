@@ -22,3 +22,4 @@ pub mod report;
 pub mod secrets;
 pub mod steps;
 pub mod system;
+pub mod workers;

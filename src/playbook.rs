@@ -21,11 +21,13 @@ use crate::steps::{
     element::{ElementStep, SystemUserStep},
     file::{Contents, DirStep, FileStep, Owner, SymlinkStep, UnlinkStep},
     firewall::FirewallStep,
+    metrics::{AbsentStep, HtpasswdStep, PostgresRoleStep, UnitOffStep},
     packages::PackagesStep,
     postgres::PostgresStep,
     preflight::PreflightStep,
     secret::SecretStep,
     service::{Action, DisabledStep, HandlerStep, Served, ServiceStep},
+    workers::WorkersPruneStep,
 };
 use crate::system::{Cmd, System};
 
@@ -38,6 +40,10 @@ pub const PLAYBOOKS: &[(&str, &str)] = &[
     (
         "20-synapse.toml",
         include_str!("../playbooks/20-synapse.toml"),
+    ),
+    (
+        "25-workers.toml",
+        include_str!("../playbooks/25-workers.toml"),
     ),
     (
         "30-nginx-tls.toml",
@@ -66,6 +72,10 @@ pub const PLAYBOOKS: &[(&str, &str)] = &[
     (
         "75-upkeep.toml",
         include_str!("../playbooks/75-upkeep.toml"),
+    ),
+    (
+        "70-metrics.toml",
+        include_str!("../playbooks/70-metrics.toml"),
     ),
 ];
 
@@ -109,6 +119,15 @@ enum Kind {
         /// argv of the service's config test, run with the candidate in place (see steps::file).
         #[serde(default)]
         validate: Vec<String>,
+        /// One template rendered per item (a worker's name): the template sees it as `item`.
+        #[serde(default)]
+        item: Option<String>,
+    },
+    /// Worker instances on the host that the layout no longer has: stopped, disabled, config removed.
+    WorkersPrune {
+        keep: Vec<String>,
+        #[serde(default)]
+        note: Option<String>,
     },
     Copy {
         src: PathBuf,
@@ -174,9 +193,16 @@ enum Kind {
         instance: Option<String>,
         #[serde(default)]
         tls: Vec<TlsDef>,
+        /// argv whose stdout must hold `probe_expect` once the service is up (Redis: PING → PONG).
+        #[serde(default)]
+        probe: Vec<String>,
+        #[serde(default)]
+        probe_expect: Option<String>,
     },
     Disabled {
         unit: String,
+        #[serde(default)]
+        only_if: Option<PathBuf>,
     },
     Element,
     SystemUser {
@@ -190,6 +216,39 @@ enum Kind {
         name: String,
     },
     BackupRepository,
+    /// A file of ours that host.toml no longer wants.
+    Absent {
+        path: PathBuf,
+        #[serde(default)]
+        prune_dir: bool,
+        #[serde(default)]
+        only_managed: bool,
+    },
+    /// A unit of a feature now off: stopped and disabled while `marker` (our drop-in) exists.
+    UnitOff {
+        unit: String,
+        marker: PathBuf,
+    },
+    Htpasswd {
+        path: PathBuf,
+        user: String,
+        secret: String,
+        owner: String,
+        mode: String,
+    },
+    PostgresRole {
+        role: String,
+        #[serde(default)]
+        member_of: Vec<String>,
+        #[serde(default = "yes")]
+        present: bool,
+        #[serde(default)]
+        marker: Option<PathBuf>,
+    },
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `tls = [{ name, port, cert }]` of a service step: what it presents on a TLS port.
@@ -248,7 +307,9 @@ fn written_dir(kind: &Kind) -> Option<PathBuf> {
     let path = match kind {
         Kind::Template { dest, .. } | Kind::Copy { dest, .. } => dest,
         Kind::Symlink { link, .. } => link,
-        Kind::Secret { path, .. } | Kind::AptKeyring { dest: path, .. } => path,
+        Kind::Secret { path, .. }
+        | Kind::AptKeyring { dest: path, .. }
+        | Kind::Htpasswd { path, .. } => path,
         _ => return None,
     };
     path.parent().map(PathBuf::from)
@@ -278,6 +339,13 @@ pub fn facts(sys: &dyn System) -> render::Facts {
         cpus: f.cpus,
         release,
         addresses: f.addresses.iter().map(|a| a.to_string()).collect(),
+        // Unreadable (a fake host, a plan as a user): every directory counts as on "/".
+        mounts: sys
+            .read(std::path::Path::new("/proc/self/mountinfo"))
+            .ok()
+            .flatten()
+            .map(|b| render::mount_points(&String::from_utf8_lossy(&b)))
+            .unwrap_or_default(),
     }
 }
 
@@ -451,9 +519,16 @@ fn make_step(
             mode,
             sensitive,
             validate,
+            item,
         } => {
             let owner = Owner::parse(&owner, &mode)?;
-            let contents = renderer.render(&template, ctx)?;
+            let contents = match item {
+                Some(item) => renderer.render(
+                    &template,
+                    &minijinja::context! { item => item, ..ctx.clone() },
+                )?,
+                None => renderer.render(&template, ctx)?,
+            };
             let step = FileStep {
                 path: dest.clone(),
                 owner: owner.clone(),
@@ -497,6 +572,11 @@ fn make_step(
             validate: command(&validate),
         }),
         Kind::Unlink { link, target } => Box::new(UnlinkStep { link, target }),
+        Kind::WorkersPrune { keep, note } => Box::new(WorkersPruneStep {
+            dir: crate::layout::SYNAPSE_WORKERS_DIR.into(),
+            keep,
+            note,
+        }),
         Kind::Secret {
             name,
             path,
@@ -552,10 +632,13 @@ fn make_step(
             wait_http,
             instance,
             tls,
+            probe,
+            probe_expect,
         } => Box::new(ServiceStep {
             unit,
             wait_http,
             instance,
+            probe: command(&probe).map(|cmd| (cmd, probe_expect.unwrap_or_default())),
             tls: tls
                 .into_iter()
                 .map(|t| Served {
@@ -565,12 +648,45 @@ fn make_step(
                 })
                 .collect(),
         }),
-        Kind::Disabled { unit } => Box::new(DisabledStep { unit }),
+        Kind::Disabled { unit, only_if } => Box::new(DisabledStep { unit, only_if }),
         Kind::Element => Box::new(ElementStep::from_config(config)),
         Kind::SystemUser { name, home } => Box::new(SystemUserStep { name, home }),
         Kind::Firewall { allow } => Box::new(FirewallStep {
             ssh_ports: config.firewall.ssh_ports.clone(),
             allow,
+        }),
+        Kind::Absent {
+            path,
+            prune_dir,
+            only_managed,
+        } => Box::new(AbsentStep {
+            path,
+            prune_dir,
+            only_managed,
+        }),
+        Kind::UnitOff { unit, marker } => Box::new(UnitOffStep { unit, marker }),
+        Kind::Htpasswd {
+            path,
+            user,
+            secret,
+            owner,
+            mode,
+        } => Box::new(HtpasswdStep {
+            path,
+            user,
+            secret,
+            owner: Owner::parse(&owner, &mode)?,
+        }),
+        Kind::PostgresRole {
+            role,
+            member_of,
+            present,
+            marker,
+        } => Box::new(PostgresRoleStep {
+            role,
+            member_of,
+            present,
+            marker,
         }),
         Kind::AdminUser { name } => Box::new(AdminUserStep {
             localpart: name,
@@ -613,6 +729,7 @@ mod tests {
             cpus: 2,
             release,
             addresses: vec!["127.0.0.1".into()],
+            mounts: vec!["/".into()],
         };
         let ctx = RenderContext::new(config.clone(), facts, &inputs);
         let files = definitions(&Renderer::new(), &ctx).unwrap_or_else(|e| panic!("{e:#}"));

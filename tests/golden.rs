@@ -57,6 +57,7 @@ fn on(release: Release, ram_mb: u64, cpus: u32) -> Facts {
             "::1".into(),
             "2001:db8:5::5".into(),
         ],
+        mounts: vec!["/".into(), "/var/lib/postgresql".into()],
     }
 }
 
@@ -98,6 +99,10 @@ host = "turn.example.org"
 external_ip = "203.0.113.7"
 min_port = 50000
 max_port = 50999
+# Metrics through the SSH tunnel only, without federation (no federation queue alert).
+[metrics]
+enabled = true
+backup_max_age = "8d"
 "#,
         "golden host.toml (b)",
     )
@@ -107,13 +112,21 @@ max_port = 50999
     let c = host_toml("open", "");
 
     // (d) Synapse alone: no Element, no TURN, on a large host (caps of the PostgreSQL formulas); backups
-    // to an SFTP repository at 03:30, media retention and the remote-media purge timer (issue 14).
+    // to an SFTP repository at 03:30, media retention and the remote-media purge timer; metrics with the UI
+    // on the Synapse vhost, the database on its own filesystem (issue 14).
     let d = host_toml(
         "closed",
         "admin_user = \"admin\"\n[element]\nenabled = false\n[turn]\nenabled = false\n\
          [backup]\nenabled = true\nrepository = \"sftp:backup@backup.example.net:/srv/restic/matrix\"\n\
          schedule = \"03:30\"\n[media]\nlocal_media_lifetime_days = 365\nremote_media_lifetime_days = 30\n\
-         purge_remote_media_days = 14\n",
+         purge_remote_media_days = 14\n\
+         [metrics]\nenabled = true\nexpose_ui = true\n",
+    );
+
+    // (g) Synapse workers, auto-sized on 8 CPUs and 16 GB, with one event persister on top (issue 13).
+    let g = host_toml(
+        "closed",
+        "[synapse.workers]\nmode = \"auto\"\nevent_persister = 1\n",
     );
 
     // (e, f) examples/host.toml as a user starts from, parsed, on each supported release: the codename,
@@ -137,6 +150,7 @@ max_port = 50999
         ("b-same-host-private", context(b, facts(8192, 4))),
         ("c-open-small-vps", context(c, facts(2048, 1))),
         ("d-synapse-only-big", context(d, facts(65536, 16))),
+        ("g-workers-auto", context(g, facts(16384, 8))),
     ]
 }
 
@@ -158,6 +172,10 @@ fn playbook_files(ctx: &RenderContext) -> Vec<RenderedFile> {
         "/var/lib/matrix-provision/secrets/postgres_password",
         POSTGRES_PASSWORD,
     );
+    let mountinfo: String = (ctx.facts.mounts.iter().enumerate())
+        .map(|(i, m)| format!("{i} 1 8:{i} / {m} rw - ext4 /dev/sda{i} rw\n"))
+        .collect();
+    sys.put("/proc/self/mountinfo", &mountinfo);
     sys.put(
         "/etc/matrix-synapse/secrets/turn_shared_secret",
         TURN_SECRET,

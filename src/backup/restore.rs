@@ -247,10 +247,13 @@ pub fn restore(
         ));
         run_ok(
             sys,
-            &psql(&format!(
+            &psql(
+                sys,
+                &format!(
                 "DROP DATABASE IF EXISTS {DATABASE};\n\
                  CREATE DATABASE {DATABASE} OWNER synapse ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0;\n"
-            )),
+                ),
+            ),
         )?;
         stage.set("the files are restored; the database is empty");
         let long = Duration::from_secs(12 * 3600);

@@ -494,7 +494,7 @@ fn restorable() -> (FakeSystem, HostConfig) {
     sys.on_cmd("restic restore", 0, "restoring <Snapshot bbbb0002> to /\n");
     sys.on_cmd("chown -R matrix-synapse:matrix-synapse", 0, "");
     sys.on_cmd(
-        "runuser -u postgres -- psql -X -A -t -q -v ON_ERROR_STOP=1 -d postgres",
+        "setpriv --reuid=postgres --regid=postgres --init-groups --reset-env -- psql -X -A -t -q -v ON_ERROR_STOP=1 -d postgres",
         0,
         "",
     );
