@@ -215,6 +215,8 @@ pub const BACKUP_TEXTFILE: &str = "/var/lib/prometheus/node-exporter/matrix-prov
 /// Gauge: Unix time of the last backup that succeeded. BackupTooOld fires when it is older than
 /// `metrics.backup_max_age`.
 pub const BACKUP_SUCCESS_METRIC: &str = "matrix_provision_backup_last_success_timestamp_seconds";
+/// Gauge in the same file: 1 when the last backup run succeeded, 0 when it failed.
+pub const BACKUP_LAST_RUN_OK_METRIC: &str = "matrix_provision_backup_last_run_success";
 /// Written by the certificate-expiry timer: [`CERT_EXPIRY_METRIC`] per certbot lineage.
 pub const CERT_TEXTFILE: &str =
     "/var/lib/prometheus/node-exporter/matrix-provision-certificates.prom";

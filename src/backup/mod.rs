@@ -133,6 +133,49 @@ impl State {
     }
 }
 
+impl State {
+    /// [`layout::BACKUP_TEXTFILE`] for node-exporter, after each run: the last success's time (0 before
+    /// the first, so "backup too old" fires on a server that never had one) and whether this run
+    /// succeeded. Skipped when the textfile directory is missing (metrics off). The atomic write's temp
+    /// name does not end in `.prom`, so the collector never reads half a file.
+    fn save_textfile(&self, sys: &dyn System) -> Result<()> {
+        let dir = Path::new(layout::TEXTFILE_DIR);
+        if !sys
+            .stat(dir)?
+            .is_some_and(|st| st.kind == crate::system::FileKind::Dir)
+        {
+            return Ok(());
+        }
+        let text = textfile(self);
+        let (uid, gid) = owner_ids(sys, "root", "root")?;
+        sys.write(
+            &FileSpec {
+                path: layout::BACKUP_TEXTFILE.into(),
+                uid,
+                gid,
+                mode: 0o644,
+            },
+            text.as_bytes(),
+        )
+    }
+}
+
+/// The textfile's text (Prometheus exposition format).
+pub fn textfile(state: &State) -> String {
+    let ok = layout::BACKUP_SUCCESS_METRIC;
+    let last = layout::BACKUP_LAST_RUN_OK_METRIC;
+    format!(
+        "# HELP {ok} Unix time of the last matrix-provision backup that succeeded (0: none yet).\n\
+         # TYPE {ok} gauge\n\
+         {ok} {}\n\
+         # HELP {last} 1 when the last backup run succeeded, 0 when it failed.\n\
+         # TYPE {last} gauge\n\
+         {last} {}\n",
+        state.last_success_unix.unwrap_or(0),
+        u8::from(state.result == "ok"),
+    )
+}
+
 /// What the file snapshot says about the backup it belongs to (`restic dump` reads it back at restore).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -463,6 +506,7 @@ pub fn run(sys: &dyn System, config: &HostConfig, now: &dyn Fn() -> i64) -> Resu
         }
     }
     state.save(sys)?;
+    state.save_textfile(sys)?;
     result
 }
 

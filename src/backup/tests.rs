@@ -650,3 +650,51 @@ fn a_failed_database_restore_leaves_synapse_stopped_and_says_so() {
         "{err}"
     );
 }
+
+#[test]
+fn the_textfile_says_the_last_success_and_the_last_run_when_metrics_are_on() {
+    let (sys, _) = host();
+    // Metrics off (no textfile directory): no file.
+    run(&sys, &config(), &|| NOW - 86_400).unwrap();
+    assert!(sys
+        .read(Path::new(layout::BACKUP_TEXTFILE))
+        .unwrap()
+        .is_none());
+    std::fs::create_dir_all(sys.path(layout::TEXTFILE_DIR)).unwrap();
+    run(&sys, &config(), &|| NOW).unwrap();
+    let text = String::from_utf8(
+        sys.read(Path::new(layout::BACKUP_TEXTFILE))
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        text.contains(&format!("\n{} {NOW}\n", layout::BACKUP_SUCCESS_METRIC)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("\n{} 1\n", layout::BACKUP_LAST_RUN_OK_METRIC)),
+        "{text}"
+    );
+    // A failed run: 0, and the last success stays the one before.
+    sys.on_cmd(
+        "setpriv --reuid=postgres --regid=postgres --init-groups --reset-env -- pg_dump",
+        1,
+        "",
+    );
+    run(&sys, &config(), &|| NOW + 60).unwrap_err();
+    let text = String::from_utf8(
+        sys.read(Path::new(layout::BACKUP_TEXTFILE))
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        text.contains(&format!("\n{} {NOW}\n", layout::BACKUP_SUCCESS_METRIC)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("\n{} 0\n", layout::BACKUP_LAST_RUN_OK_METRIC)),
+        "{text}"
+    );
+}
