@@ -6,10 +6,13 @@
 #      (a database with data, an incomplete backup) that change nothing; a backup killed midway (SIGKILL of
 #      its cgroup while restic runs), doctor says interrupted, the next backup succeeds and `restic check`
 #      is clean. The repository password goes "off the host" (to the harness), then A is destroyed.
-#   B: a fresh guest, the same host.toml, the stored password put in place, `restore --snapshot latest`
-#      (which runs apply first): the old user logs in with the old password, reads the old message,
-#      downloads the old file, /_matrix/key/v2/server serves A's signing key; apply then changes nothing;
-#      another server_name is refused.
+#   B: a fresh guest, booted beside A and converged with the stock host.toml (no [backup], no [media])
+#      while A converges: the two long applies overlap instead of following each other (that halved the
+#      scenario). It never holds data. Then A's host.toml and the stored password put in place,
+#      `restore --snapshot latest` (its apply first installs restic, opens the repository and sets the
+#      media keys): the old user logs in with the old password, reads the old message, downloads the old
+#      file, /_matrix/key/v2/server serves A's signing key; apply then changes nothing; another
+#      server_name is refused.
 
 backup_rc() { # NAME LOG TIMEOUT CMD: glog, and print its exit status
   local rc=0
@@ -26,13 +29,24 @@ scenario_backup() {
   repo=$RUN_DIR/backup-repo
   rm -rf "$repo" && mkdir -p "$repo"
   GUEST_BINDS="$repo:/srv/backup" fresh_guest "$a" "$tier" || return 0
+  GUEST_BINDS="$repo:/srv/backup" fresh_guest "$b" "$tier" || { guest_destroy "$a"; return 0; }
+  # B's apply in the background (a subshell: it reports through a file, the checks stay in this shell).
+  local bdone=$RUN_DIR/$b-preapply.done bpid t0
+  rm -f "$bdone"
+  t0=$(now_ms)
+  (
+    r=0
+    glog "$b" "$b-preapply.log" "$(apply_timeout "$b")" matrix-provision apply /root/host.toml || r=$?
+    echo "$r $(($(now_ms) - t0))" >"$bdone"
+  ) &
+  bpid=$!
   set_toml_key "$a" backup enabled true
   set_toml_key "$a" backup repository '"/srv/backup/matrix"'
   set_toml_key "$a" media purge_remote_media_days 30
   set_toml_key "$a" media remote_media_lifetime_days 60
   rc=0; phase "$a: apply (backups on)" glog "$a" "$a-apply.log" "$(apply_timeout "$a")" matrix-provision apply /root/host.toml || rc=$?
   expect_rc "$a: apply with [backup] and [media]" 0 $rc "$a-apply.log"
-  [ $rc -eq 0 ] || { guest_destroy "$a"; return 0; }
+  [ $rc -eq 0 ] || { wait "$bpid"; guest_destroy "$a"; guest_destroy "$b"; return 0; }
   local pwfile=/etc/matrix-provision/backup/restic-password
   if grep -q "$pwfile" "$RUN_DIR/logs/$a-apply.log" && grep -q 'OFF this host' "$RUN_DIR/logs/$a-apply.log" &&
     ! grep -qF "$(guest_run "$a" "cat $pwfile")" "$RUN_DIR/logs/$a-apply.log"; then
@@ -51,12 +65,19 @@ scenario_backup() {
   rc=0; glog "$a" "$a-key.log" 60 python3 /root/checks/message.py key /root/key-a.json || rc=$?
   expect_rc "$a: /_matrix/key/v2/server on A" 0 $rc "$a-key.log"
 
-  # The timer's own service: the sandbox must allow pg_dump as postgres, the media, the repository.
+  # The timer's own service: the sandbox must allow pg_dump as postgres, the media, the repository, and
+  # node-exporter's textfile directory (made here as prometheus-node-exporter would: metrics are off, their
+  # apply is the metrics scenario's).
+  guest_run "$a" 'install -d -m 0755 /var/lib/prometheus/node-exporter'
   rc=0; phase "$a: systemctl start matrix-backup.service" glog "$a" "$a-backup1.log" 600 \
     'systemctl start matrix-backup.service; s=$?; journalctl -u matrix-backup.service --no-pager -n 20; exit $s' || rc=$?
   expect_rc "$a: the backup service (sandboxed) backs up" 0 $rc "$a-backup1.log"
   out=$(guest_run "$a" 'python3 -c "import json; s=json.load(open(\"/var/lib/matrix-provision/last-backup.json\")); print(s[\"result\"], s[\"snapshot\"], s[\"last_success_unix\"] is not None)"' 2>&1 || true)
   check "$a: last-backup.json records the success ($out)" grep -Eq '^ok [0-9a-f]{8} True$' <<<"$out"
+  out=$(guest_run "$a" 'python3 -c "import json; print(json.load(open(\"/var/lib/matrix-provision/last-backup.json\"))[\"last_success_unix\"])";
+    grep -E "^matrix_provision_backup_(last_success_timestamp_seconds|last_run_success) " /var/lib/prometheus/node-exporter/matrix-provision-backup.prom' 2>&1 | tr '\n' ' ' || true)
+  check "$a: the textfile metric holds the last success's time and last_run_success 1 ($out)" \
+    grep -Eq '^([0-9]+) matrix_provision_backup_last_success_timestamp_seconds \1 matrix_provision_backup_last_run_success 1 $' <<<"$out"
   rc=0; glog "$a" "$a-list.log" 120 matrix-provision backup list || rc=$?
   check "$a: backup list shows one complete backup with size and age (exit $rc: $(tail -n1 "$RUN_DIR/logs/$a-list.log"))" \
     grep -Eq '^[0-9a-f]{8} +20[0-9-]+T[0-9:]+Z +[0-9]+ (s|min) +[0-9.]+ [KM]iB +complete$' "$RUN_DIR/logs/$a-list.log"
@@ -128,7 +149,12 @@ scenario_backup() {
   guest_run "$a" 'cat /root/key-a.json' >"$RUN_DIR/backup-key-a.json"
   guest_destroy "$a"
 
-  GUEST_BINDS="$repo:/srv/backup" fresh_guest "$b" "$tier" || return 0
+  wait "$bpid" || true
+  local brc=1 bms=0
+  read -r brc bms <"$bdone" || true
+  PHASES+=("$(printf '%-44s %8s%s' "$b: apply, stock host.toml (beside A)" "$(fmt_ms "$bms")" "$([ "$brc" = 0 ] || echo "  (exit $brc)")")")
+  expect_rc "$b: a fresh guest converges with the stock host.toml (beside A)" 0 "$brc" "$b-preapply.log"
+  [ "$brc" = 0 ] || { guest_destroy "$b"; return 0; }
   guest_copy "$b" "$RUN_DIR/backup-host.toml" /root/host.toml
   guest_copy "$b" "$RUN_DIR/backup-message.json" /root/message.json
   guest_run "$b" "install -d -m 0700 /etc/matrix-provision /etc/matrix-provision/backup && install -m 0600 /dev/stdin $pwfile" <"$RUN_DIR/restic-password"
