@@ -20,6 +20,15 @@ backup_rc() { # NAME LOG TIMEOUT CMD: glog, and print its exit status
   echo "$rc"
 }
 
+# backup_stop_guest NAME: the guest is gone at once (container stopped, overlay unmounted, netns deleted);
+# removing its disk (a converged guest's files: about a minute on a busy disk) goes on in the background,
+# beside B's restore or the next scenario, and the harness waits for it on exit.
+backup_stop_guest() {
+  nspawn_destroy "$1"
+  guest_destroy "$1" >/dev/null 2>&1 &
+  on_exit "wait $!"
+}
+
 scenario_backup() {
   local tier=$1 a=$1-backup-a b=$1-backup-b rc out repo
   if [ "$tier" != container ]; then
@@ -147,20 +156,14 @@ scenario_backup() {
   guest_run "$a" 'cat /root/host.toml' >"$RUN_DIR/backup-host.toml"
   guest_run "$a" 'cat /root/message.json' >"$RUN_DIR/backup-message.json"
   guest_run "$a" 'cat /root/key-a.json' >"$RUN_DIR/backup-key-a.json"
-  # A is gone before B restores: container stopped, overlay unmounted, netns deleted. Removing its disk
-  # (a converged guest's files: about a minute on a busy disk) goes on meanwhile.
-  local adel
-  nspawn_destroy "$a"
-  guest_destroy "$a" >/dev/null 2>&1 &
-  adel=$!
-  on_exit "wait $adel"
+  backup_stop_guest "$a"
 
   wait "$bpid" || true
   local brc=1 bms=0
   read -r brc bms <"$bdone" || true
   PHASES+=("$(printf '%-44s %8s%s' "$b: apply, stock host.toml (beside A)" "$(fmt_ms "$bms")" "$([ "$brc" = 0 ] || echo "  (exit $brc)")")")
   expect_rc "$b: a fresh guest converges with the stock host.toml (beside A)" 0 "$brc" "$b-preapply.log"
-  [ "$brc" = 0 ] || { guest_destroy "$b"; wait "$adel" || true; return 0; }
+  [ "$brc" = 0 ] || { guest_destroy "$b"; return 0; }
   guest_copy "$b" "$RUN_DIR/backup-host.toml" /root/host.toml
   guest_copy "$b" "$RUN_DIR/backup-message.json" /root/message.json
   guest_run "$b" "install -d -m 0700 /etc/matrix-provision /etc/matrix-provision/backup && install -m 0600 /dev/stdin $pwfile" <"$RUN_DIR/restic-password"
@@ -181,6 +184,5 @@ scenario_backup() {
   else
     fail "$b: a backup restored with another server_name is refused (exit $rc)"; show_tail "$RUN_DIR/logs/$b-refuse-name.log"
   fi
-  guest_destroy "$b"
-  wait "$adel" || true
+  backup_stop_guest "$b"
 }
