@@ -26,6 +26,8 @@ guest_up() {
   rm -rf "$d"
   mkdir -p "$d"
   echo "$tier" >"$d/tier"
+  # GUEST_BINDS="HOSTDIR:GUESTDIR ...": read-write bind mounts (container tier), kept across reboots.
+  [ -z "${GUEST_BINDS:-}" ] || tr ' ' '\n' <<<"$GUEST_BINDS" >"$d/binds"
   on_exit "guest_destroy $name"
   case $tier in
     container) nspawn_create "$name" && nspawn_start "$name" ;;
@@ -160,8 +162,11 @@ nspawn_create() {
 }
 
 nspawn_start() {
-  local name=$1 d pid leader=
+  local name=$1 d pid leader= binds=() b
   d=$(gdir "$name")
+  if [ -f "$d/binds" ]; then
+    while IFS= read -r b; do [ -z "$b" ] || binds+=("--bind=$b"); done <"$d/binds"
+  fi
   # Our netns is private to the guest, as with --private-network, so grant what that would (that option
   # cannot go with --network-namespace-path): CAP_NET_ADMIN and a writable /proc/sys/net. Without them ufw
   # fails inside the guest (iptables, sysctl) for anything not entered with nsenter, e.g. over SSH.
@@ -170,7 +175,7 @@ nspawn_start() {
     --capability=CAP_NET_ADMIN \
     --resolv-conf=off --timezone=off --link-journal=no \
     --network-namespace-path="/run/netns/$(cat "$d/netns")" \
-    --bind-ro="$FIXTURES:/srv/fixtures" \
+    --bind-ro="$FIXTURES:/srv/fixtures" "${binds[@]}" \
     >>"$d/console.log" 2>&1 </dev/null &
   pid=$!
   echo "$pid" >"$d/nspawn.pid"
