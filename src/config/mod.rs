@@ -102,12 +102,14 @@ pub struct Edge {
 
 impl Default for Edge {
     fn default() -> Edge {
+        let listen = schema::default_str("edge.listen");
         Edge {
             mode: EdgeMode::Direct,
-            listen: crate::layout::LOOPBACK.into(),
-            port: 8080,
-            trusted: vec![crate::layout::LOOPBACK.into()],
-            federation_port: 443,
+            listen: listen.into(),
+            port: schema::default_int("edge.port"),
+            // validate's default too: the edge runs on this host unless told otherwise.
+            trusted: vec![listen.into()],
+            federation_port: schema::default_int("edge.federation_port"),
         }
     }
 }
@@ -223,12 +225,12 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            enabled: false,
-            expose_ui: false,
-            scrape_interval: "30s".into(),
-            evaluation_interval: "30s".into(),
-            down_for: "5m".into(),
-            backup_max_age: "26h".into(),
+            enabled: schema::default_bool("metrics.enabled"),
+            expose_ui: schema::default_bool("metrics.expose_ui"),
+            scrape_interval: schema::default_str("metrics.scrape_interval").into(),
+            evaluation_interval: schema::default_str("metrics.evaluation_interval").into(),
+            down_for: schema::default_str("metrics.down_for").into(),
+            backup_max_age: schema::default_str("metrics.backup_max_age").into(),
         }
     }
 }
@@ -267,12 +269,12 @@ impl Default for Backup {
     /// What an absent `[backup]` means (`validate` fills the same values).
     fn default() -> Backup {
         Backup {
-            enabled: false,
+            enabled: schema::default_bool("backup.enabled"),
             repository: None,
-            schedule: "daily".into(),
-            keep_daily: 7,
-            keep_weekly: 4,
-            keep_monthly: 6,
+            schedule: schema::default_str("backup.schedule").into(),
+            keep_daily: schema::default_int("backup.keep_daily"),
+            keep_weekly: schema::default_int("backup.keep_weekly"),
+            keep_monthly: schema::default_int("backup.keep_monthly"),
         }
     }
 }

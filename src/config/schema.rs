@@ -159,6 +159,31 @@ pub(super) const KEYS: &[Key] = &[
     key("sources.element_signing_key", Str, D::None, "\"/etc/matrix-provision/element.gpg\"", "keyring that signs Element releases; unset: the built-in key"),
 ];
 
+/// The declared default of a plain key, for the `Default` of a section a document may leave out. A
+/// typo or a key of another type is a programming error, caught by the tests that build every Default.
+pub(super) fn default_str(path: &str) -> &'static str {
+    match get(path).map(|k| k.default) {
+        Some(D::Str(s)) => s,
+        other => panic!("{path}: no string default ({other:?})"),
+    }
+}
+
+pub(super) fn default_int<T: TryFrom<i64>>(path: &str) -> T {
+    match get(path).map(|k| k.default) {
+        Some(D::Int(i)) => {
+            T::try_from(i).unwrap_or_else(|_| panic!("{path}: default {i} out of range"))
+        }
+        other => panic!("{path}: no integer default ({other:?})"),
+    }
+}
+
+pub(super) fn default_bool(path: &str) -> bool {
+    match get(path).map(|k| k.default) {
+        Some(D::Bool(b)) => b,
+        other => panic!("{path}: no boolean default ({other:?})"),
+    }
+}
+
 /// The declaration of `path` (`section.key`).
 pub(super) fn get(path: &str) -> Option<&'static Key> {
     KEYS.iter().find(|k| k.path == path)

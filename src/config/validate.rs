@@ -81,9 +81,7 @@ impl Validator<'_, '_> {
 
     /// A plain bool key, its default from the schema.
     fn boolean(&mut self, path: &str) -> bool {
-        let schema::DefaultValue::Bool(default) = declared(path).default else {
-            panic!("{path} has no bool default in the schema");
-        };
+        let default = schema::default_bool(path);
         self.raw.bool(path).map_or(default, |v| v.value)
     }
 
@@ -627,8 +625,6 @@ fn edge(v: &mut Validator<'_, '_>) -> Edge {
     }
 }
 
-const DEFAULT_KEEP_DAILY: u32 = 7;
-
 fn backup(v: &mut Validator<'_, '_>) -> Backup {
     let enabled = v.boolean("backup.enabled");
     let repository = v.optional_str("backup.repository", check::restic_repository);
@@ -655,7 +651,10 @@ fn backup(v: &mut Validator<'_, '_>) -> Backup {
             "backup.keep_daily",
             at.as_ref().map(|a| a.src.as_str()),
             "keep_daily, keep_weekly and keep_monthly are all 0: every backup would be deleted right after it is made",
-            Some(format!("write e.g. keep_daily = {DEFAULT_KEEP_DAILY}")),
+            Some(format!(
+                "write e.g. keep_daily = {}",
+                super::schema::default_int::<u32>("backup.keep_daily")
+            )),
         );
     }
     Backup {
@@ -876,6 +875,21 @@ mod tests {
     use super::super::parse;
     use super::schema::KEYS;
     use std::collections::BTreeSet;
+
+    /// A section left out of host.toml means its `Default`, which reads the schema's defaults: the two
+    /// ways to get an absent section agree (serde's, for stored copies, and validate's).
+    #[test]
+    fn absent_sections_are_their_defaults() {
+        let config = parse(
+            "server_name = \"example.com\"\n[acme]\nemail = \"a@example.com\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(config.edge, super::Edge::default());
+        assert_eq!(config.metrics, super::Metrics::default());
+        assert_eq!(config.backup, super::Backup::default());
+        assert_eq!(config.media, super::Media::default());
+    }
 
     /// The schema's keys and the serde field names of `HostConfig` must name the same keys, or a key added
     /// to the struct would be rejected as unknown (or a declared key silently ignored).
