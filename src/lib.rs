@@ -17,5 +17,6 @@ pub mod release;
 pub mod render;
 pub mod report;
 pub mod secrets;
+pub mod sizing;
 pub mod steps;
 pub mod system;

@@ -44,6 +44,14 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/synapse/mp-turn.yaml.j2"),
     ),
     (
+        "synapse/mp-caches.yaml.j2",
+        include_str!("../templates/synapse/mp-caches.yaml.j2"),
+    ),
+    (
+        "systemd/matrix-synapse-jemalloc.conf.j2",
+        include_str!("../templates/systemd/matrix-synapse-jemalloc.conf.j2"),
+    ),
+    (
         "systemd/matrix-synapse-hardening.conf.j2",
         include_str!("../templates/systemd/matrix-synapse-hardening.conf.j2"),
     ),
@@ -141,8 +149,11 @@ pub struct RenderContext {
 /// What preflight measured on the host.
 #[derive(Debug, Clone, Serialize)]
 pub struct Facts {
+    /// What the services get: the smaller of the host's totals and its cgroup's limits (`sizing`).
     pub ram_mb: u64,
     pub cpus: u32,
+    /// The memory split between the OS, PostgreSQL and Synapse (crate::sizing).
+    pub sizing: crate::sizing::Sizing,
     /// The PostgreSQL major version of the host's release (crate::release); part of the conf.d path.
     pub postgres_version: String,
     /// The host's Debian release: `release.codename` is the matrix.org apt suite.
