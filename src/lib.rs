@@ -12,6 +12,7 @@ pub mod doctor;
 pub mod element;
 pub mod engine;
 pub mod http;
+pub mod layout;
 pub mod playbook;
 pub mod release;
 pub mod render;

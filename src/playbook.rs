@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::config::HostConfig;
 use crate::engine::{ExpectedState, Node, Step};
+use crate::layout::{self, Layout};
 use crate::render::{self, RenderContext, Renderer};
 use crate::secrets::SecretStore;
 use crate::steps::{
@@ -304,11 +305,12 @@ fn definitions(
     // Every `{{ … }}` in a playbook sits inside a TOML basic string: escape for it, so no value can end
     // the string and write TOML of its own (a URL ending in `"#` once cut itself short this way).
     env.set_formatter(toml_string_formatter);
+    env.add_filter("toml", toml_inline);
     let ctx = context! {
         config => config,
         delegated => config.delegated(),
         facts => facts,
-        paths => render::Paths::for_exe(&inputs.self_exe),
+        paths => Layout::new(config, &facts.release, &inputs.self_exe),
         cert_names => cert_names(config),
         config_path => inputs.config_path.display().to_string(),
         self_exe => inputs.self_exe.display().to_string(),
@@ -324,19 +326,58 @@ fn definitions(
         .collect()
 }
 
-/// Writes strings escaped for a TOML basic string (`"` `\\` and control characters), other values as is.
+/// Writes strings escaped for a TOML basic string (`"` `\\` and control characters), other values (and
+/// the output of the `toml` filter, already TOML) as is.
 fn toml_string_formatter(
     out: &mut minijinja::Output<'_>,
     _state: &minijinja::State<'_, '_>,
     value: &minijinja::Value,
 ) -> Result<(), minijinja::Error> {
     let text = match value.as_str() {
+        Some(s) if value.is_safe() => s.to_string(),
         Some(s) => toml_escape(s),
         None if value.is_none() || value.is_undefined() => String::new(),
         None => value.to_string(),
     };
     out.write_str(&text)
         .map_err(|_| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, "write failed"))
+}
+
+/// `{{ value|toml }}`: a value as an inline TOML value (`tls = {{ paths.nginx_tls|toml }}`).
+fn toml_inline(value: minijinja::Value) -> Result<minijinja::Value, minijinja::Error> {
+    fn write(v: &serde_json::Value, out: &mut String) -> Result<(), String> {
+        match v {
+            serde_json::Value::String(s) => out.push_str(&format!("\"{}\"", toml_escape(s))),
+            serde_json::Value::Number(n) => out.push_str(&n.to_string()),
+            serde_json::Value::Bool(b) => out.push_str(&b.to_string()),
+            serde_json::Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    out.push_str(if i == 0 { "" } else { ", " });
+                    write(item, out)?;
+                }
+                out.push(']');
+            }
+            serde_json::Value::Object(fields) => {
+                out.push_str("{ ");
+                for (i, (k, item)) in fields.iter().enumerate() {
+                    out.push_str(if i == 0 { "" } else { ", " });
+                    out.push_str(&format!("\"{}\" = ", toml_escape(k)));
+                    write(item, out)?;
+                }
+                out.push_str(" }");
+            }
+            serde_json::Value::Null => return Err("null has no TOML form".into()),
+        }
+        Ok(())
+    }
+    let json = serde_json::to_value(&value).map_err(|e| {
+        minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
+    })?;
+    let mut out = String::new();
+    write(&json, &mut out)
+        .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e))?;
+    Ok(minijinja::Value::from_safe_string(out))
 }
 
 /// The body of a TOML basic string holding `s`.
@@ -385,26 +426,27 @@ pub fn build(
             secrets.remember(token);
         }
     }
-    let secret = |name: &str| -> Result<String> {
-        Ok(secrets
-            .get(name)
-            .map(|s| s.expose().to_string())
-            .unwrap_or_default())
-    };
-    let mut render_ctx = RenderContext::new(
-        config.clone(),
-        facts,
-        render::Secrets {
-            postgres_password: secret("postgres_password")?,
-            turn_shared_secret: secret("turn_shared_secret")?,
-        },
-    );
-    render_ctx.paths = render::Paths::for_exe(&inputs.self_exe);
+    // A step naming a secret no secret step declares fails here, not halfway through apply.
+    for def in files.iter().flat_map(|f| &f.step) {
+        if let Kind::Postgres {
+            password_secret, ..
+        } = &def.kind
+        {
+            if secrets.get(password_secret).is_none() {
+                bail!(
+                    "step `{}`: password_secret `{password_secret}` names no secret step",
+                    def.id
+                );
+            }
+        }
+    }
+    let mut render_ctx =
+        RenderContext::new(config.clone(), facts, render::Secrets::from_store(&secrets));
+    render_ctx.paths = Layout::new(config, &render_ctx.facts.release, &inputs.self_exe);
     let render_ctx = render_ctx.to_value();
     let renderer = Renderer::new();
     // The state directory: the pending-handlers file and the admin's credentials are written there.
-    let mut write_dirs =
-        std::collections::BTreeSet::from([PathBuf::from("/var/lib/matrix-provision")]);
+    let mut write_dirs = std::collections::BTreeSet::from([PathBuf::from(layout::STATE_DIR)]);
     let mut nodes = Vec::new();
     let mut rendered = Vec::new();
     for file in files {
@@ -483,7 +525,11 @@ fn make_step(
         Kind::Preflight => Box::new(PreflightStep {
             server_name: config.server_name.clone(),
             names: cert_names(config),
-            ports: vec![80, 443, 8448],
+            ports: vec![
+                layout::HTTP_PORT,
+                layout::HTTPS_PORT,
+                layout::FEDERATION_PORT,
+            ],
             dry_run,
         }),
         Kind::Template {
@@ -586,7 +632,7 @@ fn make_step(
                 email: config.acme.email.clone().unwrap_or_default(),
                 directory_url: config.sources.acme_directory_url.clone(),
                 ca_bundle: config.sources.acme_ca_bundle.clone(),
-                webroot: render::Paths::default().acme_webroot.into(),
+                webroot: layout::ACME_WEBROOT.into(),
             }),
         }),
         Kind::Service {

@@ -21,10 +21,6 @@ pub struct Release {
     /// nginx has the `http2 on;` directive (1.25.1+, Debian 13's 1.26), where `listen … http2` is deprecated
     /// and warns at every `nginx -t`; Debian 12's 1.22 only knows the `listen` flag.
     pub nginx_http2_directive: bool,
-    /// The package's nginx.conf already says `server_tokens off;` (Debian 13's does; 12's leaves it
-    /// commented out). nginx refuses the directive twice in one block, so ours is written only where
-    /// the package's is missing.
-    pub nginx_conf_hides_version: bool,
 }
 
 /// Oldest first. A new Debian release is one more line here (and a guest in tests/vm).
@@ -35,7 +31,6 @@ pub const SUPPORTED: &[Release] = &[
         postgres: "15",
         python: "python3.11",
         nginx_http2_directive: false,
-        nginx_conf_hides_version: false,
     },
     Release {
         version: "13",
@@ -43,7 +38,6 @@ pub const SUPPORTED: &[Release] = &[
         postgres: "17",
         python: "python3.13",
         nginx_http2_directive: true,
-        nginx_conf_hides_version: true,
     },
 ];
 
@@ -86,12 +80,7 @@ impl Release {
 
     /// systemd's unit for that cluster (postgresql.service only fans out to it).
     pub fn postgres_unit(&self) -> String {
-        format!("postgresql@{}-main", self.postgres)
-    }
-
-    /// The cluster's conf.d: Debian's postgresql.conf includes it, so tuning never edits a conffile.
-    pub fn postgres_conf_d(&self) -> String {
-        format!("/etc/postgresql/{}/main/conf.d", self.postgres)
+        crate::layout::postgres_cluster_unit(self)
     }
 }
 
@@ -165,7 +154,7 @@ mod tests {
             ("bookworm", "postgresql@15-main")
         );
         let r13 = Release::of(&facts("debian", "13", "trixie")).unwrap();
-        assert_eq!(r13.postgres_conf_d(), "/etc/postgresql/17/main/conf.d");
+        assert_eq!(r13.postgres_cluster(), "17/main");
         assert_eq!(r13.python, "python3.13");
         assert_eq!(NEWEST, r13);
     }

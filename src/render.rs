@@ -1,9 +1,10 @@
 //! The config files matrix-provision writes, rendered from minijinja templates compiled into the binary.
 //!
 //! The templates live in `templates/` and see exactly one context, [`RenderContext`]: the validated
-//! host.toml, the host facts, the two secrets that must be inlined, and the fixed paths. Rendering is
+//! host.toml, the host facts, the two secrets that must be inlined, and the layout (`paths`). Rendering is
 //! strict: an unknown variable is an error, never an empty string in a config file.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use anyhow::{anyhow, Result};
@@ -11,6 +12,8 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
 use serde::Serialize;
 
 use crate::config::HostConfig;
+use crate::layout::Layout;
+use crate::secrets::{Secret, SecretStore};
 
 /// Templates that render to a file, in the order a reader would meet them.
 /// Names starting with `_` (below) are partials: imported by others, never rendered alone.
@@ -46,10 +49,6 @@ const TEMPLATES: &[(&str, &str)] = &[
     (
         "synapse/mp-caches.yaml.j2",
         include_str!("../templates/synapse/mp-caches.yaml.j2"),
-    ),
-    (
-        "systemd/matrix-synapse-jemalloc.conf.j2",
-        include_str!("../templates/systemd/matrix-synapse-jemalloc.conf.j2"),
     ),
     (
         "systemd/matrix-synapse-hardening.conf.j2",
@@ -143,7 +142,8 @@ pub struct RenderContext {
     pub delegated: bool,
     pub facts: Facts,
     pub secrets: Secrets,
-    pub paths: Paths,
+    /// Every host path, port and unit (crate::layout), as `paths`.
+    pub paths: Layout,
 }
 
 /// What preflight measured on the host.
@@ -162,93 +162,65 @@ pub struct Facts {
     pub addresses: Vec<String>,
 }
 
-/// The only secrets a template inlines. Every Synapse secret is referenced by a `*_path` file instead.
-#[derive(Clone, Serialize)]
-pub struct Secrets {
-    pub postgres_password: String,
-    pub turn_shared_secret: String,
+/// The secrets the playbooks' `secret` steps declare, by step name: a template inlines one as
+/// `secrets.<name>` (every Synapse secret is referenced by a `*_path` file instead). A name no step
+/// declares is undefined, so rendering fails on it (strict mode): renaming a secret in a playbook without
+/// its template is a render error, never an empty password in a config file.
+#[derive(Clone, Default)]
+pub struct Secrets(BTreeMap<String, Secret>);
+
+impl Secrets {
+    /// Every secret `store` loaded (one per secret step).
+    pub fn from_store(store: &SecretStore) -> Secrets {
+        Secrets(
+            store
+                .named()
+                .map(|(name, secret)| (name.to_string(), secret.clone()))
+                .collect(),
+        )
+    }
+}
+
+impl<const N: usize> From<[(&str, Secret); N]> for Secrets {
+    fn from(entries: [(&str, Secret); N]) -> Secrets {
+        Secrets(
+            entries
+                .into_iter()
+                .map(|(name, secret)| (name.to_string(), secret))
+                .collect(),
+        )
+    }
+}
+
+impl Serialize for Secrets {
+    // The values reach the template engine only; Debug (below) is what logs and errors see.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(name, s)| (name, s.expose())))
+    }
 }
 
 impl fmt::Debug for Secrets {
     // A context dumped into a log or an error must not carry the secrets along.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Secrets")
-            .field("postgres_password", &"[redacted]")
-            .field("turn_shared_secret", &"[redacted]")
-            .finish()
-    }
-}
-
-/// Fixed locations on the host that several templates (and the playbook) must agree on.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Paths {
-    /// One file per Synapse secret: registration_shared_secret, macaroon_secret_key, form_secret,
-    /// turn_shared_secret.
-    pub secrets_dir: String,
-    /// certbot `--webroot-path`; nginx serves `/.well-known/acme-challenge/` from here on port 80.
-    pub acme_webroot: String,
-    /// Element releases live under here (the updater user's tree); `current` is the served release.
-    pub element_root: String,
-    /// Our own root-owned configuration directory (0755: nginx reads Element's config.json below it).
-    pub config_dir: String,
-    /// Root-owned directory holding our Element `config.json`, outside the updater-writable tree; nginx
-    /// serves `/config.json` from it.
-    pub element_config_dir: String,
-    /// coturn's copy of the TURN certificate (turnserver cannot read /etc/letsencrypt/live).
-    pub coturn_cert_dir: String,
-    /// certbot's live directory: `<letsencrypt_live>/<host>/{fullchain,privkey}.pem`.
-    pub letsencrypt_live: String,
-    /// The copy of host.toml the Element update timer reads.
-    pub host_config: String,
-    /// The binary the update timer runs: the package's own when apply runs from it, else where apply
-    /// installs a copy of itself.
-    pub binary: String,
-}
-
-const CONFIG_DIR: &str = "/etc/matrix-provision";
-
-/// Where the .deb installs the binary (Cargo.toml `[package.metadata.deb]`).
-pub const PACKAGED_BINARY: &str = "/usr/sbin/matrix-provision";
-
-impl Paths {
-    /// The standard paths for a run of the binary at `self_exe`. Run from the package, the timer uses the
-    /// package's binary itself: a copy in /usr/local/bin would go stale at the next package upgrade and,
-    /// being first in PATH, shadow the upgraded one for the admin too.
-    pub fn for_exe(self_exe: &std::path::Path) -> Paths {
-        let mut paths = Paths::default();
-        if self_exe == std::path::Path::new(PACKAGED_BINARY) {
-            paths.binary = PACKAGED_BINARY.into();
-        }
-        paths
-    }
-}
-
-impl Default for Paths {
-    fn default() -> Self {
-        Paths {
-            secrets_dir: "/etc/matrix-synapse/secrets".into(),
-            // Under /var/www, not the private state dir: nginx (www-data) must be able to read challenges.
-            acme_webroot: "/var/www/letsencrypt".into(),
-            element_root: "/var/www/element".into(),
-            config_dir: CONFIG_DIR.into(),
-            element_config_dir: format!("{CONFIG_DIR}/element"),
-            coturn_cert_dir: "/etc/coturn/certs".into(),
-            letsencrypt_live: "/etc/letsencrypt/live".into(),
-            host_config: format!("{CONFIG_DIR}/host.toml"),
-            binary: "/usr/local/bin/matrix-provision".into(),
-        }
+        f.debug_map().entries(self.0.iter()).finish()
     }
 }
 
 impl RenderContext {
-    /// The usual context: `delegated` derived from the config, the standard paths.
+    /// The usual context: `delegated` derived from the config, the layout for a binary not run from the
+    /// package (playbook::build passes the real one).
     pub fn new(config: HostConfig, facts: Facts, secrets: Secrets) -> RenderContext {
+        let paths = Layout::new(
+            &config,
+            &facts.release,
+            std::path::Path::new(crate::layout::INSTALLED_BINARY),
+        );
         RenderContext {
             delegated: config.delegated(),
             config,
             facts,
             secrets,
-            paths: Paths::default(),
+            paths,
         }
     }
 
@@ -283,6 +255,7 @@ impl Renderer {
         env.set_auto_escape_callback(|_| AutoEscape::Custom("config"));
         env.set_formatter(plain_values_only);
         env.add_filter("shquote", shquote);
+        env.add_filter("tojson", tojson_defined);
         env.add_function("raise", raise);
         for (name, source) in TEMPLATES.iter().chain(PARTIALS) {
             // The sources are compiled in and covered by the golden tests; a syntax error is a bug.
@@ -328,6 +301,22 @@ fn raise(message: String) -> Result<String, minijinja::Error> {
         minijinja::ErrorKind::InvalidOperation,
         message,
     ))
+}
+
+/// minijinja's `tojson`, but an undefined value (a misspelt key, a secret no step declares) is an error
+/// instead of `null`: strict mode alone lets undefined through filters.
+fn tojson_defined(
+    value: &Value,
+    indent: Option<Value>,
+    args: minijinja::value::Kwargs,
+) -> Result<Value, minijinja::Error> {
+    if value.is_undefined() {
+        return Err(minijinja::Error::new(
+            minijinja::ErrorKind::UndefinedError,
+            "tojson of an undefined value",
+        ));
+    }
+    minijinja::filters::tojson(value, indent, args)
 }
 
 /// POSIX shell single quoting: `it's` → `'it'\''s'`. Quoted output is safe to write anywhere.
@@ -465,15 +454,52 @@ mod tests {
 
     #[test]
     fn secrets_debug_is_redacted() {
-        let s = Secrets {
-            postgres_password: "hunter2".into(),
-            turn_shared_secret: "swordfish".into(),
-        };
+        let s = Secrets::from([
+            ("postgres_password", Secret::from_stored("hunter2")),
+            ("turn_shared_secret", Secret::from_stored("swordfish")),
+        ]);
         let dbg = format!("{s:?}");
         assert!(
-            !dbg.contains("hunter2") && !dbg.contains("swordfish"),
+            !dbg.contains("hunter2")
+                && !dbg.contains("swordfish")
+                && dbg.contains("postgres_password"),
             "{dbg}"
         );
+    }
+
+    /// A template naming a secret no secret step declares (renamed in the playbook only) does not render.
+    #[test]
+    fn an_undeclared_secret_is_a_render_error() {
+        let mut r = Renderer::new();
+        r.env
+            .add_template(
+                "t/db.j2",
+                "password: {{ secrets.postgres_password|tojson }}\nsecret={{ secrets.turn_shared_secret }}\n",
+            )
+            .unwrap();
+        let ctx = |s: Secrets| Value::from_serialize(serde_json::json!({ "secrets": s }));
+        let both = Secrets::from([
+            ("postgres_password", Secret::from_stored("pw")),
+            ("turn_shared_secret", Secret::from_stored("ts")),
+        ]);
+        assert_eq!(
+            r.render("t/db.j2", &ctx(both)).unwrap(),
+            "password: \"pw\"\nsecret=ts\n"
+        );
+        for (name, other) in [
+            ("pg_password", "turn_shared_secret"),
+            ("postgres_password", "turn_secret"),
+        ] {
+            let renamed = Secrets::from([
+                (name, Secret::from_stored("pw")),
+                (other, Secret::from_stored("ts")),
+            ]);
+            let err = r.render("t/db.j2", &ctx(renamed)).unwrap_err().to_string();
+            assert!(
+                err.contains("t/db.j2") && err.contains("undefined"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -72,12 +72,9 @@ impl SecretStore {
         self.entries.get(name)
     }
 
-    /// Name → value, for template rendering only.
-    pub fn exposed(&self) -> BTreeMap<String, String> {
-        self.entries
-            .iter()
-            .map(|(k, secret)| (k.clone(), secret.expose().to_string()))
-            .collect()
+    /// Every loaded secret with its name (what templates may inline: render::Secrets).
+    pub fn named(&self) -> impl Iterator<Item = (&str, &Secret)> {
+        self.entries.iter().map(|(name, s)| (name.as_str(), s))
     }
 
     /// Redact `secret` from now on too (it is not rendered into any file, so it has no name here).

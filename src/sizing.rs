@@ -19,12 +19,11 @@ use serde::Serialize;
 
 use crate::system::System;
 
-/// cgroup v2 files at the root of the tree this host sees, then the v1 equivalents.
-const V2_MEMORY_MAX: &str = "/sys/fs/cgroup/memory.max";
-const V2_CPU_MAX: &str = "/sys/fs/cgroup/cpu.max";
-const V1_MEMORY_LIMIT: &str = "/sys/fs/cgroup/memory/memory.limit_in_bytes";
-const V1_CPU_QUOTA: &str = "/sys/fs/cgroup/cpu/cpu.cfs_quota_us";
-const V1_CPU_PERIOD: &str = "/sys/fs/cgroup/cpu/cpu.cfs_period_us";
+use crate::layout::{
+    CGROUP_V1_CPU_PERIOD as V1_CPU_PERIOD, CGROUP_V1_CPU_QUOTA as V1_CPU_QUOTA,
+    CGROUP_V1_MEMORY_LIMIT as V1_MEMORY_LIMIT, CGROUP_V2_CPU_MAX as V2_CPU_MAX,
+    CGROUP_V2_MEMORY_MAX as V2_MEMORY_MAX,
+};
 
 /// The machine the services get, and the memory budget of each.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -1,6 +1,6 @@
 //! Golden files for every config file matrix-provision renders.
 //!
-//! Each variant below is a hand-built host description, rendered through the real playbooks (so the
+//! Each variant below is a host.toml, rendered through the real playbooks (so the
 //! golden tree holds exactly the files apply writes, at their paths); its expected files live in
 //! `tests/golden/<variant>/<path on the host>` and must match the rendering byte for byte.
 //!
@@ -19,68 +19,26 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use matrix_provision::config::{
-    Acme, Element, Firewall, HostConfig, Registration, Sources, Synapse, Turn, ACME_DIRECTORY_URL,
-    ELEMENT_RELEASES_URL, MATRIX_KEYRING_URL, MATRIX_KEY_FINGERPRINT, MATRIX_REPO_URL,
-};
+use matrix_provision::config::{HostConfig, Registration};
 use matrix_provision::playbook::{self, Inputs, RenderedFile};
 use matrix_provision::release::{self, Release};
 use matrix_provision::render::{Facts, RenderContext, Renderer, Secrets};
+use matrix_provision::secrets::Secret;
 use matrix_provision::system::FakeSystem;
 use yaml_rust2::{Yaml, YamlLoader};
 
 const POSTGRES_PASSWORD: &str = "golden-pg-password-0123456789";
 const TURN_SECRET: &str = "golden-turn-secret-abcdefghij";
 
-/// host.toml with every default, for server_name example.com.
-fn defaults() -> HostConfig {
-    HostConfig {
-        server_name: "example.com".into(),
-        acme: Acme {
-            enabled: true,
-            email: Some("admin@example.com".into()),
-        },
-        synapse: Synapse {
-            host: "matrix.example.com".into(),
-            registration: Registration::Closed,
-            federation: true,
-            presence: true,
-            max_upload_size_mb: 50,
-            report_stats: false,
-            expose_admin_api: false,
-            admin_user: None,
-        },
-        element: Element {
-            enabled: true,
-            host: "element.example.com".into(),
-            version: "latest".into(),
-            auto_update: true,
-            keep_releases: 3,
-        },
-        turn: Turn {
-            enabled: true,
-            host: "turn.example.com".into(),
-            min_port: 49152,
-            max_port: 65535,
-            user_quota: 12,
-            total_quota: 1200,
-            external_ip: None,
-        },
-        firewall: Firewall {
-            enabled: true,
-            ssh_ports: None,
-            extra_allowed_ports: vec![],
-        },
-        sources: Sources {
-            matrix_repo_url: MATRIX_REPO_URL.into(),
-            matrix_keyring_url: MATRIX_KEYRING_URL.into(),
-            matrix_key_fingerprint: MATRIX_KEY_FINGERPRINT.into(),
-            acme_directory_url: ACME_DIRECTORY_URL.into(),
-            acme_ca_bundle: None,
-            element_releases_url: ELEMENT_RELEASES_URL.into(),
-            element_signing_key: None,
-        },
-    }
+/// host.toml for server_name example.com with every default but `synapse.registration` (the default is
+/// "token"; most variants are closed servers), plus `extra` (further sections).
+fn host_toml(registration: &str, extra: &str) -> HostConfig {
+    let text = format!(
+        "server_name = \"example.com\"\n[acme]\nemail = \"admin@example.com\"\n\
+         [synapse]\nregistration = \"{registration}\"\n{extra}"
+    );
+    matrix_provision::config::parse(&text, "golden host.toml")
+        .unwrap_or_else(|e| panic!("{e:?}\n{text}"))
 }
 
 /// A Debian 13 host (what a new server runs) unless a variant says otherwise.
@@ -109,10 +67,10 @@ fn context(config: HostConfig, facts: Facts) -> RenderContext {
     RenderContext::new(
         config,
         facts,
-        Secrets {
-            postgres_password: POSTGRES_PASSWORD.into(),
-            turn_shared_secret: TURN_SECRET.into(),
-        },
+        Secrets::from([
+            ("postgres_password", Secret::from_stored(POSTGRES_PASSWORD)),
+            ("turn_shared_secret", Secret::from_stored(TURN_SECRET)),
+        ]),
     )
 }
 
@@ -120,33 +78,41 @@ fn context(config: HostConfig, facts: Facts) -> RenderContext {
 fn variants() -> Vec<(&'static str, RenderContext)> {
     // (a) delegated example.com → matrix.example.com, defaults except token registration (so that the
     // three variants cover all three registration modes).
-    let mut a = defaults();
-    a.synapse.registration = Registration::Token;
+    let a = host_toml("token", "");
 
     // (b) Synapse serves server_name itself, private server: no federation, closed, no presence,
     // coturn behind NAT, admin API exposed.
-    let mut b = defaults();
-    b.server_name = "chat.example.org".into();
-    b.synapse.host = "chat.example.org".into();
-    b.element.host = "element.example.org".into();
-    b.turn.host = "turn.example.org".into();
-    b.synapse.federation = false;
-    b.synapse.registration = Registration::Closed;
-    b.synapse.presence = false;
-    b.synapse.expose_admin_api = true;
-    b.synapse.max_upload_size_mb = 100;
-    b.turn.external_ip = Some("203.0.113.7".into());
-    b.turn.min_port = 50000;
-    b.turn.max_port = 50999;
+    let b = matrix_provision::config::parse(
+        r#"server_name = "chat.example.org"
+[acme]
+email = "admin@example.com"
+[synapse]
+host = "chat.example.org"
+registration = "closed"
+federation = false
+presence = false
+expose_admin_api = true
+max_upload_size_mb = 100
+[element]
+host = "element.example.org"
+[turn]
+host = "turn.example.org"
+external_ip = "203.0.113.7"
+min_port = 50000
+max_port = 50999
+"#,
+        "golden host.toml (b)",
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
 
     // (c) open registration on a small VPS: 2 GB RAM, 1 CPU.
-    let mut c = defaults();
-    c.synapse.registration = Registration::Open;
+    let c = host_toml("open", "");
 
     // (d) Synapse alone: no Element, no TURN, on a large host (caps of the PostgreSQL formulas).
-    let mut d = defaults();
-    d.element.enabled = false;
-    d.turn.enabled = false;
+    let d = host_toml(
+        "closed",
+        "[element]\nenabled = false\n[turn]\nenabled = false\n",
+    );
 
     // (e, f) examples/host.toml as a user starts from, parsed, on each supported release: the codename,
     // the PostgreSQL cluster and what nginx the release has.
@@ -584,14 +550,29 @@ fn nginx_vhosts_are_balanced_and_route_as_intended() {
                 );
             }
         }
-        // The version stays hidden: said once in the http block, by us or by the package's nginx.conf.
-        let ours = files["/etc/nginx/conf.d/matrix-provision.conf"]
-            .lines()
-            .any(|l| l.trim() == "server_tokens off;");
-        assert_eq!(
-            ours, !ctx.facts.release.nginx_conf_hides_version,
-            "{variant}: server_tokens off, exactly once"
+        // The version stays hidden in every server of ours, and never at http level, where the
+        // package's nginx.conf may say it too (Debian 13's does): twice in one block fails nginx -t,
+        // and with it dpkg's postinst on the upgrade that brings that nginx.conf.
+        assert!(
+            !files["/etc/nginx/conf.d/matrix-provision.conf"]
+                .lines()
+                .any(|l| !l.trim_start().starts_with('#') && l.contains("server_tokens")),
+            "{variant}: no http-level server_tokens"
         );
+        for (dest, text) in files
+            .iter()
+            .filter(|(d, _)| d.contains("/sites-available/"))
+        {
+            let servers = text.lines().filter(|l| l.trim() == "server {").count();
+            let hidden = text
+                .lines()
+                .filter(|l| l.trim().starts_with("server_tokens off;"))
+                .count();
+            assert_eq!(
+                servers, hidden,
+                "{variant}{dest}: server_tokens off in each server"
+            );
+        }
 
         // Every location with its own add_header repeats the security headers (nginx drops inherited
         // add_header lines there); the TLS snippet carries them for the server level.
@@ -722,7 +703,7 @@ fn postgres_tuning_follows_the_documented_formulas() {
         (512, 1, "128MB", "256MB", "4MB", "64MB", "21MB", "0"),
     ];
     for (ram, cpus, sb, ecs, wm, mwm, avwm, gather) in cases {
-        let ctx = context(defaults(), facts(ram, cpus));
+        let ctx = context(host_toml("closed", ""), facts(ram, cpus));
         let text = renderer
             .render("postgres/matrix-provision.conf.j2", &ctx.to_value())
             .unwrap();
@@ -782,7 +763,7 @@ fn run_deploy_hook(hook: &str, renewed_domains: &str, nginx_ok: bool) -> (bool, 
 #[test]
 fn deploy_hook_refreshes_coturn_cert_only_for_the_turn_name_and_gates_reload_on_nginx_t() {
     let renderer = Renderer::new();
-    let ctx = context(defaults(), facts(4096, 2));
+    let ctx = context(host_toml("closed", ""), facts(4096, 2));
     let hook = renderer
         .render("certbot/deploy-hook.sh.j2", &ctx.to_value())
         .unwrap();

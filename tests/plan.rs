@@ -41,8 +41,11 @@ fn plan_on(sys: FakeSystem, extra: &str) -> (FakeSystem, engine::Report, String)
     let report = engine::run(&graph.nodes, &ctx, true, &mut Silent).unwrap();
     assert_eq!(sys.snapshot(), before, "plan wrote to the host");
     let json = serde_json::to_string(&report).unwrap();
-    for (name, value) in graph.secrets.exposed() {
-        assert!(!json.contains(&value), "secret {name} leaked into the plan");
+    for (name, value) in graph.secrets.named() {
+        assert!(
+            !json.contains(value.expose()),
+            "secret {name} leaked into the plan"
+        );
     }
     (sys, report, json)
 }

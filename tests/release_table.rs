@@ -2,21 +2,14 @@
 //! cluster unit or Synapse Python anywhere else in src/, playbooks/ or templates/ (issue 11). A new release
 //! is then one line in that table.
 
+mod support;
+
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use support::files;
 
 use matrix_provision::release::SUPPORTED;
-
-fn files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files(&path, out);
-        } else {
-            out.push(path);
-        }
-    }
-}
 
 /// Every release-specific spelling the table holds, in the forms code and config would use.
 fn forbidden() -> Vec<String> {

@@ -43,7 +43,10 @@ impl Credentials {
             return Ok(None);
         };
         let d: OnDisk = serde_json::from_slice(&bytes).with_context(|| {
-            format!("{CREDENTIALS_PATH} is not valid JSON with user_id and password; restore it from /var/lib/matrix-provision/backup/")
+            format!(
+                "{CREDENTIALS_PATH} is not valid JSON with user_id and password; restore it from {}/",
+                crate::layout::BACKUP_DIR
+            )
         })?;
         Ok(Some(Credentials {
             user_id: d.user_id,

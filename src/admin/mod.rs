@@ -27,12 +27,12 @@ use crate::http::Reply;
 use crate::secrets::Secret;
 
 /// Where Synapse's client listener answers (never anything but loopback).
-pub const SYNAPSE_ADDR: &str = "127.0.0.1:8008";
+pub const SYNAPSE_ADDR: &str = crate::layout::SYNAPSE_ADDR;
 /// The provisioner's admin credentials: user id, password, access token (0600 root).
-pub const CREDENTIALS_PATH: &str = "/var/lib/matrix-provision/admin.json";
+pub const CREDENTIALS_PATH: &str = crate::layout::ADMIN_CREDENTIALS;
 /// Written by the secret step of playbooks/20-synapse.toml; Synapse reads it through
 /// `registration_shared_secret_path`.
-pub const SHARED_SECRET_PATH: &str = "/etc/matrix-synapse/secrets/registration_shared_secret";
+pub const SHARED_SECRET_PATH: &str = crate::layout::SYNAPSE_REGISTRATION_SECRET;
 
 /// One HTTP exchange with Synapse. `Err` only when Synapse gave no answer at all.
 pub trait Transport {

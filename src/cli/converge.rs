@@ -58,7 +58,7 @@ pub fn apply(args: &ApplyArgs, verbosity: Verbosity) -> Result<u8> {
     )
 }
 
-const LOCK: &str = "/run/matrix-provision.lock";
+const LOCK: &str = crate::layout::RUN_LOCK;
 
 fn converge(args: &PlanArgs, dry_run: bool, detailed: bool, verbosity: Verbosity) -> Result<u8> {
     let config = match crate::config::load(&args.file) {

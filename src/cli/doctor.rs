@@ -62,7 +62,11 @@ pub fn execute(args: &Args) -> Result<u8> {
     };
     // coturn listens on every address; loopback tests it without depending on hairpin NAT.
     let relay = |c: &TurnCredentials| {
-        turn::allocate(([127, 0, 0, 1], 3478).into(), c, Duration::from_secs(2))
+        turn::allocate(
+            (std::net::Ipv4Addr::LOCALHOST, crate::layout::TURN_PORT).into(),
+            c,
+            Duration::from_secs(2),
+        )
     };
     let source = ElementSource::from_config(&config);
     let latest = || element::resolve(&source, &Wanted::Latest).map(|r| r.tag);
@@ -134,7 +138,7 @@ mod tests {
         {
             Command::Doctor(a) => assert_eq!(
                 a.host_toml.path(),
-                PathBuf::from("/etc/matrix-provision/host.toml"),
+                PathBuf::from(crate::layout::HOST_CONFIG),
                 "by default the copy apply keeps"
             ),
             _ => panic!("not doctor"),

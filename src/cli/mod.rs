@@ -84,7 +84,7 @@ impl HostToml {
         self.file
             .clone()
             .or_else(|| self.config.clone())
-            .unwrap_or_else(|| crate::render::Paths::default().host_config.into())
+            .unwrap_or_else(|| crate::layout::HOST_CONFIG.into())
     }
 
     pub fn load(&self) -> Result<HostConfig> {

@@ -275,7 +275,7 @@ mod tests {
                 assert!(!json);
                 assert_eq!(
                     config.path(),
-                    std::path::Path::new("/etc/matrix-provision/host.toml")
+                    std::path::Path::new(crate::layout::HOST_CONFIG)
                 );
             }
             other => panic!("{other:?}"),

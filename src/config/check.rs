@@ -64,7 +64,11 @@ pub(super) fn domain(s: &str) -> Result<(), Bad> {
     }
     if s.contains(':') {
         return Err(bad(
-            "must not contain a port (nginx serves 443 and 8448 for it; federation finds the port itself)",
+            format!(
+                "must not contain a port (nginx serves {} and {} for it; federation finds the port itself)",
+                crate::layout::HTTPS_PORT,
+                crate::layout::FEDERATION_PORT
+            ),
             fix(),
         ));
     }

@@ -4,6 +4,7 @@
 use super::check::{self, Bad, PortSpec};
 use super::read::{Issues, Raw, Val, SCHEMA};
 use super::*;
+use crate::layout;
 use std::ops::RangeInclusive;
 
 pub(super) const DEFAULT_MAX_UPLOAD_SIZE_MB: u32 = 50;
@@ -16,12 +17,12 @@ pub(super) const DEFAULT_TOTAL_QUOTA: u32 = 1200;
 
 /// Ports matrix-provision itself listens on or opens; the TURN relay range must stay clear of them.
 const RESERVED_PORTS: &[(u16, &str)] = &[
-    (22, "SSH"),
-    (80, "HTTP, ACME challenges"),
-    (443, "HTTPS"),
-    (3478, "TURN"),
-    (5349, "TURN over TLS"),
-    (8448, "Matrix federation"),
+    (layout::SSH_PORT, "SSH"),
+    (layout::HTTP_PORT, "HTTP, ACME challenges"),
+    (layout::HTTPS_PORT, "HTTPS"),
+    (layout::TURN_PORT, "TURN"),
+    (layout::TURNS_PORT, "TURN over TLS"),
+    (layout::FEDERATION_PORT, "Matrix federation"),
 ];
 
 /// A string as written, with the checked value when the check passed.

@@ -187,8 +187,9 @@ impl Client {
             }
         }
         bail!(
-            "{}: no answer to a TURN request (is coturn running and listening on UDP 3478?)",
-            self.server
+            "{}: no answer to a TURN request (is coturn running and listening on UDP {}?)",
+            self.server,
+            crate::layout::TURN_PORT
         )
     }
 }
@@ -250,7 +251,8 @@ pub fn allocate(
             }
             Some((401, _)) => bail!(
                 "{server}: coturn refuses the credentials Synapse hands out: static-auth-secret in \
-                 /etc/coturn/matrix-provision.conf and Synapse's turn_shared_secret differ"
+                 {} and Synapse's turn_shared_secret differ",
+                crate::layout::COTURN_CONFIG
             ),
             _ => bail!("{server}: Allocate failed: {}", describe(&answer)),
         }

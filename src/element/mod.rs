@@ -47,7 +47,7 @@ pub use release::{parse_tag, resolve, resolve_with, Release, Wanted};
 pub use verify::{BUILTIN_KEY, BUILTIN_KEY_FINGERPRINT, BUILTIN_SIGNING_SUBKEY};
 
 /// Where apply installs Element and nginx's `root` points (`current` below it).
-pub const DEFAULT_ROOT: &str = "/var/www/element";
+pub const DEFAULT_ROOT: &str = crate::layout::ELEMENT_ROOT;
 
 /// Where releases come from and which key must have signed them.
 #[derive(Debug, Clone, Default)]
@@ -641,7 +641,7 @@ fn runnable_self(sys: &dyn System) -> Result<PathBuf> {
     if runnable(&exe)? {
         return Ok(exe);
     }
-    let copy = PathBuf::from(crate::render::Paths::default().binary);
+    let copy = PathBuf::from(crate::layout::INSTALLED_BINARY);
     if runnable(&copy)? && sys.read(&copy)? == sys.read(&exe)? {
         return Ok(copy);
     }

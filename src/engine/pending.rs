@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 
 use crate::system::{FileSpec, System};
 
-pub const PATH: &str = "/var/lib/matrix-provision/pending-handlers.json";
+pub const PATH: &str = crate::layout::PENDING_HANDLERS;
 
 pub fn load(sys: &dyn System) -> Result<BTreeSet<String>> {
     match sys.read(Path::new(PATH))? {

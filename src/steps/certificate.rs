@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 
 use crate::engine::{Change, Ctx, ExpectedCert, ExpectedState, Step};
-use crate::system::{run_ok, Cmd};
+use crate::system::Cmd;
 
 pub struct CertificateStep {
     pub name: String,
@@ -23,15 +23,49 @@ pub struct Acme {
 }
 
 impl CertificateStep {
+    fn live_dir(&self) -> PathBuf {
+        Path::new(crate::layout::LETSENCRYPT_LIVE).join(&self.name)
+    }
     fn live(&self, file: &str) -> PathBuf {
-        Path::new("/etc/letsencrypt/live")
-            .join(&self.name)
-            .join(file)
+        self.live_dir().join(file)
     }
     fn renewal(&self) -> PathBuf {
-        Path::new("/etc/letsencrypt/renewal").join(format!("{}.conf", self.name))
+        Path::new(crate::layout::LETSENCRYPT_RENEWAL).join(format!("{}.conf", self.name))
+    }
+    fn archive(&self) -> PathBuf {
+        Path::new(crate::layout::LETSENCRYPT_ARCHIVE).join(&self.name)
+    }
+    /// What certbot keeps of the lineage: its renewal conf, live and archive directories.
+    fn pieces(&self) -> [PathBuf; 3] {
+        [self.renewal(), self.live_dir(), self.archive()]
+    }
+    /// The pieces of a lineage that is not whole: certbot killed while creating it leaves an empty
+    /// renewal conf or a live directory without one. certbot itself then refuses the name or makes a
+    /// second lineage `NAME-0001` beside it, so the broken pieces are moved aside before asking again.
+    fn broken_pieces(&self, ctx: &Ctx) -> Result<Vec<PathBuf>> {
+        let whole = ctx.sys.read(&self.live("fullchain.pem"))?.is_some()
+            && ctx.sys.stat(&self.live("privkey.pem"))?.is_some()
+            && ctx
+                .sys
+                .read(&self.renewal())?
+                .is_some_and(|c| renewal_server(&String::from_utf8_lossy(&c)).is_some());
+        if whole {
+            return Ok(Vec::new());
+        }
+        let mut present = Vec::new();
+        for piece in self.pieces() {
+            if ctx.sys.stat(&piece)?.is_some() {
+                present.push(piece);
+            }
+        }
+        Ok(present)
     }
 }
+
+/// What certbot says when another instance holds one of its locks.
+const CERTBOT_BUSY: &str = "Another instance of Certbot is already running";
+/// certbot's own run (a renewal of a few names) takes seconds to a minute; ten minutes means it hangs.
+const CERTBOT_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// `server = …` from a certbot renewal config.
 fn renewal_server(conf: &str) -> Option<&str> {
@@ -43,7 +77,7 @@ fn renewal_server(conf: &str) -> Option<&str> {
 
 impl Step for CertificateStep {
     fn check(&self, ctx: &Ctx) -> Result<Change> {
-        let have_cert = ctx.sys.stat(&self.live("fullchain.pem"))?.is_some()
+        let have_cert = ctx.sys.read(&self.live("fullchain.pem"))?.is_some()
             && ctx.sys.stat(&self.live("privkey.pem"))?.is_some();
         let Some(acme) = &self.acme else {
             if have_cert {
@@ -63,6 +97,14 @@ impl Step for CertificateStep {
             "request certificate for {} from {} (HTTP-01, webroot)",
             self.name, acme.directory_url
         );
+        let broken = self.broken_pieces(ctx)?;
+        if !broken.is_empty() {
+            let list: Vec<String> = broken.iter().map(|p| p.display().to_string()).collect();
+            return Ok(Change::modify(format!(
+                "{want}; an interrupted certbot left this lineage incomplete: {} moved aside (renamed *.mp-broken-TIME)",
+                list.join(", ")
+            )));
+        }
         match conf {
             Some(c) if have_cert => match renewal_server(&c) {
                 Some(s) if s == acme.directory_url => Ok(Change::in_sync()),
@@ -79,6 +121,17 @@ impl Step for CertificateStep {
         let Some(acme) = &self.acme else {
             bail!("no ACME configured for {}", self.name);
         };
+        let broken = self.broken_pieces(ctx)?;
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        for piece in &broken {
+            // Same directory, a name certbot does not read (it loads renewal/*.conf only).
+            let mut aside = piece.clone().into_os_string();
+            aside.push(format!(".mp-broken-{stamp}"));
+            ctx.sys.rename(piece, Path::new(&aside))?;
+        }
         let mut cmd = Cmd::new("certbot").args([
             "certonly",
             "--non-interactive",
@@ -97,7 +150,7 @@ impl Step for CertificateStep {
             "--server",
             &acme.directory_url,
         ]);
-        if change.kind == crate::engine::ChangeKind::Modify {
+        if change.kind == crate::engine::ChangeKind::Modify && broken.is_empty() {
             // Another CA issued the current one (e.g. staging → production): replace it now.
             cmd = cmd.arg("--force-renewal");
         } else {
@@ -106,13 +159,34 @@ impl Step for CertificateStep {
         if let Some(ca) = &acme.ca_bundle {
             cmd = cmd.env("REQUESTS_CA_BUNDLE", ca.clone());
         }
-        run_ok(ctx.sys, &cmd).map_err(|e| {
-            anyhow::anyhow!(
-                "{e:#}\ncertbot could not get a certificate for {}: check that its DNS points at this host and port 80 is reachable from the internet",
-                self.name
-            )
-        })?;
-        Ok(())
+        // certbot runs one instance at a time: its timer's renewal, or the certbot of an apply that was
+        // killed, may hold the lock. Wait for it (bounded) instead of failing the run.
+        let start = std::time::Instant::now();
+        let mut pause = super::service::backoff();
+        loop {
+            super::wait_for_locks(
+                ctx,
+                &crate::layout::CERTBOT_LOCKS,
+                CERTBOT_WAIT.saturating_sub(start.elapsed()),
+                "certbot",
+            )?;
+            let out = ctx.sys.run(&cmd)?;
+            let busy = out.stderr.contains(CERTBOT_BUSY) || out.stdout.contains(CERTBOT_BUSY);
+            if !out.ok() && busy && start.elapsed() < CERTBOT_WAIT {
+                std::thread::sleep(pause.next().unwrap_or_default());
+                continue;
+            }
+            if !out.ok() {
+                bail!(
+                    "`{}` exited with status {}:\n{}\ncertbot could not get a certificate for {}: check that its DNS points at this host and port 80 is reachable from the internet",
+                    cmd.display(),
+                    out.status,
+                    out.tail(),
+                    self.name
+                );
+            }
+            return Ok(());
+        }
     }
 
     fn expect(&self, state: &mut ExpectedState) {
@@ -130,6 +204,138 @@ impl Step for CertificateStep {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn step() -> CertificateStep {
+        CertificateStep {
+            name: "matrix.example.test".into(),
+            acme: Some(Acme {
+                email: "admin@example.test".into(),
+                directory_url: "https://acme.example.test/dir".into(),
+                ca_bundle: None,
+                webroot: "/var/www/letsencrypt".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn waits_for_another_certbot_then_runs() {
+        use crate::secrets::SecretStore;
+        use crate::system::{CmdOutput, FakeSystem};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let sys = FakeSystem::new();
+        // The orphaned certbot of a killed run holds a lock for two probes, then the next certbot
+        // started in between still finds one running once.
+        sys.locks.lock().unwrap().insert(
+            "/var/lib/letsencrypt/.certbot.lock".into(),
+            vec![4242, 4242],
+        );
+        let runs = Arc::new(AtomicUsize::new(0));
+        let seen = runs.clone();
+        sys.on(move |c| {
+            (c.program == "certbot").then(|| {
+                let first = seen.fetch_add(1, Ordering::SeqCst) == 0;
+                CmdOutput {
+                    status: if first { 1 } else { 0 },
+                    stdout: String::new(),
+                    stderr: if first {
+                        format!("{CERTBOT_BUSY}.\n")
+                    } else {
+                        String::new()
+                    },
+                }
+            })
+        });
+        let secrets = SecretStore::new();
+        let ctx = Ctx::new(&sys, &secrets);
+        step().apply(&ctx, &Change::create("certificate")).unwrap();
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        assert!(sys.locks.lock().unwrap().values().all(|h| h.is_empty()));
+    }
+
+    #[test]
+    fn other_certbot_failures_are_not_retried() {
+        use crate::secrets::SecretStore;
+        use crate::system::FakeSystem;
+        let sys = FakeSystem::new();
+        sys.on_cmd(
+            "certbot",
+            1,
+            "Challenge failed for domain matrix.example.test",
+        );
+        let secrets = SecretStore::new();
+        let ctx = Ctx::new(&sys, &secrets);
+        let err = step()
+            .apply(&ctx, &Change::create("certificate"))
+            .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("Challenge failed"), "{msg}");
+        assert!(msg.contains("port 80 is reachable"), "{msg}");
+        assert_eq!(
+            sys.commands()
+                .iter()
+                .filter(|c| c.starts_with("certbot"))
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_lineage_left_half_made_is_moved_aside_and_requested_anew() {
+        use crate::secrets::SecretStore;
+        use crate::system::FakeSystem;
+        let sys = FakeSystem::new();
+        // certbot killed after creating the renewal conf (empty) and the live links.
+        sys.put("/etc/letsencrypt/renewal/matrix.example.test.conf", "");
+        sys.put(
+            "/etc/letsencrypt/live/matrix.example.test/fullchain.pem",
+            "cert",
+        );
+        sys.put(
+            "/etc/letsencrypt/live/matrix.example.test/privkey.pem",
+            "key",
+        );
+        sys.put(
+            "/etc/letsencrypt/archive/matrix.example.test/fullchain1.pem",
+            "cert",
+        );
+        sys.on_cmd("certbot", 0, "");
+        let secrets = SecretStore::new();
+        let ctx = Ctx::new(&sys, &secrets);
+        let change = step().check(&ctx).unwrap();
+        assert!(change.summary.contains("incomplete"), "{}", change.summary);
+        step().apply(&ctx, &change).unwrap();
+        assert_eq!(
+            sys.get("/etc/letsencrypt/renewal/matrix.example.test.conf"),
+            None
+        );
+        assert_eq!(
+            sys.get("/etc/letsencrypt/live/matrix.example.test/fullchain.pem"),
+            None
+        );
+        assert_eq!(
+            sys.get("/etc/letsencrypt/archive/matrix.example.test/fullchain1.pem"),
+            None
+        );
+        let runs = sys.commands();
+        let certbot = runs.iter().find(|c| c.starts_with("certbot")).unwrap();
+        // A fresh request, not a forced renewal of the broken lineage.
+        assert!(certbot.contains("--keep-until-expiring"), "{certbot}");
+        // A whole lineage from this CA is left alone.
+        sys.put(
+            "/etc/letsencrypt/renewal/matrix.example.test.conf",
+            "[renewalparams]\nserver = https://acme.example.test/dir\n",
+        );
+        sys.put(
+            "/etc/letsencrypt/live/matrix.example.test/fullchain.pem",
+            "cert",
+        );
+        sys.put(
+            "/etc/letsencrypt/live/matrix.example.test/privkey.pem",
+            "key",
+        );
+        assert!(step().check(&ctx).unwrap().kind == crate::engine::ChangeKind::InSync);
+    }
 
     #[test]
     fn reads_the_server_of_a_renewal_conf() {

@@ -179,7 +179,10 @@ fn validate_or_restore(
     };
     let restored = match restore() {
         Ok(what) => what.to_string(),
-        Err(e) => format!("restoring the previous version failed too ({e:#}); see /var/lib/matrix-provision/backup"),
+        Err(e) => format!(
+            "restoring the previous version failed too ({e:#}); see {}",
+            crate::layout::BACKUP_DIR
+        ),
     };
     bail!(
         "`{}` rejects the new {} ({restored}); fix the input and run again. The validator {rejection}",

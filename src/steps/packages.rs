@@ -77,22 +77,7 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 const DPKG_LOCKS: [&str; 2] = ["/var/lib/dpkg/lock-frontend", "/var/lib/dpkg/lock"];
 
 fn wait_for_dpkg(ctx: &Ctx, limit: std::time::Duration) -> Result<()> {
-    let start = std::time::Instant::now();
-    let mut pause = super::service::backoff();
-    loop {
-        let mut holder = None;
-        for lock in DPKG_LOCKS {
-            holder = holder.or(ctx.sys.lock_holder(std::path::Path::new(lock))?);
-        }
-        match holder {
-            None => return Ok(()),
-            Some(pid) if start.elapsed() >= limit => bail!(
-                "another package manager (pid {pid}) has held the dpkg lock for {} s; let it finish (see `ps -p {pid}`) and run again",
-                limit.as_secs()
-            ),
-            Some(_) => std::thread::sleep(pause.next().unwrap_or_default()),
-        }
-    }
+    super::wait_for_locks(ctx, &DPKG_LOCKS, limit, "package manager")
 }
 
 /// Packages of `names` that dpkg does not report as installed ("ii").

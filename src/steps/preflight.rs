@@ -71,7 +71,7 @@ impl PreflightStep {
     fn server_name_guard(&self, ctx: &Ctx) -> Result<()> {
         let Some(current) = ctx
             .sys
-            .read(Path::new("/etc/matrix-synapse/conf.d/server_name.yaml"))?
+            .read(Path::new(crate::layout::SYNAPSE_SERVER_NAME_YAML))?
         else {
             return Ok(());
         };
@@ -88,11 +88,11 @@ impl PreflightStep {
         }
         let has_key = ctx
             .sys
-            .stat(Path::new("/etc/matrix-synapse/homeserver.signing.key"))?
+            .stat(Path::new(crate::layout::SYNAPSE_SIGNING_KEY))?
             .is_some();
         let has_db = ctx
             .sys
-            .stat(Path::new("/var/lib/matrix-synapse/homeserver.db"))?
+            .stat(Path::new(crate::layout::SYNAPSE_SQLITE_DB))?
             .is_some()
             || ctx
                 .sys

@@ -215,7 +215,7 @@ pub trait System: Send + Sync {
     fn env_var(&self, name: &str) -> Option<String>;
     /// Where backups of replaced files go.
     fn backup_dir(&self) -> PathBuf {
-        PathBuf::from("/var/lib/matrix-provision/backup")
+        PathBuf::from(crate::layout::BACKUP_DIR)
     }
 }
 

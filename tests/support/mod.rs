@@ -172,3 +172,15 @@ fn answer(mut conn: TcpStream, www: &Path) -> std::io::Result<()> {
     }
     conn.flush()
 }
+
+/// Every file below `dir`, recursively (for the tests that scan the source tree).
+pub fn files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}

@@ -98,5 +98,16 @@ scenario_renew() {
   done <<<"$new"
   [ $bad -eq 0 ] || show_tail "$RUN_DIR/logs/$g-renew.log" 30
   check "$g: postgresql, matrix-synapse, coturn, nginx active after the renewal" services_active "$g"
+  # certbot killed while creating a lineage leaves its renewal conf empty (it creates the file first):
+  # apply must move the pieces aside and request anew, not let certbot make a second NAME-0001 lineage.
+  local name=element.example.test
+  guest_run "$g" ": > /etc/letsencrypt/renewal/$name.conf"
+  rc=0; phase "$g: apply (lineage left half made)" glog "$g" "$g-broken.log" 600 matrix-provision apply $cfg || rc=$?
+  expect_rc "$g: apply after certbot left $name's lineage half made" 0 $rc "$g-broken.log"
+  check "$g: $name has one whole lineage again (no $name-0001, the broken one kept aside)" guest_run "$g" \
+    "grep -q '^server = ' /etc/letsencrypt/renewal/$name.conf && ! ls -d /etc/letsencrypt/*/$name-0001* 2>/dev/null \
+     && ls -d /etc/letsencrypt/renewal/$name.conf.mp-broken-* >/dev/null"
+  rc=0; phase "$g: apply (again)" glog "$g" "$g-again.log" 600 matrix-provision apply --detailed-exitcodes $cfg || rc=$?
+  expect_rc "$g: then apply changes nothing" 0 $rc "$g-again.log"
   guest_destroy "$g"
 }
