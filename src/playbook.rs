@@ -5,12 +5,11 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use minijinja::{context, Environment, UndefinedBehavior};
 use serde::Deserialize;
 
 use crate::config::HostConfig;
 use crate::engine::{ExpectedState, Node, Step};
-use crate::layout::{self, Layout};
+use crate::layout;
 use crate::render::{self, RenderContext, Renderer};
 use crate::secrets::SecretStore;
 use crate::steps::{
@@ -270,7 +269,6 @@ pub fn facts(sys: &dyn System) -> render::Facts {
         ram_mb: sizing.ram_mb,
         cpus: sizing.cpus,
         sizing,
-        postgres_version: release.postgres.into(),
         release,
         addresses: f.addresses.iter().map(|a| a.to_string()).collect(),
     }
@@ -293,108 +291,15 @@ pub fn cert_names(config: &HostConfig) -> Vec<String> {
     names
 }
 
-fn definitions(
-    config: &HostConfig,
-    facts: &render::Facts,
-    inputs: &Inputs,
-) -> Result<Vec<PlaybookFile>> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_trim_blocks(true);
-    env.set_lstrip_blocks(true);
-    // Every `{{ … }}` in a playbook sits inside a TOML basic string: escape for it, so no value can end
-    // the string and write TOML of its own (a URL ending in `"#` once cut itself short this way).
-    env.set_formatter(toml_string_formatter);
-    env.add_filter("toml", toml_inline);
-    let ctx = context! {
-        config => config,
-        delegated => config.delegated(),
-        facts => facts,
-        paths => Layout::new(config, &facts.release, &inputs.self_exe),
-        cert_names => cert_names(config),
-        config_path => inputs.config_path.display().to_string(),
-        self_exe => inputs.self_exe.display().to_string(),
-    };
+fn definitions(renderer: &Renderer, ctx: &RenderContext) -> Result<Vec<PlaybookFile>> {
+    let ctx = ctx.to_value();
     PLAYBOOKS
         .iter()
-        .map(|(name, source)| {
-            let text = env
-                .render_str(source, &ctx)
-                .with_context(|| format!("rendering playbooks/{name}"))?;
+        .map(|(name, _)| {
+            let text = renderer.render(&format!("playbooks/{name}"), &ctx)?;
             toml::from_str(&text).with_context(|| format!("playbooks/{name} (after rendering)"))
         })
         .collect()
-}
-
-/// Writes strings escaped for a TOML basic string (`"` `\\` and control characters), other values (and
-/// the output of the `toml` filter, already TOML) as is.
-fn toml_string_formatter(
-    out: &mut minijinja::Output<'_>,
-    _state: &minijinja::State<'_, '_>,
-    value: &minijinja::Value,
-) -> Result<(), minijinja::Error> {
-    let text = match value.as_str() {
-        Some(s) if value.is_safe() => s.to_string(),
-        Some(s) => toml_escape(s),
-        None if value.is_none() || value.is_undefined() => String::new(),
-        None => value.to_string(),
-    };
-    out.write_str(&text)
-        .map_err(|_| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, "write failed"))
-}
-
-/// `{{ value|toml }}`: a value as an inline TOML value (`tls = {{ paths.nginx_tls|toml }}`).
-fn toml_inline(value: minijinja::Value) -> Result<minijinja::Value, minijinja::Error> {
-    fn write(v: &serde_json::Value, out: &mut String) -> Result<(), String> {
-        match v {
-            serde_json::Value::String(s) => out.push_str(&format!("\"{}\"", toml_escape(s))),
-            serde_json::Value::Number(n) => out.push_str(&n.to_string()),
-            serde_json::Value::Bool(b) => out.push_str(&b.to_string()),
-            serde_json::Value::Array(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    out.push_str(if i == 0 { "" } else { ", " });
-                    write(item, out)?;
-                }
-                out.push(']');
-            }
-            serde_json::Value::Object(fields) => {
-                out.push_str("{ ");
-                for (i, (k, item)) in fields.iter().enumerate() {
-                    out.push_str(if i == 0 { "" } else { ", " });
-                    out.push_str(&format!("\"{}\" = ", toml_escape(k)));
-                    write(item, out)?;
-                }
-                out.push_str(" }");
-            }
-            serde_json::Value::Null => return Err("null has no TOML form".into()),
-        }
-        Ok(())
-    }
-    let json = serde_json::to_value(&value).map_err(|e| {
-        minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
-    })?;
-    let mut out = String::new();
-    write(&json, &mut out)
-        .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e))?;
-    Ok(minijinja::Value::from_safe_string(out))
-}
-
-/// The body of a TOML basic string holding `s`.
-pub fn toml_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// Where this run's inputs live on the host (copied for the update timer).
@@ -410,8 +315,11 @@ pub fn build(
     sys: &dyn System,
     dry_run: bool,
 ) -> Result<Graph> {
-    let facts = facts(sys);
-    let files = definitions(config, &facts, inputs)?;
+    let renderer = Renderer::new();
+    // Playbooks render with the context templates get, before any secret is loaded (the playbooks
+    // declare them): a playbook naming `secrets.…` fails to render.
+    let mut render_ctx = RenderContext::new(config.clone(), facts(sys), inputs);
+    let files = definitions(&renderer, &render_ctx)?;
     let mut secrets = SecretStore::new();
     for def in files.iter().flat_map(|f| &f.step) {
         if let Kind::Secret { name, path, .. } = &def.kind {
@@ -440,11 +348,8 @@ pub fn build(
             }
         }
     }
-    let mut render_ctx =
-        RenderContext::new(config.clone(), facts, render::Secrets::from_store(&secrets));
-    render_ctx.paths = Layout::new(config, &render_ctx.facts.release, &inputs.self_exe);
+    render_ctx.secrets = render::Secrets::from_store(&secrets);
     let render_ctx = render_ctx.to_value();
-    let renderer = Renderer::new();
     // The state directory: the pending-handlers file and the admin's credentials are written there.
     let mut write_dirs = std::collections::BTreeSet::from([PathBuf::from(layout::STATE_DIR)]);
     let mut nodes = Vec::new();
@@ -697,11 +602,11 @@ mod tests {
             ram_mb: 4096,
             cpus: 2,
             sizing: crate::sizing::Sizing::of(4096, 2),
-            postgres_version: release.postgres.into(),
             release,
             addresses: vec!["127.0.0.1".into()],
         };
-        let files = definitions(&config, &facts, &inputs).unwrap_or_else(|e| panic!("{e:#}"));
+        let ctx = RenderContext::new(config.clone(), facts, &inputs);
+        let files = definitions(&Renderer::new(), &ctx).unwrap_or_else(|e| panic!("{e:#}"));
         let steps: Vec<&StepDef> = files.iter().flat_map(|f| &f.step).collect();
         let step = |id: &str| {
             &steps
@@ -758,7 +663,7 @@ mod tests {
     #[test]
     fn toml_escape_round_trips() {
         for s in ["plain", "a\"b", "back\\slash", "nl\nx", "\u{7f}\u{1}", "#x"] {
-            let doc = format!("v = \"{}\"", toml_escape(s));
+            let doc = format!("v = \"{}\"", render::toml_escape(s));
             let parsed: toml::Value = toml::from_str(&doc).unwrap();
             assert_eq!(parsed["v"].as_str(), Some(s), "{doc}");
         }

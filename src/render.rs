@@ -1,8 +1,10 @@
-//! The config files matrix-provision writes, rendered from minijinja templates compiled into the binary.
+//! The one template environment: the playbooks (`playbooks/*.toml`, rendered to the step graph) and the
+//! config files matrix-provision writes (`templates/`), all compiled into the binary.
 //!
-//! The templates live in `templates/` and see exactly one context, [`RenderContext`]: the validated
-//! host.toml, the host facts, the two secrets that must be inlined, and the layout (`paths`). Rendering is
-//! strict: an unknown variable is an error, never an empty string in a config file.
+//! Both see exactly one context, [`RenderContext`]: the validated host.toml, the host facts, the layout
+//! (`paths`), this run's inputs and, for templates only, the secrets the playbooks declare. Rendering is
+//! strict: an unknown variable is an error, never an empty string in a config file. Only the formatter
+//! differs: a playbook's `{{ … }}` sits in a TOML string, a template's in a config file.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -141,9 +143,16 @@ pub struct RenderContext {
     /// `synapse.host != server_name`: `.well-known` is served on server_name.
     pub delegated: bool,
     pub facts: Facts,
+    /// Empty while the playbooks render (they declare the secrets): only templates inline them.
     pub secrets: Secrets,
     /// Every host path, port and unit (crate::layout), as `paths`.
     pub paths: Layout,
+    /// Every name that needs a certificate (playbook::cert_names).
+    pub cert_names: Vec<String>,
+    /// This run's host.toml, copied for the update timer.
+    pub config_path: String,
+    /// The running binary (copied for the update timer unless it is the package's).
+    pub self_exe: String,
 }
 
 /// What preflight measured on the host.
@@ -154,8 +163,6 @@ pub struct Facts {
     pub cpus: u32,
     /// The memory split between the OS, PostgreSQL and Synapse (crate::sizing).
     pub sizing: crate::sizing::Sizing,
-    /// The PostgreSQL major version of the host's release (crate::release); part of the conf.d path.
-    pub postgres_version: String,
     /// The host's Debian release: `release.codename` is the matrix.org apt suite.
     pub release: crate::release::Release,
     /// The addresses on the host's interfaces (coturn must never relay to the host itself).
@@ -207,20 +214,22 @@ impl fmt::Debug for Secrets {
 }
 
 impl RenderContext {
-    /// The usual context: `delegated` derived from the config, the layout for a binary not run from the
-    /// package (playbook::build passes the real one).
-    pub fn new(config: HostConfig, facts: Facts, secrets: Secrets) -> RenderContext {
-        let paths = Layout::new(
-            &config,
-            &facts.release,
-            std::path::Path::new(crate::layout::INSTALLED_BINARY),
-        );
+    /// The context of a run with `inputs` on a host with `facts`; no secrets yet (playbook::build adds
+    /// those its playbooks declare).
+    pub fn new(
+        config: HostConfig,
+        facts: Facts,
+        inputs: &crate::playbook::Inputs,
+    ) -> RenderContext {
         RenderContext {
             delegated: config.delegated(),
+            paths: Layout::new(&config, &facts.release, &inputs.self_exe),
+            cert_names: crate::playbook::cert_names(&config),
+            config_path: inputs.config_path.display().to_string(),
+            self_exe: inputs.self_exe.display().to_string(),
             config,
             facts,
-            secrets,
-            paths,
+            secrets: Secrets::default(),
         }
     }
 
@@ -253,14 +262,19 @@ impl Renderer {
         // These are config files, not HTML: nothing is HTML-escaped, but no value may carry syntax. A
         // custom mode (not None) makes minijinja mark macro output, already checked inside, as safe.
         env.set_auto_escape_callback(|_| AutoEscape::Custom("config"));
-        env.set_formatter(plain_values_only);
+        env.set_formatter(formatter);
         env.add_filter("shquote", shquote);
+        env.add_filter("toml", toml_inline);
         env.add_filter("tojson", tojson_defined);
         env.add_function("raise", raise);
         for (name, source) in TEMPLATES.iter().chain(PARTIALS) {
             // The sources are compiled in and covered by the golden tests; a syntax error is a bug.
             env.add_template(name, source)
                 .unwrap_or_else(|e| panic!("template {name} does not compile: {e:#}"));
+        }
+        for (name, source) in crate::playbook::PLAYBOOKS {
+            env.add_template_owned(format!("{PLAYBOOK_DIR}{name}"), *source)
+                .unwrap_or_else(|e| panic!("playbook {name} does not compile: {e:#}"));
         }
         Renderer { env }
     }
@@ -280,6 +294,22 @@ impl Renderer {
     /// Every template that renders to a file (partials excluded).
     pub fn names(&self) -> Vec<&'static str> {
         TEMPLATES.iter().map(|(name, _)| *name).collect()
+    }
+}
+
+/// Playbooks are registered under this prefix; their output is TOML, not a config file.
+const PLAYBOOK_DIR: &str = "playbooks/";
+
+/// A playbook's values go into TOML strings, a template's into config files.
+fn formatter(
+    out: &mut minijinja::Output<'_>,
+    state: &minijinja::State<'_, '_>,
+    value: &Value,
+) -> Result<(), minijinja::Error> {
+    if state.name().starts_with(PLAYBOOK_DIR) {
+        toml_string_formatter(out, state, value)
+    } else {
+        plain_values_only(out, state, value)
     }
 }
 
@@ -360,6 +390,77 @@ fn plain_values_only(
         Some(s) => out.write_str(s).map_err(fmt_err),
         None => write!(out, "{value}").map_err(fmt_err),
     }
+}
+
+/// Writes strings escaped for a TOML basic string (`"` `\\` and control characters), other values (and
+/// the output of the `toml` filter, already TOML) as is.
+fn toml_string_formatter(
+    out: &mut minijinja::Output<'_>,
+    _state: &minijinja::State<'_, '_>,
+    value: &minijinja::Value,
+) -> Result<(), minijinja::Error> {
+    let text = match value.as_str() {
+        Some(s) if value.is_safe() => s.to_string(),
+        Some(s) => toml_escape(s),
+        None if value.is_none() || value.is_undefined() => String::new(),
+        None => value.to_string(),
+    };
+    out.write_str(&text)
+        .map_err(|_| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, "write failed"))
+}
+
+/// `{{ value|toml }}`: a value as an inline TOML value (`tls = {{ paths.nginx_tls|toml }}`).
+fn toml_inline(value: minijinja::Value) -> Result<minijinja::Value, minijinja::Error> {
+    fn write(v: &serde_json::Value, out: &mut String) -> Result<(), String> {
+        match v {
+            serde_json::Value::String(s) => out.push_str(&format!("\"{}\"", toml_escape(s))),
+            serde_json::Value::Number(n) => out.push_str(&n.to_string()),
+            serde_json::Value::Bool(b) => out.push_str(&b.to_string()),
+            serde_json::Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    out.push_str(if i == 0 { "" } else { ", " });
+                    write(item, out)?;
+                }
+                out.push(']');
+            }
+            serde_json::Value::Object(fields) => {
+                out.push_str("{ ");
+                for (i, (k, item)) in fields.iter().enumerate() {
+                    out.push_str(if i == 0 { "" } else { ", " });
+                    out.push_str(&format!("\"{}\" = ", toml_escape(k)));
+                    write(item, out)?;
+                }
+                out.push_str(" }");
+            }
+            serde_json::Value::Null => return Err("null has no TOML form".into()),
+        }
+        Ok(())
+    }
+    let json = serde_json::to_value(&value).map_err(|e| {
+        minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
+    })?;
+    let mut out = String::new();
+    write(&json, &mut out)
+        .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e))?;
+    Ok(minijinja::Value::from_safe_string(out))
+}
+
+/// The body of a TOML basic string holding `s`.
+pub fn toml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -500,6 +601,24 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    /// `|toml` writes inline TOML that parses back to the same value, whatever the strings hold; plain
+    /// `{{ }}` in a playbook stays escaped for its TOML string.
+    #[test]
+    fn toml_filter_round_trips_hostile_strings() {
+        let mut r = Renderer::new();
+        r.env
+            .add_template("playbooks/t.toml", "x = {{ v|toml }}\ny = \"{{ s }}\"\n")
+            .unwrap();
+        let hostile = "a\"b\\c\n[[step]]\u{1b}#";
+        let v =
+            serde_json::json!([{ "name": hostile, "port": 5349, "on": true }, { "k\"ey": [1, 2] }]);
+        let ctx = Value::from_serialize(serde_json::json!({ "v": v, "s": hostile }));
+        let text = r.render("playbooks/t.toml", &ctx).unwrap();
+        let parsed: toml::Value = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(serde_json::to_value(&parsed["x"]).unwrap(), v);
+        assert_eq!(parsed["y"].as_str(), Some(hostile));
     }
 
     #[test]

@@ -22,8 +22,7 @@ use std::path::{Path, PathBuf};
 use matrix_provision::config::{HostConfig, Registration};
 use matrix_provision::playbook::{self, Inputs, RenderedFile};
 use matrix_provision::release::{self, Release};
-use matrix_provision::render::{Facts, RenderContext, Renderer, Secrets};
-use matrix_provision::secrets::Secret;
+use matrix_provision::render::{Facts, RenderContext, Renderer};
 use matrix_provision::system::FakeSystem;
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -51,7 +50,6 @@ fn on(release: Release, ram_mb: u64, cpus: u32) -> Facts {
         ram_mb,
         cpus,
         sizing: matrix_provision::sizing::Sizing::of(ram_mb, cpus),
-        postgres_version: release.postgres.into(),
         release,
         // Loopback, a private LAN address behind NAT and a public IPv6 one.
         addresses: vec![
@@ -64,14 +62,15 @@ fn on(release: Release, ram_mb: u64, cpus: u32) -> Facts {
 }
 
 fn context(config: HostConfig, facts: Facts) -> RenderContext {
-    RenderContext::new(
-        config,
-        facts,
-        Secrets::from([
-            ("postgres_password", Secret::from_stored(POSTGRES_PASSWORD)),
-            ("turn_shared_secret", Secret::from_stored(TURN_SECRET)),
-        ]),
-    )
+    RenderContext::new(config, facts, &inputs())
+}
+
+/// The run's inputs as apply from /usr/local/bin sees them.
+fn inputs() -> Inputs {
+    Inputs {
+        config_path: "/root/host.toml".into(),
+        self_exe: "/usr/local/bin/matrix-provision".into(),
+    }
 }
 
 /// The variants, by directory name under tests/golden/.
@@ -160,11 +159,7 @@ fn playbook_files(ctx: &RenderContext) -> Vec<RenderedFile> {
         "/etc/matrix-synapse/secrets/turn_shared_secret",
         TURN_SECRET,
     );
-    let inputs = Inputs {
-        config_path: "/root/host.toml".into(),
-        self_exe: "/usr/local/bin/matrix-provision".into(),
-    };
-    playbook::build(&ctx.config, &inputs, &sys, true)
+    playbook::build(&ctx.config, &inputs(), &sys, true)
         .unwrap_or_else(|e| panic!("{e:#}"))
         .rendered
 }

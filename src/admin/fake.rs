@@ -70,7 +70,8 @@ impl Transport for FakeTransport {
         });
         if self.down {
             bail!(
-                "{method} http://127.0.0.1:8008{path}: connection refused (nothing listens there)"
+                "{method} {}{path}: connection refused (nothing listens there)",
+                crate::layout::SYNAPSE_URL
             );
         }
         let key = (

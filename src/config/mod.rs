@@ -3,7 +3,8 @@
 //!
 //! [`parse`]/[`load`] run two passes and report every problem at once, each with file, line, field and
 //! a fix: `read` (TOML syntax, known keys with did-you-mean, types; keeps spans) and `validate` (defaults,
-//! ranges, cross-field rules), using the pure checks in `check`. `examples/host.toml` shows every option.
+//! ranges, cross-field rules), using the pure checks in `check`. Every key is declared once, in `schema`
+//! (type, default, bounds, example, doc); `examples/host.toml` shows every option (a test checks it).
 //!
 //! Decisions the rules encode (each tested in `tests/config_errors.rs`):
 //! - Host names are rejected, not rewritten, when not lowercase RFC 1123 names with at least one dot:
@@ -35,6 +36,7 @@ use std::path::Path;
 mod check;
 mod error;
 mod read;
+mod schema;
 mod validate;
 
 pub use error::{ConfigError, ConfigIssue};

@@ -1,11 +1,13 @@
 //! First pass over host.toml: TOML syntax, known sections and keys, and value types, each value kept with
-//! its line and source text. Nothing here knows defaults or ranges; `validate` does.
+//! its line and source text, against the keys of `schema`. Defaults, ranges and cross-field rules are
+//! `validate`'s.
 //!
 //! The walk uses toml_edit's document (not serde) because serde stops at the first error and drops
 //! positions, while an admin should see every mistake in one run, each with its line.
 
 use super::check::closest;
 use super::error::ConfigIssue;
+use super::schema::{self, Key};
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use toml_edit::{ImDocument, Item, Value};
@@ -18,101 +20,6 @@ pub(super) enum Kind {
     StrList,
     IntList,
 }
-
-/// (key, kind, example value as TOML for hints).
-type Field = (&'static str, Kind, &'static str);
-
-/// Every section and key host.toml accepts. "" is the top level (besides the sections themselves).
-/// A unit test in `validate` keeps this in step with the serde field names of `HostConfig`.
-pub(super) const SCHEMA: &[(&str, &[Field])] = &[
-    ("", &[("server_name", Kind::Str, "\"example.com\"")]),
-    (
-        "acme",
-        &[
-            ("enabled", Kind::Bool, "true"),
-            ("email", Kind::Str, "\"admin@example.com\""),
-        ],
-    ),
-    (
-        "synapse",
-        &[
-            ("host", Kind::Str, "\"matrix.example.com\""),
-            ("registration", Kind::Str, "\"token\""),
-            ("federation", Kind::Bool, "true"),
-            ("presence", Kind::Bool, "true"),
-            ("max_upload_size_mb", Kind::Int, "50"),
-            ("report_stats", Kind::Bool, "false"),
-            ("expose_admin_api", Kind::Bool, "false"),
-            ("admin_user", Kind::Str, "\"admin\""),
-        ],
-    ),
-    (
-        "element",
-        &[
-            ("enabled", Kind::Bool, "true"),
-            ("host", Kind::Str, "\"element.example.com\""),
-            ("version", Kind::Str, "\"latest\""),
-            ("auto_update", Kind::Bool, "true"),
-            ("keep_releases", Kind::Int, "3"),
-        ],
-    ),
-    (
-        "turn",
-        &[
-            ("enabled", Kind::Bool, "true"),
-            ("host", Kind::Str, "\"turn.example.com\""),
-            ("min_port", Kind::Int, "49152"),
-            ("max_port", Kind::Int, "65535"),
-            ("user_quota", Kind::Int, "12"),
-            ("total_quota", Kind::Int, "1200"),
-            ("external_ip", Kind::Str, "\"203.0.113.7\""),
-        ],
-    ),
-    (
-        "firewall",
-        &[
-            ("enabled", Kind::Bool, "true"),
-            ("ssh_ports", Kind::IntList, "[22]"),
-            ("extra_allowed_ports", Kind::StrList, "[\"2222/tcp\"]"),
-        ],
-    ),
-    (
-        "sources",
-        &[
-            (
-                "matrix_repo_url",
-                Kind::Str,
-                "\"https://packages.matrix.org/debian/\"",
-            ),
-            (
-                "matrix_keyring_url",
-                Kind::Str,
-                "\"https://packages.matrix.org/debian/matrix-org-archive-keyring.gpg\"",
-            ),
-            (
-                "matrix_key_fingerprint",
-                Kind::Str,
-                "\"AAF9AE843A7584B5A3E4CD2BCF45A512DE2DA058\"",
-            ),
-            (
-                "acme_directory_url",
-                Kind::Str,
-                "\"https://acme-staging-v02.api.letsencrypt.org/directory\"",
-            ),
-            ("acme_ca_bundle", Kind::Str, "\"/etc/ssl/private-ca.pem\""),
-            (
-                "element_releases_url",
-                Kind::Str,
-                "\"https://mirror.example.net/element/releases\"",
-            ),
-            (
-                "element_signing_key",
-                Kind::Str,
-                "\"/etc/matrix-provision/element.gpg\"",
-            ),
-        ],
-    ),
-];
 
 /// A value as written: where it is and what the file said.
 #[derive(Debug, Clone, PartialEq)]
@@ -145,7 +52,7 @@ pub(super) struct Raw {
 
 impl Raw {
     fn get(&self, path: &str) -> Option<&Val<Scalar>> {
-        debug_assert!(kind_of(path).is_some(), "{path} is not in SCHEMA");
+        debug_assert!(kind_of(path).is_some(), "{path} is not in schema::KEYS");
         self.values.get(path)
     }
 
@@ -206,14 +113,7 @@ impl Raw {
 }
 
 pub(super) fn kind_of(path: &str) -> Option<Kind> {
-    let (section, key) = path.rsplit_once('.').unwrap_or(("", path));
-    SCHEMA
-        .iter()
-        .find(|(s, _)| *s == section)?
-        .1
-        .iter()
-        .find(|(k, _, _)| *k == key)
-        .map(|(_, kind, _)| *kind)
+    schema::get(path).map(|k| k.kind)
 }
 
 /// Collects issues with line numbers computed from byte offsets into the source.
@@ -264,7 +164,7 @@ impl<'s> Issues<'s> {
     }
 }
 
-/// Parse the TOML and walk it against [`SCHEMA`]. A syntax error ends the walk and returns None (there is
+/// Parse the TOML and walk it against [`schema::KEYS`]. A syntax error ends the walk and returns None (there is
 /// no tree to validate); every other problem is recorded and the walk goes on.
 pub(super) fn read(src: &str, issues: &mut Issues<'_>) -> Option<Raw> {
     let mut raw = Raw::default();
@@ -276,13 +176,12 @@ pub(super) fn read(src: &str, issues: &mut Issues<'_>) -> Option<Raw> {
         }
     };
     let root = doc.as_table();
-    let top_fields = SCHEMA[0].1;
     for (key, item) in root.iter() {
         let key_span = root.key(key).and_then(|k| k.span());
-        if let Some(field) = top_fields.iter().find(|(k, _, _)| *k == key) {
-            read_value(&mut raw, issues, "", field, item, key_span);
-        } else if let Some((section, fields)) = SCHEMA[1..].iter().find(|(s, _)| *s == key) {
-            read_section(&mut raw, issues, section, fields, item, key_span);
+        if let Some(field) = schema::keys_of("").find(|k| k.name() == key) {
+            read_value(&mut raw, issues, field, item, key_span);
+        } else if let Some(section) = schema::sections().into_iter().find(|s| *s == key) {
+            read_section(&mut raw, issues, section, item, key_span);
         } else {
             unknown_key(issues, "", key, item, key_span);
         }
@@ -294,7 +193,6 @@ fn read_section(
     raw: &mut Raw,
     issues: &mut Issues<'_>,
     section: &'static str,
-    fields: &[Field],
     item: &Item,
     key_span: Option<Range<usize>>,
 ) {
@@ -319,8 +217,8 @@ fn read_section(
     }
     for (key, value) in table.iter() {
         let key_span = table.key(key).and_then(|k| k.span());
-        match fields.iter().find(|(k, _, _)| *k == key) {
-            Some(field) => read_value(raw, issues, section, field, value, key_span),
+        match schema::keys_of(section).find(|k| k.name() == key) {
+            Some(field) => read_value(raw, issues, field, value, key_span),
             None => unknown_key(issues, section, key, value, key_span),
         }
     }
@@ -329,16 +227,16 @@ fn read_section(
 fn read_value(
     raw: &mut Raw,
     issues: &mut Issues<'_>,
-    section: &str,
-    &(key, kind, example): &Field,
+    field: &Key,
     item: &Item,
     key_span: Option<Range<usize>>,
 ) {
-    let path = if section.is_empty() {
-        key.to_string()
-    } else {
-        format!("{section}.{key}")
-    };
+    let (path, key, kind, example) = (
+        field.path.to_string(),
+        field.name(),
+        field.kind,
+        field.example,
+    );
     raw.present.insert(path.clone());
     let span = item.span().or(key_span);
     let line = issues.line(span.clone());
@@ -479,16 +377,13 @@ fn unknown_key(
     } else {
         "unknown key"
     };
-    let known: Vec<&str> = SCHEMA
-        .iter()
-        .find(|(s, _)| *s == section)
-        .map(|(_, fields)| fields.iter().map(|f| f.0).collect())
-        .unwrap_or_default();
+    let known: Vec<&str> = schema::keys_of(section).map(Key::name).collect();
     let mut candidates = known.clone();
     if section.is_empty() {
-        candidates.extend(SCHEMA[1..].iter().map(|(s, _)| *s));
+        candidates.extend(schema::sections());
     }
-    let top_level = SCHEMA[0].1.iter().any(|f| f.0 == key) || SCHEMA.iter().any(|(s, _)| *s == key);
+    let top_level =
+        schema::keys_of("").any(|f| f.name() == key) || schema::sections().contains(&key);
     let hint = if !section.is_empty() && top_level {
         // TOML puts every key after a [section] header into that section: a classic slip.
         format!(
@@ -503,7 +398,7 @@ fn unknown_key(
     } else if let Some(home) = home_section(key, section) {
         format!("`{key}` belongs in {home}; move it there")
     } else if section.is_empty() {
-        let sections: Vec<&str> = SCHEMA[1..].iter().map(|(s, _)| *s).collect();
+        let sections = schema::sections();
         format!(
             "known: {} and the sections [{}]",
             known.join(", "),
@@ -517,10 +412,10 @@ fn unknown_key(
 
 /// The one other section that has this key, when exactly one does (`email` → `[acme]`).
 fn home_section(key: &str, except: &str) -> Option<String> {
-    let mut homes = SCHEMA
+    let mut homes = schema::KEYS
         .iter()
-        .filter(|(s, fields)| *s != except && fields.iter().any(|f| f.0 == key))
-        .map(|(s, _)| *s);
+        .filter(|k| k.name() == key && k.section() != except)
+        .map(Key::section);
     match (homes.next(), homes.next()) {
         (Some(""), None) => Some("the top level (before any [section])".to_string()),
         (Some(home), None) => Some(format!("[{home}]")),

@@ -2,18 +2,13 @@
 //! Every check runs even after others failed, so one `validate` run lists every mistake.
 
 use super::check::{self, Bad, PortSpec};
-use super::read::{Issues, Raw, Val, SCHEMA};
+use super::read::{Issues, Raw, Val};
 use super::*;
 use crate::layout;
-use std::ops::RangeInclusive;
 
-pub(super) const DEFAULT_MAX_UPLOAD_SIZE_MB: u32 = 50;
-pub(super) const DEFAULT_KEEP_RELEASES: u32 = 3;
-/// coturn's own default relay range (the IANA dynamic port range).
-pub(super) const DEFAULT_MIN_PORT: u16 = 49152;
-pub(super) const DEFAULT_MAX_PORT: u16 = 65535;
-pub(super) const DEFAULT_USER_QUOTA: u32 = 12;
-pub(super) const DEFAULT_TOTAL_QUOTA: u32 = 1200;
+use super::schema::{
+    self, DEFAULT_MAX_PORT, DEFAULT_MIN_PORT, DEFAULT_TOTAL_QUOTA, DEFAULT_USER_QUOTA,
+};
 
 /// Ports matrix-provision itself listens on or opens; the TURN relay range must stay clear of them.
 const RESERVED_PORTS: &[(u16, &str)] = &[
@@ -62,12 +57,20 @@ fn leaf(path: &str) -> &str {
 }
 
 fn example(path: &str) -> &'static str {
-    let (section, key) = path.rsplit_once('.').unwrap_or(("", path));
-    SCHEMA
-        .iter()
-        .find(|(s, _)| *s == section)
-        .and_then(|(_, fields)| fields.iter().find(|f| f.0 == key))
-        .map_or("…", |f| f.2)
+    schema::get(path).map_or("…", |k| k.example)
+}
+
+/// The schema's default of a string key; "" when it has none (required, or derived by code).
+fn default_str(path: &str) -> &'static str {
+    match declared(path).default {
+        schema::DefaultValue::Str(s) => s,
+        _ => "",
+    }
+}
+
+/// The declaration of `path`; validate only asks for keys in schema::KEYS.
+fn declared(path: &str) -> &'static schema::Key {
+    schema::get(path).unwrap_or_else(|| panic!("{path} is not declared in config::schema::KEYS"))
 }
 
 impl Validator<'_, '_> {
@@ -76,18 +79,22 @@ impl Validator<'_, '_> {
             .push(at.line, path, Some(&at.src), message, Some(hint));
     }
 
-    fn boolean(&mut self, path: &str, default: bool) -> bool {
+    /// A plain bool key, its default from the schema.
+    fn boolean(&mut self, path: &str) -> bool {
+        let schema::DefaultValue::Bool(default) = declared(path).default else {
+            panic!("{path} has no bool default in the schema");
+        };
         self.raw.bool(path).map_or(default, |v| v.value)
     }
 
-    /// An integer within `range`; `what` completes "must be …" and `default` is suggested instead.
-    fn int(
-        &mut self,
-        path: &str,
-        range: RangeInclusive<i64>,
-        default: i64,
-        what: &str,
-    ) -> Got<i64> {
+    /// A bounded integer key: default and bounds (`what` completes "must be …") from the schema; the
+    /// default is suggested instead of a value out of bounds.
+    fn int(&mut self, path: &str) -> Got<i64> {
+        let key = declared(path);
+        let (schema::DefaultValue::Int(default), Some((range, what))) = (key.default, &key.bounds)
+        else {
+            panic!("{path} has no int default and bounds in the schema");
+        };
         let Some(v) = self.raw.int(path) else {
             return Got::default(default);
         };
@@ -136,12 +143,9 @@ impl Validator<'_, '_> {
     }
 
     /// A string that only needs `check`, as written or else `default`.
-    fn plain(
-        &mut self,
-        path: &str,
-        check: fn(&str) -> Result<(), Bad>,
-        default: &str,
-    ) -> Got<String> {
+    /// A string checked by `check`, its default from the schema ("" when it has none: required).
+    fn plain(&mut self, path: &str, check: fn(&str) -> Result<(), Bad>) -> Got<String> {
+        let default = default_str(path);
         match self.string(path, check, example(path)) {
             Some(c) => Got {
                 ok: c.result.is_some(),
@@ -241,11 +245,11 @@ pub(super) fn validate(raw: &Raw, issues: &mut Issues<'_>) -> HostConfig {
                 line: None,
             }
         }
-        Some(_) => v.plain("server_name", check::domain, ""),
+        Some(_) => v.plain("server_name", check::domain),
     };
 
     let acme = Acme {
-        enabled: v.boolean("acme.enabled", true),
+        enabled: v.boolean("acme.enabled"),
         email: v.optional_str("acme.email", check::email),
     };
     if acme.enabled && !raw.present("acme.email") {
@@ -267,73 +271,39 @@ pub(super) fn validate(raw: &Raw, issues: &mut Issues<'_>) -> HostConfig {
 
     let synapse_host = v.host("synapse.host", "matrix", &server_name);
     let registration = registration(&mut v);
-    let max_upload = v.int(
-        "synapse.max_upload_size_mb",
-        1..=10240,
-        DEFAULT_MAX_UPLOAD_SIZE_MB.into(),
-        "between 1 and 10240 (megabytes)",
-    );
+    let max_upload = v.int("synapse.max_upload_size_mb");
     let admin_user = admin_user(&mut v, &server_name);
     let synapse = Synapse {
         host: synapse_host.value.clone(),
         registration,
-        federation: v.boolean("synapse.federation", true),
-        presence: v.boolean("synapse.presence", true),
+        federation: v.boolean("synapse.federation"),
+        presence: v.boolean("synapse.presence"),
         max_upload_size_mb: max_upload.value as u32,
-        report_stats: v.boolean("synapse.report_stats", false),
-        expose_admin_api: v.boolean("synapse.expose_admin_api", false),
+        report_stats: v.boolean("synapse.report_stats"),
+        expose_admin_api: v.boolean("synapse.expose_admin_api"),
         admin_user,
     };
 
     let element_host = v.host("element.host", "element", &server_name);
-    let keep = v.int(
-        "element.keep_releases",
-        1..=i64::from(u32::MAX),
-        DEFAULT_KEEP_RELEASES.into(),
-        "at least 1 (the release being served counts)",
-    );
+    let keep = v.int("element.keep_releases");
     let element = Element {
-        enabled: v.boolean("element.enabled", true),
+        enabled: v.boolean("element.enabled"),
         host: element_host.value.clone(),
-        version: v
-            .plain("element.version", check::element_version, "latest")
-            .value,
-        auto_update: v.boolean("element.auto_update", true),
+        version: v.plain("element.version", check::element_version).value,
+        auto_update: v.boolean("element.auto_update"),
         keep_releases: keep.value as u32,
     };
 
     let turn_host = v.host("turn.host", "turn", &server_name);
-    let port_range = "between 1024 and 65535 (below 1024 are privileged service ports)";
-    let min_port = v.int(
-        "turn.min_port",
-        1024..=65535,
-        DEFAULT_MIN_PORT.into(),
-        port_range,
-    );
-    let max_port = v.int(
-        "turn.max_port",
-        1024..=65535,
-        DEFAULT_MAX_PORT.into(),
-        port_range,
-    );
-    let quota = "at least 1 (coturn reads 0 as unlimited)";
-    let user_quota = v.int(
-        "turn.user_quota",
-        1..=i64::from(u32::MAX),
-        DEFAULT_USER_QUOTA.into(),
-        quota,
-    );
-    let total_quota = v.int(
-        "turn.total_quota",
-        1..=i64::from(u32::MAX),
-        DEFAULT_TOTAL_QUOTA.into(),
-        quota,
-    );
+    let min_port = v.int("turn.min_port");
+    let max_port = v.int("turn.max_port");
+    let user_quota = v.int("turn.user_quota");
+    let total_quota = v.int("turn.total_quota");
     let external_ip = v
         .optional("turn.external_ip", check::external_ip)
         .map(|ip| ip.to_string());
     let turn = Turn {
-        enabled: v.boolean("turn.enabled", true),
+        enabled: v.boolean("turn.enabled"),
         host: turn_host.value.clone(),
         min_port: min_port.value as u16,
         max_port: max_port.value as u16,
@@ -344,7 +314,7 @@ pub(super) fn validate(raw: &Raw, issues: &mut Issues<'_>) -> HostConfig {
 
     let extra_ports = extra_ports(&mut v);
     let firewall = Firewall {
-        enabled: v.boolean("firewall.enabled", true),
+        enabled: v.boolean("firewall.enabled"),
         ssh_ports: ssh_ports(&mut v),
         extra_allowed_ports: extra_ports
             .iter()
@@ -504,14 +474,19 @@ pub(super) fn validate(raw: &Raw, issues: &mut Issues<'_>) -> HostConfig {
 }
 
 fn registration(v: &mut Validator<'_, '_>) -> Registration {
-    let Some(val) = v.raw.str("synapse.registration") else {
-        return Registration::Token;
+    let mode = |text: &str| match text {
+        "closed" => Some(Registration::Closed),
+        "token" => Some(Registration::Token),
+        "open" => Some(Registration::Open),
+        _ => None,
     };
-    match val.value.as_str() {
-        "closed" => return Registration::Closed,
-        "token" => return Registration::Token,
-        "open" => return Registration::Open,
-        _ => {}
+    let default = mode(default_str("synapse.registration"))
+        .expect("the schema's default registration is a mode");
+    let Some(val) = v.raw.str("synapse.registration") else {
+        return default;
+    };
+    if let Some(m) = mode(&val.value) {
+        return m;
     }
     let modes = ["closed", "token", "open"];
     let lower = val.value.trim().to_ascii_lowercase();
@@ -527,7 +502,7 @@ fn registration(v: &mut Validator<'_, '_>) -> Registration {
         "must be \"closed\" (admins create accounts), \"token\" (invite tokens) or \"open\"",
         format!("write registration = \"{fix}\""),
     );
-    Registration::Token
+    default
 }
 
 fn admin_user(v: &mut Validator<'_, '_>, server_name: &Got<String>) -> Option<String> {
@@ -591,27 +566,15 @@ fn ssh_ports(v: &mut Validator<'_, '_>) -> Option<Vec<u16>> {
 fn sources(v: &mut Validator<'_, '_>) -> Sources {
     let fingerprint = v
         .optional("sources.matrix_key_fingerprint", check::fingerprint)
-        .unwrap_or_else(|| MATRIX_KEY_FINGERPRINT.to_string());
+        .unwrap_or_else(|| default_str("sources.matrix_key_fingerprint").to_string());
     let path = |v: &mut Validator<'_, '_>, key: &str| v.optional_str(key, check::absolute_file);
     Sources {
-        matrix_repo_url: v
-            .plain("sources.matrix_repo_url", check::repo_url, MATRIX_REPO_URL)
-            .value,
-        matrix_keyring_url: v
-            .plain("sources.matrix_keyring_url", check::url, MATRIX_KEYRING_URL)
-            .value,
+        matrix_repo_url: v.plain("sources.matrix_repo_url", check::repo_url).value,
+        matrix_keyring_url: v.plain("sources.matrix_keyring_url", check::url).value,
         matrix_key_fingerprint: fingerprint,
-        acme_directory_url: v
-            .plain("sources.acme_directory_url", check::url, ACME_DIRECTORY_URL)
-            .value,
+        acme_directory_url: v.plain("sources.acme_directory_url", check::url).value,
         acme_ca_bundle: path(v, "sources.acme_ca_bundle"),
-        element_releases_url: v
-            .plain(
-                "sources.element_releases_url",
-                check::url,
-                ELEMENT_RELEASES_URL,
-            )
-            .value,
+        element_releases_url: v.plain("sources.element_releases_url", check::url).value,
         element_signing_key: path(v, "sources.element_signing_key"),
     }
 }
@@ -619,11 +582,11 @@ fn sources(v: &mut Validator<'_, '_>) -> Sources {
 #[cfg(test)]
 mod tests {
     use super::super::parse;
-    use super::SCHEMA;
+    use super::schema::KEYS;
     use std::collections::BTreeSet;
 
-    /// The reader's key table and the serde field names of `HostConfig` must name the same keys, or a key
-    /// the lead adds to the struct would be rejected as unknown (or a SCHEMA key silently ignored).
+    /// The schema's keys and the serde field names of `HostConfig` must name the same keys, or a key added
+    /// to the struct would be rejected as unknown (or a declared key silently ignored).
     #[test]
     fn schema_matches_host_config_fields() {
         let config = parse(
@@ -641,15 +604,7 @@ mod tests {
                 }
             }
         }
-        let from_schema: BTreeSet<String> = SCHEMA
-            .iter()
-            .flat_map(|(section, fields)| {
-                fields.iter().map(move |f| match *section {
-                    "" => f.0.to_string(),
-                    s => format!("{s}.{}", f.0),
-                })
-            })
-            .collect();
+        let from_schema: BTreeSet<String> = KEYS.iter().map(|k| k.path.to_string()).collect();
         assert_eq!(from_struct, from_schema);
     }
 }
