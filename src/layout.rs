@@ -98,6 +98,13 @@ pub const POSTGRES_UNIT: &str = "postgresql";
 pub const POSTGRES_DATA_DIR: &str = "/var/lib/postgresql";
 pub const POSTGRES_LOG_DIR: &str = "/var/log/postgresql";
 pub const POSTGRES_RUN_DIR: &str = "/run/postgresql";
+/// postgresql-common keeps each cluster's config in `<this>/<version>/<cluster>/` (what pg_lsclusters lists).
+pub const POSTGRES_CONFIG_DIR: &str = "/etc/postgresql";
+
+/// The psql of one PostgreSQL major version, without postgresql-common's Perl wrapper in front.
+pub fn postgres_psql(major: &str) -> String {
+    format!("/usr/lib/postgresql/{major}/bin/psql")
+}
 
 // nginx and certbot.
 pub const NGINX_UNIT: &str = "nginx";
@@ -134,9 +141,101 @@ pub const COTURN_CERT_DIR: &str = "/etc/coturn/certs";
 pub const COTURN_DATA_DIR: &str = "/var/lib/turn";
 pub const TURNSERVER_BIN: &str = "/usr/bin/turnserver";
 
+// Synapse's workers (issue 13) and the Redis they replicate through.
+/// The template unit, before the instance name: `matrix-synapse-worker@<name>`.
+pub const SYNAPSE_WORKER_UNIT: &str = "matrix-synapse-worker@";
+/// Groups the main process and every enabled worker (Synapse's docs/systemd-with-workers).
+pub const SYNAPSE_TARGET: &str = "matrix-synapse.target";
+/// One `<name>.yaml` per worker.
+pub const SYNAPSE_WORKERS_DIR: &str = "/etc/matrix-synapse/workers";
+/// The shared worker settings (instance_map, stream writers, Redis), a conf.d fragment.
+pub const SYNAPSE_WORKERS_CONF: &str = "/etc/matrix-synapse/conf.d/mp-workers.yaml";
+/// Authenticates HTTP replication between the processes (`worker_replication_secret_path`).
+pub const SYNAPSE_REPLICATION_SECRET: &str =
+    "/etc/matrix-synapse/secrets/worker_replication_secret";
+/// The main process's HTTP replication listener, on loopback.
+pub const SYNAPSE_REPLICATION_PORT: u16 = 9093;
+/// Worker `i` of the role in row `r` of `workers::ROLES` listens on WORKER_HTTP_BASE + 10 r + i and, when
+/// it writes a stream, takes replication on WORKER_REPLICATION_BASE + 10 r + i (i = 1..=9), on loopback.
+pub const WORKER_HTTP_BASE: u16 = 8100;
+pub const WORKER_REPLICATION_BASE: u16 = 9100;
+pub const REDIS_UNIT: &str = "redis-server";
+/// Debian's conffile: our configuration includes it and is never written into it.
+pub const DEBIAN_REDIS_CONF: &str = "/etc/redis/redis.conf";
+/// Ours, outside /etc/redis (the package's unit lets redis write there).
+pub const REDIS_CONFIG: &str = "/etc/matrix-provision/redis.conf";
+pub const REDIS_BIN: &str = "/usr/bin/redis-server";
+/// Redis's only listener: a unix socket in a directory only redis and Synapse's group may enter.
+pub const REDIS_SOCKET_DIR: &str = "/run/matrix-provision-redis";
+pub const REDIS_SOCKET: &str = "/run/matrix-provision-redis/redis.sock";
+/// Makes REDIS_SOCKET_DIR at every boot (/run is a tmpfs).
+pub const REDIS_TMPFILES: &str = "/etc/tmpfiles.d/matrix-provision-redis.conf";
+
 // Element's updater.
 /// `.service` and `.timer`.
 pub const ELEMENT_UPDATE_UNIT: &str = "matrix-element-update";
+
+// Metrics ([metrics]): Debian's Prometheus and exporters, configured by drop-ins and files of our own.
+pub const PROMETHEUS_UNIT: &str = "prometheus";
+pub const NODE_EXPORTER_UNIT: &str = "prometheus-node-exporter";
+pub const POSTGRES_EXPORTER_UNIT: &str = "prometheus-postgres-exporter";
+/// `.service` and `.timer`: writes the certificate-expiry textfile hourly.
+pub const CERT_EXPIRY_UNIT: &str = "matrix-provision-cert-expiry";
+/// Our Prometheus configuration and rules (Debian's /etc/prometheus/prometheus.yml is a conffile).
+pub const PROMETHEUS_CONFIG: &str = "/etc/prometheus/matrix-provision.yml";
+pub const PROMETHEUS_RECORDING_RULES: &str = "/etc/prometheus/matrix-provision-recording.rules.yml";
+pub const PROMETHEUS_ALERT_RULES: &str = "/etc/prometheus/matrix-provision-alerts.rules.yml";
+pub const PROMETHEUS_PORT: u16 = 9090;
+pub const NODE_EXPORTER_PORT: u16 = 9100;
+pub const POSTGRES_EXPORTER_PORT: u16 = 9187;
+/// Synapse's main process's `metrics` listener (workers get ports of their own: [`synapse_processes`]).
+pub const SYNAPSE_METRICS_PORT: u16 = 9000;
+/// Prometheus's API and UI (doctor asks it; the SSH tunnel reaches it).
+pub const PROMETHEUS_URL: &str = "http://127.0.0.1:9090";
+/// node-exporter's textfile collector directory (Debian's default): every `*.prom` file in it is read.
+pub const TEXTFILE_DIR: &str = "/var/lib/prometheus/node-exporter";
+/// Written by the backup job after each run: [`BACKUP_SUCCESS_METRIC`]. Replace it atomically (write a
+/// temp name not ending in `.prom` in the same directory, then rename); skip it when TEXTFILE_DIR is
+/// missing (metrics off).
+pub const BACKUP_TEXTFILE: &str = "/var/lib/prometheus/node-exporter/matrix-provision-backup.prom";
+/// Gauge: Unix time of the last backup that succeeded. BackupTooOld fires when it is older than
+/// `metrics.backup_max_age`.
+pub const BACKUP_SUCCESS_METRIC: &str = "matrix_provision_backup_last_success_timestamp_seconds";
+/// Written by the certificate-expiry timer: [`CERT_EXPIRY_METRIC`] per certbot lineage.
+pub const CERT_TEXTFILE: &str =
+    "/var/lib/prometheus/node-exporter/matrix-provision-certificates.prom";
+/// Gauge, label `name`: notAfter of each certificate, as Unix time.
+pub const CERT_EXPIRY_METRIC: &str = "matrix_provision_certificate_expiry_timestamp_seconds";
+/// Scripts our units run.
+pub const LIBEXEC_DIR: &str = "/usr/local/lib/matrix-provision";
+pub const CERT_EXPIRY_SCRIPT: &str = "/usr/local/lib/matrix-provision/cert-expiry-textfile";
+/// Prometheus on the Synapse vhost (metrics.expose_ui): the nginx snippet, its basic-auth users (a hash
+/// only) and the generated password.
+pub const NGINX_PROMETHEUS_SNIPPET: &str = "/etc/nginx/snippets/matrix-provision-prometheus.conf";
+pub const PROMETHEUS_HTPASSWD: &str = "/etc/nginx/matrix-provision-prometheus.htpasswd";
+pub const PROMETHEUS_UI_PASSWORD: &str = "/var/lib/matrix-provision/secrets/prometheus_ui_password";
+/// Where the package's homeserver.yaml keeps the media store (the disk alerts watch its filesystem).
+pub const SYNAPSE_MEDIA_DIR: &str = "/var/lib/matrix-synapse/media";
+
+/// One Synapse process with its own metrics listener on loopback.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SynapseProcess {
+    /// The `process` label of its metrics and alerts ("main", or the worker's name).
+    pub name: String,
+    pub unit: String,
+    pub metrics_port: u16,
+}
+
+/// The Synapse processes of this host, in one place: the main process's metrics listener, the scrape
+/// targets and the SynapseDown alert are rendered from this list. A worker is one more entry (its own
+/// unit and metrics port, its listener in its own config).
+pub fn synapse_processes(_config: &HostConfig) -> Vec<SynapseProcess> {
+    vec![SynapseProcess {
+        name: "main".into(),
+        unit: SYNAPSE_UNIT.into(),
+        metrics_port: SYNAPSE_METRICS_PORT,
+    }]
+}
 
 /// A TLS name a service presents on a port, and the certificate it must present there.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -223,6 +322,47 @@ pub struct Layout {
     pub coturn_tls: Vec<TlsEndpoint>,
 
     pub element_update_unit: String,
+
+    pub synapse_processes: Vec<SynapseProcess>,
+    /// Prometheus, node-exporter, postgres-exporter: each configured by a drop-in of ours.
+    pub metrics_units: Vec<String>,
+    pub prometheus_unit: String,
+    pub node_exporter_unit: String,
+    pub postgres_exporter_unit: String,
+    pub prometheus_dropin_dir: String,
+    pub node_exporter_dropin_dir: String,
+    pub postgres_exporter_dropin_dir: String,
+    pub cert_expiry_unit: String,
+    pub prometheus_config: String,
+    pub prometheus_recording_rules: String,
+    pub prometheus_alert_rules: String,
+    pub prometheus_port: u16,
+    pub node_exporter_port: u16,
+    pub postgres_exporter_port: u16,
+    pub textfile_dir: String,
+    pub backup_textfile: String,
+    pub backup_metric: String,
+    pub cert_textfile: String,
+    pub cert_metric: String,
+    pub libexec_dir: String,
+    pub cert_expiry_script: String,
+    pub nginx_prometheus_snippet: String,
+    pub prometheus_htpasswd: String,
+    pub prometheus_ui_password: String,
+    pub synapse_worker_unit: String,
+    pub synapse_target: String,
+    pub synapse_workers_dir: String,
+    pub synapse_workers_conf: String,
+    pub synapse_replication_secret: String,
+    pub synapse_replication_port: u16,
+    pub redis_unit: String,
+    pub redis_dropin_dir: String,
+    pub debian_redis_conf: String,
+    pub redis_config: String,
+    pub redis_bin: String,
+    pub redis_socket_dir: String,
+    pub redis_socket: String,
+    pub redis_tmpfiles: String,
 }
 
 /// `<SYSTEMD_DIR>/<unit>.service.d`: where a drop-in for the package's unit goes.
@@ -330,6 +470,47 @@ impl Layout {
             turnserver_bin: s(TURNSERVER_BIN),
             coturn_tls,
             element_update_unit: s(ELEMENT_UPDATE_UNIT),
+            synapse_processes: synapse_processes(config),
+            metrics_units: [PROMETHEUS_UNIT, NODE_EXPORTER_UNIT, POSTGRES_EXPORTER_UNIT]
+                .map(String::from)
+                .into(),
+            prometheus_unit: s(PROMETHEUS_UNIT),
+            node_exporter_unit: s(NODE_EXPORTER_UNIT),
+            postgres_exporter_unit: s(POSTGRES_EXPORTER_UNIT),
+            prometheus_dropin_dir: dropin_dir(PROMETHEUS_UNIT),
+            node_exporter_dropin_dir: dropin_dir(NODE_EXPORTER_UNIT),
+            postgres_exporter_dropin_dir: dropin_dir(POSTGRES_EXPORTER_UNIT),
+            cert_expiry_unit: s(CERT_EXPIRY_UNIT),
+            prometheus_config: s(PROMETHEUS_CONFIG),
+            prometheus_recording_rules: s(PROMETHEUS_RECORDING_RULES),
+            prometheus_alert_rules: s(PROMETHEUS_ALERT_RULES),
+            prometheus_port: PROMETHEUS_PORT,
+            node_exporter_port: NODE_EXPORTER_PORT,
+            postgres_exporter_port: POSTGRES_EXPORTER_PORT,
+            textfile_dir: s(TEXTFILE_DIR),
+            backup_textfile: s(BACKUP_TEXTFILE),
+            backup_metric: s(BACKUP_SUCCESS_METRIC),
+            cert_textfile: s(CERT_TEXTFILE),
+            cert_metric: s(CERT_EXPIRY_METRIC),
+            libexec_dir: s(LIBEXEC_DIR),
+            cert_expiry_script: s(CERT_EXPIRY_SCRIPT),
+            nginx_prometheus_snippet: s(NGINX_PROMETHEUS_SNIPPET),
+            prometheus_htpasswd: s(PROMETHEUS_HTPASSWD),
+            prometheus_ui_password: s(PROMETHEUS_UI_PASSWORD),
+            synapse_worker_unit: s(SYNAPSE_WORKER_UNIT),
+            synapse_target: s(SYNAPSE_TARGET),
+            synapse_workers_dir: s(SYNAPSE_WORKERS_DIR),
+            synapse_workers_conf: s(SYNAPSE_WORKERS_CONF),
+            synapse_replication_secret: s(SYNAPSE_REPLICATION_SECRET),
+            synapse_replication_port: SYNAPSE_REPLICATION_PORT,
+            redis_unit: s(REDIS_UNIT),
+            redis_dropin_dir: dropin_dir(REDIS_UNIT),
+            debian_redis_conf: s(DEBIAN_REDIS_CONF),
+            redis_config: s(REDIS_CONFIG),
+            redis_bin: s(REDIS_BIN),
+            redis_socket_dir: s(REDIS_SOCKET_DIR),
+            redis_socket: s(REDIS_SOCKET),
+            redis_tmpfiles: s(REDIS_TMPFILES),
         }
     }
 }
@@ -355,6 +536,16 @@ mod tests {
             (SYNAPSE_SQLITE_DB, SYNAPSE_DATA_DIR),
             (SYNAPSE_SECRETS_DIR, SYNAPSE_CONFIG_DIR),
             (SYNAPSE_REGISTRATION_SECRET, SYNAPSE_SECRETS_DIR),
+            (BACKUP_TEXTFILE, TEXTFILE_DIR),
+            (CERT_TEXTFILE, TEXTFILE_DIR),
+            (CERT_EXPIRY_SCRIPT, LIBEXEC_DIR),
+            (PROMETHEUS_UI_PASSWORD, PROVISIONER_SECRETS_DIR),
+            (SYNAPSE_MEDIA_DIR, SYNAPSE_DATA_DIR),
+            (SYNAPSE_REPLICATION_SECRET, SYNAPSE_SECRETS_DIR),
+            (SYNAPSE_WORKERS_DIR, SYNAPSE_CONFIG_DIR),
+            (SYNAPSE_WORKERS_CONF, SYNAPSE_CONF_D),
+            (REDIS_CONFIG, CONFIG_DIR),
+            (REDIS_SOCKET, REDIS_SOCKET_DIR),
         ] {
             assert!(
                 inner.starts_with(&format!("{outer}/")),
@@ -364,6 +555,11 @@ mod tests {
         assert_eq!(SYNAPSE_ADDR, format!("{LOOPBACK}:{SYNAPSE_PORT}"));
         assert_eq!(SYNAPSE_URL, format!("http://{SYNAPSE_ADDR}"));
         assert_eq!(SYNAPSE_HEALTH_URL, format!("{SYNAPSE_URL}/health"));
+        assert_eq!(
+            PROMETHEUS_URL,
+            format!("http://{LOOPBACK}:{PROMETHEUS_PORT}")
+        );
+        assert!(CERT_TEXTFILE.ends_with(".prom") && BACKUP_TEXTFILE.ends_with(".prom"));
     }
 
     #[test]

@@ -21,3 +21,4 @@ pub mod secrets;
 pub mod sizing;
 pub mod steps;
 pub mod system;
+pub mod workers;

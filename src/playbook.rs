@@ -20,11 +20,13 @@ use crate::steps::{
     element::{ElementStep, SystemUserStep},
     file::{Contents, DirStep, FileStep, Owner, SymlinkStep, UnlinkStep},
     firewall::FirewallStep,
+    metrics::{AbsentStep, HtpasswdStep, PostgresRoleStep, UnitOffStep},
     packages::PackagesStep,
     postgres::PostgresStep,
     preflight::PreflightStep,
     secret::SecretStep,
     service::{Action, DisabledStep, HandlerStep, Served, ServiceStep},
+    workers::WorkersPruneStep,
 };
 use crate::system::{Cmd, System};
 
@@ -37,6 +39,10 @@ pub const PLAYBOOKS: &[(&str, &str)] = &[
     (
         "20-synapse.toml",
         include_str!("../playbooks/20-synapse.toml"),
+    ),
+    (
+        "25-workers.toml",
+        include_str!("../playbooks/25-workers.toml"),
     ),
     (
         "30-nginx-tls.toml",
@@ -57,6 +63,10 @@ pub const PLAYBOOKS: &[(&str, &str)] = &[
     (
         "60-firewall.toml",
         include_str!("../playbooks/60-firewall.toml"),
+    ),
+    (
+        "70-metrics.toml",
+        include_str!("../playbooks/70-metrics.toml"),
     ),
 ];
 
@@ -100,6 +110,15 @@ enum Kind {
         /// argv of the service's config test, run with the candidate in place (see steps::file).
         #[serde(default)]
         validate: Vec<String>,
+        /// One template rendered per item (a worker's name): the template sees it as `item`.
+        #[serde(default)]
+        item: Option<String>,
+    },
+    /// Worker instances on the host that the layout no longer has: stopped, disabled, config removed.
+    WorkersPrune {
+        keep: Vec<String>,
+        #[serde(default)]
+        note: Option<String>,
     },
     Copy {
         src: PathBuf,
@@ -165,9 +184,16 @@ enum Kind {
         instance: Option<String>,
         #[serde(default)]
         tls: Vec<TlsDef>,
+        /// argv whose stdout must hold `probe_expect` once the service is up (Redis: PING → PONG).
+        #[serde(default)]
+        probe: Vec<String>,
+        #[serde(default)]
+        probe_expect: Option<String>,
     },
     Disabled {
         unit: String,
+        #[serde(default)]
+        only_if: Option<PathBuf>,
     },
     Element,
     SystemUser {
@@ -180,6 +206,39 @@ enum Kind {
     AdminUser {
         name: String,
     },
+    /// A file of ours that host.toml no longer wants.
+    Absent {
+        path: PathBuf,
+        #[serde(default)]
+        prune_dir: bool,
+        #[serde(default)]
+        only_managed: bool,
+    },
+    /// A unit of a feature now off: stopped and disabled while `marker` (our drop-in) exists.
+    UnitOff {
+        unit: String,
+        marker: PathBuf,
+    },
+    Htpasswd {
+        path: PathBuf,
+        user: String,
+        secret: String,
+        owner: String,
+        mode: String,
+    },
+    PostgresRole {
+        role: String,
+        #[serde(default)]
+        member_of: Vec<String>,
+        #[serde(default = "yes")]
+        present: bool,
+        #[serde(default)]
+        marker: Option<PathBuf>,
+    },
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `tls = [{ name, port, cert }]` of a service step: what it presents on a TLS port.
@@ -238,7 +297,9 @@ fn written_dir(kind: &Kind) -> Option<PathBuf> {
     let path = match kind {
         Kind::Template { dest, .. } | Kind::Copy { dest, .. } => dest,
         Kind::Symlink { link, .. } => link,
-        Kind::Secret { path, .. } | Kind::AptKeyring { dest: path, .. } => path,
+        Kind::Secret { path, .. }
+        | Kind::AptKeyring { dest: path, .. }
+        | Kind::Htpasswd { path, .. } => path,
         _ => return None,
     };
     path.parent().map(PathBuf::from)
@@ -271,6 +332,13 @@ pub fn facts(sys: &dyn System) -> render::Facts {
         sizing,
         release,
         addresses: f.addresses.iter().map(|a| a.to_string()).collect(),
+        // Unreadable (a fake host, a plan as a user): every directory counts as on "/".
+        mounts: sys
+            .read(std::path::Path::new("/proc/self/mountinfo"))
+            .ok()
+            .flatten()
+            .map(|b| render::mount_points(&String::from_utf8_lossy(&b)))
+            .unwrap_or_default(),
     }
 }
 
@@ -444,9 +512,16 @@ fn make_step(
             mode,
             sensitive,
             validate,
+            item,
         } => {
             let owner = Owner::parse(&owner, &mode)?;
-            let contents = renderer.render(&template, ctx)?;
+            let contents = match item {
+                Some(item) => renderer.render(
+                    &template,
+                    &minijinja::context! { item => item, ..ctx.clone() },
+                )?,
+                None => renderer.render(&template, ctx)?,
+            };
             let step = FileStep {
                 path: dest.clone(),
                 owner: owner.clone(),
@@ -490,6 +565,11 @@ fn make_step(
             validate: command(&validate),
         }),
         Kind::Unlink { link, target } => Box::new(UnlinkStep { link, target }),
+        Kind::WorkersPrune { keep, note } => Box::new(WorkersPruneStep {
+            dir: crate::layout::SYNAPSE_WORKERS_DIR.into(),
+            keep,
+            note,
+        }),
         Kind::Secret {
             name,
             path,
@@ -545,10 +625,13 @@ fn make_step(
             wait_http,
             instance,
             tls,
+            probe,
+            probe_expect,
         } => Box::new(ServiceStep {
             unit,
             wait_http,
             instance,
+            probe: command(&probe).map(|cmd| (cmd, probe_expect.unwrap_or_default())),
             tls: tls
                 .into_iter()
                 .map(|t| Served {
@@ -558,12 +641,45 @@ fn make_step(
                 })
                 .collect(),
         }),
-        Kind::Disabled { unit } => Box::new(DisabledStep { unit }),
+        Kind::Disabled { unit, only_if } => Box::new(DisabledStep { unit, only_if }),
         Kind::Element => Box::new(ElementStep::from_config(config)),
         Kind::SystemUser { name, home } => Box::new(SystemUserStep { name, home }),
         Kind::Firewall { allow } => Box::new(FirewallStep {
             ssh_ports: config.firewall.ssh_ports.clone(),
             allow,
+        }),
+        Kind::Absent {
+            path,
+            prune_dir,
+            only_managed,
+        } => Box::new(AbsentStep {
+            path,
+            prune_dir,
+            only_managed,
+        }),
+        Kind::UnitOff { unit, marker } => Box::new(UnitOffStep { unit, marker }),
+        Kind::Htpasswd {
+            path,
+            user,
+            secret,
+            owner,
+            mode,
+        } => Box::new(HtpasswdStep {
+            path,
+            user,
+            secret,
+            owner: Owner::parse(&owner, &mode)?,
+        }),
+        Kind::PostgresRole {
+            role,
+            member_of,
+            present,
+            marker,
+        } => Box::new(PostgresRoleStep {
+            role,
+            member_of,
+            present,
+            marker,
         }),
         Kind::AdminUser { name } => Box::new(AdminUserStep {
             localpart: name,
@@ -604,6 +720,7 @@ mod tests {
             sizing: crate::sizing::Sizing::of(4096, 2),
             release,
             addresses: vec!["127.0.0.1".into()],
+            mounts: vec!["/".into()],
         };
         let ctx = RenderContext::new(config.clone(), facts, &inputs);
         let files = definitions(&Renderer::new(), &ctx).unwrap_or_else(|e| panic!("{e:#}"));

@@ -128,12 +128,91 @@ const TEMPLATES: &[(&str, &str)] = &[
         "systemd/matrix-element-update.timer.j2",
         include_str!("../templates/systemd/matrix-element-update.timer.j2"),
     ),
+    (
+        "metrics/prometheus.yml.j2",
+        include_str!("../templates/metrics/prometheus.yml.j2"),
+    ),
+    (
+        "metrics/recording.rules.yml.j2",
+        include_str!("../templates/metrics/recording.rules.yml.j2"),
+    ),
+    (
+        "metrics/alert.rules.yml.j2",
+        include_str!("../templates/metrics/alert.rules.yml.j2"),
+    ),
+    (
+        "metrics/prometheus-dropin.conf.j2",
+        include_str!("../templates/metrics/prometheus-dropin.conf.j2"),
+    ),
+    (
+        "metrics/node-exporter-dropin.conf.j2",
+        include_str!("../templates/metrics/node-exporter-dropin.conf.j2"),
+    ),
+    (
+        "metrics/postgres-exporter-dropin.conf.j2",
+        include_str!("../templates/metrics/postgres-exporter-dropin.conf.j2"),
+    ),
+    (
+        "metrics/cert-expiry-textfile.sh.j2",
+        include_str!("../templates/metrics/cert-expiry-textfile.sh.j2"),
+    ),
+    (
+        "metrics/cert-expiry.service.j2",
+        include_str!("../templates/metrics/cert-expiry.service.j2"),
+    ),
+    (
+        "metrics/cert-expiry.timer.j2",
+        include_str!("../templates/metrics/cert-expiry.timer.j2"),
+    ),
+    (
+        "metrics/nginx-prometheus.conf.j2",
+        include_str!("../templates/metrics/nginx-prometheus.conf.j2"),
+    ),
+    // Synapse workers (playbooks/25-workers.toml).
+    (
+        "synapse/mp-workers.yaml.j2",
+        include_str!("../templates/synapse/mp-workers.yaml.j2"),
+    ),
+    (
+        "synapse/worker.yaml.j2",
+        include_str!("../templates/synapse/worker.yaml.j2"),
+    ),
+    (
+        "systemd/matrix-synapse-worker@.service.j2",
+        include_str!("../templates/systemd/matrix-synapse-worker@.service.j2"),
+    ),
+    (
+        "systemd/matrix-synapse.target.j2",
+        include_str!("../templates/systemd/matrix-synapse.target.j2"),
+    ),
+    (
+        "systemd/matrix-synapse-workers.conf.j2",
+        include_str!("../templates/systemd/matrix-synapse-workers.conf.j2"),
+    ),
+    (
+        "redis/redis.conf.j2",
+        include_str!("../templates/redis/redis.conf.j2"),
+    ),
+    (
+        "systemd/redis-server.conf.j2",
+        include_str!("../templates/systemd/redis-server.conf.j2"),
+    ),
+    (
+        "redis/tmpfiles.conf.j2",
+        include_str!("../templates/redis/tmpfiles.conf.j2"),
+    ),
 ];
 
-const PARTIALS: &[(&str, &str)] = &[(
-    "nginx/_macros.j2",
-    include_str!("../templates/nginx/_macros.j2"),
-)];
+const PARTIALS: &[(&str, &str)] = &[
+    (
+        "nginx/_macros.j2",
+        include_str!("../templates/nginx/_macros.j2"),
+    ),
+    (
+        "nginx/_workers.j2",
+        include_str!("../templates/nginx/_workers.j2"),
+    ),
+];
 
 /// Everything a template can see. The field names are the top-level template variables.
 #[derive(Debug, Clone, Serialize)]
@@ -153,6 +232,74 @@ pub struct RenderContext {
     pub config_path: String,
     /// The running binary (copied for the update timer unless it is the package's).
     pub self_exe: String,
+    /// The filesystems holding Synapse's media and the database, for the disk alerts.
+    pub disks: Vec<Disk>,
+    /// `[synapse.workers]` resolved for this host (issue 13): the workers, routes and pool sizes.
+    pub workers: crate::workers::Layout,
+}
+
+/// A mount point and what of ours lives on it ("media", "database", or both).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Disk {
+    pub mountpoint: String,
+    pub holds: String,
+}
+
+/// Which mount holds each data directory: the longest mount point that is a prefix of its path.
+pub fn disks(mounts: &[String]) -> Vec<Disk> {
+    let mut out: Vec<Disk> = Vec::new();
+    for (what, path) in [
+        ("media", crate::layout::SYNAPSE_MEDIA_DIR),
+        ("database", crate::layout::POSTGRES_DATA_DIR),
+    ] {
+        let mount = mounts
+            .iter()
+            .filter(|m| {
+                let m = m.trim_end_matches('/');
+                path == m || path.starts_with(&format!("{m}/"))
+            })
+            .max_by_key(|m| m.len())
+            .cloned()
+            .unwrap_or_else(|| "/".into());
+        match out.iter_mut().find(|d| d.mountpoint == mount) {
+            Some(d) => d.holds.push_str(&format!(" and {what}")),
+            None => out.push(Disk {
+                mountpoint: mount,
+                holds: what.into(),
+            }),
+        }
+    }
+    out
+}
+
+/// Mount points from /proc/self/mountinfo (field 5, octal escapes such as `\040` decoded).
+pub fn mount_points(mountinfo: &str) -> Vec<String> {
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| {
+            let mut out = String::new();
+            let mut rest = m;
+            while let Some(i) = rest.find('\\') {
+                out.push_str(&rest[..i]);
+                let code = rest
+                    .get(i + 1..i + 4)
+                    .and_then(|c| u8::from_str_radix(c, 8).ok());
+                match code {
+                    Some(b) => {
+                        out.push(b as char);
+                        rest = &rest[i + 4..];
+                    }
+                    None => {
+                        out.push('\\');
+                        rest = &rest[i + 1..];
+                    }
+                }
+            }
+            out.push_str(rest);
+            out
+        })
+        .collect()
 }
 
 /// What preflight measured on the host.
@@ -167,6 +314,8 @@ pub struct Facts {
     pub release: crate::release::Release,
     /// The addresses on the host's interfaces (coturn must never relay to the host itself).
     pub addresses: Vec<String>,
+    /// Mount points (/proc/self/mountinfo): which filesystem the disk alerts watch.
+    pub mounts: Vec<String>,
 }
 
 /// The secrets the playbooks' `secret` steps declare, by step name: a template inlines one as
@@ -227,6 +376,13 @@ impl RenderContext {
             cert_names: crate::playbook::cert_names(&config),
             config_path: inputs.config_path.display().to_string(),
             self_exe: inputs.self_exe.display().to_string(),
+            disks: disks(&facts.mounts),
+            workers: crate::workers::Layout::resolve(
+                &config.synapse.workers,
+                facts.cpus,
+                facts.ram_mb,
+                config.synapse.federation,
+            ),
             config,
             facts,
             secrets: Secrets::default(),
@@ -265,6 +421,7 @@ impl Renderer {
         env.set_formatter(formatter);
         env.add_filter("shquote", shquote);
         env.add_filter("toml", toml_inline);
+        env.add_filter("seconds", seconds);
         env.add_filter("tojson", tojson_defined);
         env.add_function("raise", raise);
         for (name, source) in TEMPLATES.iter().chain(PARTIALS) {
@@ -347,6 +504,28 @@ fn tojson_defined(
         ));
     }
     minijinja::filters::tojson(value, indent, args)
+}
+
+/// `{{ "26h"|seconds }}` → 93600: a validated Prometheus duration (config::check) in seconds, for PromQL
+/// arithmetic (`time() - x > 93600`), which takes no duration literals.
+fn seconds(value: String) -> Result<u64, minijinja::Error> {
+    let digits = value.bytes().take_while(u8::is_ascii_digit).count();
+    let (n, unit) = value.split_at(digits);
+    let unit_s = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        "w" => 604800,
+        _ => 0,
+    };
+    match n.parse::<u64>() {
+        Ok(n) if unit_s > 0 => Ok(n * unit_s),
+        _ => Err(minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            format!("`{value}` is not a duration in whole seconds (s, m, h, d, w)"),
+        )),
+    }
 }
 
 /// POSIX shell single quoting: `it's` → `'it'\''s'`. Quoted output is safe to write anywhere.
@@ -542,6 +721,31 @@ mod tests {
         let err = r.render("t/raise.j2", &ctx).unwrap_err().to_string();
         assert!(err.contains("unknown mode weird"), "{err}");
         assert!(err.contains("t/raise.j2"), "{err}");
+    }
+
+    #[test]
+    fn disks_name_the_mount_holding_each_directory() {
+        let mounts: Vec<String> = ["/", "/var/lib/postgresql", "/var/lib/matrix", "/boot"]
+            .map(String::from)
+            .into();
+        let d = disks(&mounts);
+        assert_eq!(d[0].mountpoint, "/");
+        assert_eq!(d[0].holds, "media");
+        assert_eq!(d[1].mountpoint, "/var/lib/postgresql");
+        assert_eq!(d[1].holds, "database");
+        let one = disks(&["/".to_string()]);
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].holds, "media and database");
+        assert_eq!(disks(&[])[0].mountpoint, "/");
+        let info = "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n23 22 8:2 / /srv/my\\040disk rw - ext4 /dev/sda2 rw\n";
+        assert_eq!(mount_points(info), ["/", "/srv/my disk"]);
+    }
+
+    #[test]
+    fn seconds_of_durations() {
+        assert_eq!(seconds("26h".into()).unwrap(), 93600);
+        assert_eq!(seconds("5m".into()).unwrap(), 300);
+        assert!(seconds("500ms".into()).is_err());
     }
 
     #[test]

@@ -525,3 +525,83 @@ fn outcomes_do_not_depend_on_jobs() {
     let ids = |r: &engine::Report| r.outcomes.iter().map(|o| o.id.clone()).collect::<Vec<_>>();
     assert_eq!(ids(&one), ids(&many));
 }
+
+/// A thing two steps may both converge (say, a package both want): the first to apply makes it so.
+struct Shared {
+    id: String,
+    trace: Arc<Trace>,
+    /// Meet this step inside check (proves the checks overlap).
+    meet: Option<String>,
+    done: Arc<Mutex<bool>>,
+    applied: Mutex<usize>,
+}
+
+impl Step for Shared {
+    fn check(&self, _ctx: &Ctx) -> Result<Change> {
+        let first = self.trace.ran(&self.id) == 0;
+        self.trace.record(&self.id, "start");
+        let met = match (&self.meet, first) {
+            (Some(m), true) => self.trace.meet(m),
+            _ => Ok(()),
+        };
+        self.trace.record(&self.id, "end");
+        met?;
+        Ok(if *self.done.lock().unwrap() {
+            Change::in_sync()
+        } else {
+            Change::create(format!("make {}", self.id))
+        })
+    }
+    fn apply(&self, _ctx: &Ctx, _c: &Change) -> Result<()> {
+        *self.applied.lock().unwrap() += 1;
+        *self.done.lock().unwrap() = true;
+        Ok(())
+    }
+}
+
+fn shared(id: &str, meet: &str, done: &Arc<Mutex<bool>>, trace: &Arc<Trace>) -> Node {
+    Node {
+        id: id.into(),
+        description: id.into(),
+        step: Box::new(Shared {
+            id: id.into(),
+            trace: trace.clone(),
+            meet: Some(meet.into()),
+            done: done.clone(),
+            applied: Mutex::new(0),
+        }),
+        after: vec![],
+        notify: vec![],
+        handler: false,
+        exclusive: strings(&["dpkg"]),
+    }
+}
+
+#[test]
+fn checks_need_no_exclusive_resource_so_a_converged_host_is_checked_in_parallel() {
+    let t = Arc::new(Trace::default());
+    let done = Arc::new(Mutex::new(true));
+    let nodes = vec![
+        shared("svc1", "svc2", &done, &t),
+        shared("svc2", "svc1", &done, &t),
+    ];
+    // Each check waits until the other has started: a walk that held `dpkg` for checks would fail them.
+    let (report, _) = run(&nodes, 8);
+    assert!(!report.failed(), "{:?}", report.outcomes);
+    assert_eq!(report.count(Status::InSync), 2);
+}
+
+#[test]
+fn a_change_is_checked_again_under_its_resources_before_it_is_applied() {
+    let t = Arc::new(Trace::default());
+    let done = Arc::new(Mutex::new(false));
+    let nodes = vec![
+        shared("apt1", "apt2", &done, &t),
+        shared("apt2", "apt1", &done, &t),
+    ];
+    // Both look at once and both see work; whichever gets `dpkg` second looks again and finds it done.
+    let (report, _) = run(&nodes, 8);
+    assert!(!report.failed(), "{:?}", report.outcomes);
+    assert_eq!(report.count(Status::Changed), 1, "{:?}", report.outcomes);
+    assert_eq!(report.count(Status::InSync), 1, "{:?}", report.outcomes);
+}

@@ -58,6 +58,7 @@ fn on(release: Release, ram_mb: u64, cpus: u32) -> Facts {
             "::1".into(),
             "2001:db8:5::5".into(),
         ],
+        mounts: vec!["/".into(), "/var/lib/postgresql".into()],
     }
 }
 
@@ -99,6 +100,10 @@ host = "turn.example.org"
 external_ip = "203.0.113.7"
 min_port = 50000
 max_port = 50999
+# Metrics through the SSH tunnel only, without federation (no federation queue alert).
+[metrics]
+enabled = true
+backup_max_age = "8d"
 "#,
         "golden host.toml (b)",
     )
@@ -110,7 +115,14 @@ max_port = 50999
     // (d) Synapse alone: no Element, no TURN, on a large host (caps of the PostgreSQL formulas).
     let d = host_toml(
         "closed",
-        "[element]\nenabled = false\n[turn]\nenabled = false\n",
+        // Metrics with the UI on the Synapse vhost, the database on its own filesystem.
+        "[element]\nenabled = false\n[turn]\nenabled = false\n[metrics]\nenabled = true\nexpose_ui = true\n",
+    );
+
+    // (g) Synapse workers, auto-sized on 8 CPUs and 16 GB, with one event persister on top (issue 13).
+    let g = host_toml(
+        "closed",
+        "[synapse.workers]\nmode = \"auto\"\nevent_persister = 1\n",
     );
 
     // (e, f) examples/host.toml as a user starts from, parsed, on each supported release: the codename,
@@ -134,6 +146,7 @@ max_port = 50999
         ("b-same-host-private", context(b, facts(8192, 4))),
         ("c-open-small-vps", context(c, facts(2048, 1))),
         ("d-synapse-only-big", context(d, facts(65536, 16))),
+        ("g-workers-auto", context(g, facts(16384, 8))),
     ]
 }
 
@@ -155,6 +168,10 @@ fn playbook_files(ctx: &RenderContext) -> Vec<RenderedFile> {
         "/var/lib/matrix-provision/secrets/postgres_password",
         POSTGRES_PASSWORD,
     );
+    let mountinfo: String = (ctx.facts.mounts.iter().enumerate())
+        .map(|(i, m)| format!("{i} 1 8:{i} / {m} rw - ext4 /dev/sda{i} rw\n"))
+        .collect();
+    sys.put("/proc/self/mountinfo", &mountinfo);
     sys.put(
         "/etc/matrix-synapse/secrets/turn_shared_secret",
         TURN_SECRET,

@@ -13,7 +13,7 @@ fn fresh_host() -> FakeSystem {
     sys.on_cmd("ss ", 0, "");
     sys.on_cmd("dpkg-query", 1, "");
     sys.on_cmd("systemctl show", 1, "");
-    sys.on_cmd("runuser -u postgres", 2, "");
+    sys.on_cmd("setpriv --reuid=postgres", 2, "");
     // The admin's host.toml and this binary: copied for the Element update timer.
     sys.put("/root/host.toml", "server_name = \"example.com\"\n");
     sys.put("/opt/build/matrix-provision", "\u{7f}ELF binary");
@@ -192,4 +192,132 @@ fn the_plan_allows_the_detected_ssh_port_first() {
     };
     assert_eq!(items[0], "ufw allow 2222/tcp");
     assert_eq!(items.last().unwrap(), "ufw --force enable");
+}
+
+/// `[metrics]` on and off both plan on a fresh host; on, the exporters, Prometheus (its files checked by
+/// promtool) and the UI's htpasswd are planned; off (the default), nothing of it is installed and the
+/// cleanup steps find nothing to do there.
+#[test]
+fn metrics_plan_on_and_off() {
+    let (_, report, json) = plan("[metrics]\nenabled = true\nexpose_ui = true\n");
+    assert!(!report.failed(), "{json}");
+    let ids: Vec<&str> = report.outcomes.iter().map(|o| o.id.as_str()).collect();
+    for id in [
+        "prometheus-config",
+        "prometheus-alert-rules",
+        "metrics-prometheus-service",
+        "metrics-prometheus-postgres-exporter-dropin",
+        "metrics-htpasswd",
+        "metrics-postgres-role",
+    ] {
+        assert!(ids.contains(&id), "{id} not planned: {ids:?}");
+    }
+    // The certificate-expiry timer's first run (5 s after its start) must find the certificates.
+    let config =
+        matrix_provision::config::parse(&format!("{BASE}[metrics]\nenabled = true\n"), "host.toml")
+            .unwrap();
+    let graph = playbook::build(&config, &inputs(), &fresh_host(), true).unwrap();
+    let timer = graph
+        .nodes
+        .iter()
+        .find(|n| n.id == "metrics-cert-expiry-timer")
+        .unwrap();
+    for name in playbook::cert_names(&config) {
+        assert!(
+            timer.after.contains(&format!("cert-{name}")),
+            "{:?}",
+            timer.after
+        );
+    }
+    let (_, report, json) = plan("");
+    assert!(!report.failed(), "{json}");
+    let cleanup: Vec<_> = report
+        .outcomes
+        .iter()
+        .filter(|o| o.id.starts_with("metrics-"))
+        .collect();
+    assert!(!cleanup.is_empty());
+    assert!(cleanup.iter().all(|o| o.status == Status::InSync), "{json}");
+}
+
+/// Workers (issue 13) on a fresh 2-CPU host: auto picks none there and the plan says why; the counts
+/// written make the layout, each worker with its file, unit instance and restart, Redis and the target.
+#[test]
+fn workers_plan_their_files_units_and_restarts_and_say_why() {
+    let (_, report, json) = plan("[synapse.workers]\nmode = \"auto\"\nsync = 2\nmedia = 1\n");
+    assert!(!report.failed(), "{json}");
+    let planned: Vec<&str> = report
+        .outcomes
+        .iter()
+        .filter(|o| o.status == Status::Planned)
+        .map(|o| o.id.as_str())
+        .collect();
+    for id in [
+        "redis-conf",
+        "redis-service",
+        "synapse-conf-workers",
+        "synapse-worker-unit",
+        "synapse-worker-conf-sync1",
+        "synapse-worker-conf-sync2",
+        "synapse-worker-conf-media1",
+        "restart:matrix-synapse-worker@sync2",
+        "synapse-worker-media1",
+        "synapse-target",
+    ] {
+        assert!(planned.contains(&id), "{id} missing from plan: {planned:?}");
+    }
+    assert!(
+        !planned.iter().any(|id| id.contains("client1")),
+        "{planned:?}"
+    );
+    let why = report
+        .warnings
+        .iter()
+        .find(|w| w.starts_with("synapse.workers: auto: no workers on 2 CPU(s)"))
+        .unwrap_or_else(|| panic!("no reason in {:?}", report.warnings));
+    assert!(why.contains("host.toml sets media = 1, sync = 2"), "{why}");
+}
+
+/// Off (the default): no worker step but the ones that remove an earlier layout, and no reason to tell.
+#[test]
+fn workers_off_only_cleans_up() {
+    let (_, report, json) = plan("");
+    assert!(!report.failed(), "{json}");
+    let ids: Vec<&str> = report.outcomes.iter().map(|o| o.id.as_str()).collect();
+    assert!(ids.contains(&"synapse-workers-prune"));
+    assert!(ids.contains(&"synapse-worker-unit-absent"));
+    assert!(!ids
+        .iter()
+        .any(|id| id.starts_with("redis-service") || id.starts_with("synapse-worker-conf-")));
+    assert!(!report
+        .warnings
+        .iter()
+        .any(|w| w.contains("synapse.workers")));
+}
+
+/// A change to one worker's file restarts that worker only; the shared fragment restarts Synapse (and with
+/// it, through PartOf=, every worker).
+#[test]
+fn a_worker_file_restarts_only_its_worker() {
+    let sys = fresh_host();
+    let config = matrix_provision::config::parse(
+        &format!("{BASE}[synapse.workers]\nmode = \"auto\"\nsync = 2\nclient = 1\n"),
+        "host.toml",
+    )
+    .unwrap();
+    let graph = playbook::build(&config, &inputs(), &sys, true).unwrap();
+    let notify = |id: &str| {
+        graph
+            .nodes
+            .iter()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+            .notify
+            .clone()
+    };
+    assert_eq!(
+        notify("synapse-worker-conf-sync2"),
+        ["restart:matrix-synapse-worker@sync2"]
+    );
+    assert_eq!(notify("synapse-conf-workers"), ["restart:matrix-synapse"]);
 }

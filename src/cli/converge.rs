@@ -108,13 +108,24 @@ fn converge(args: &PlanArgs, dry_run: bool, detailed: bool, verbosity: Verbosity
     }
     let mut reporter = Reporter::new(verbosity, args.json, dry_run, &graph.secrets);
     reporter.begin(&config.server_name);
-    let report = engine::run_jobs(
-        &graph.nodes,
-        &ctx,
-        dry_run,
-        usize::from(args.jobs),
-        &mut reporter,
-    )?;
+    // Every unit the graph looks at, asked of systemd at once while preflight runs.
+    let units: Vec<String> = graph
+        .expected_state()
+        .units
+        .into_iter()
+        .map(|u| u.unit)
+        .collect();
+    let batch = sys.units_batch(&units);
+    let report = std::thread::scope(|s| {
+        s.spawn(|| sys.fetch(batch));
+        engine::run_jobs(
+            &graph.nodes,
+            &ctx,
+            dry_run,
+            usize::from(args.jobs),
+            &mut reporter,
+        )
+    })?;
     reporter.end(&report);
     Ok(if report.failed() {
         1

@@ -532,6 +532,23 @@ pub(super) fn localpart(s: &str) -> Result<(), Bad> {
     Ok(())
 }
 
+/// A Prometheus duration of one unit: digits, then ms, s, m, h, d or w (`30s`, `5m`, `26h`), not zero.
+pub(super) fn prom_duration(s: &str) -> Result<(), Bad> {
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    let (n, unit) = s.split_at(digits);
+    if !n.is_empty()
+        && n.bytes().any(|b| b != b'0')
+        && ["ms", "s", "m", "h", "d", "w"].contains(&unit)
+    {
+        return Ok(());
+    }
+    let fix = s.trim().to_ascii_lowercase().replace(' ', "");
+    Err(bad(
+        "must be a duration like \"30s\", \"5m\" or \"26h\" (a number above 0, then ms, s, m, h, d or w)",
+        Some(fix),
+    ))
+}
+
 /// `latest` or an Element release tag: `vMAJOR.MINOR.PATCH`, optionally `-rc.N` (Element's spelling).
 pub(super) fn element_version(s: &str) -> Result<(), Bad> {
     if s == "latest" || is_release_tag(s) {
@@ -800,6 +817,17 @@ mod tests {
         assert_eq!(localpart("Admin").unwrap_err().fix, Some("admin".into()));
         for no in ["", "_bot", "1234", "al ice", "ali:ce"] {
             assert!(localpart(no).is_err(), "{no}");
+        }
+    }
+
+    #[test]
+    fn prometheus_durations() {
+        for ok in ["30s", "5m", "26h", "7d", "500ms", "1w"] {
+            assert_eq!(prom_duration(ok), Ok(()), "{ok}");
+        }
+        assert_eq!(prom_duration("5 M").unwrap_err().fix, Some("5m".into()));
+        for no in ["", "0s", "5", "m", "1h30m", "-5m", "5min"] {
+            assert!(prom_duration(no).is_err(), "{no}");
         }
     }
 

@@ -29,6 +29,7 @@
 //! - The ACME email is required only while acme.enabled; its format is checked whenever it is written.
 //! - Quotas are at least 1 (0 means unlimited to coturn) with user_quota <= total_quota; keep_releases >= 1;
 //!   max_upload_size_mb is 1..=10240.
+//! - metrics durations are one Prometheus unit each (`30s`, `5m`, `26h`, `7d`), at least 1.
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -62,6 +63,9 @@ pub struct HostConfig {
     pub turn: Turn,
     pub firewall: Firewall,
     pub sources: Sources,
+    /// Absent from older host.toml files and from hand-built configs: off.
+    #[serde(default)]
+    pub metrics: Metrics,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -95,6 +99,26 @@ pub struct Synapse {
     pub expose_admin_api: bool,
     /// Localpart of the first admin account that apply creates once (issue 5). None: no admin is created.
     pub admin_user: Option<String>,
+    /// `[synapse.workers]` (issue 13): off, or auto-sized with explicit counts overriding.
+    #[serde(default)]
+    pub workers: Workers,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkersMode {
+    #[default]
+    Off,
+    Auto,
+}
+
+/// `[synapse.workers]`: `mode` and the counts host.toml fixes, by role key (`crate::workers::ROLES`);
+/// a role not written gets what auto picks. Resolved against the host's facts by `workers::Layout`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Workers {
+    pub mode: WorkersMode,
+    #[serde(flatten)]
+    pub counts: std::collections::BTreeMap<String, u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -134,6 +158,35 @@ pub struct Firewall {
     pub ssh_ports: Option<Vec<u16>>,
     /// Extra ports to allow, as "PORT/PROTO" or "LOW:HIGH/PROTO" (proto tcp|udp).
     pub extra_allowed_ports: Vec<String>,
+}
+
+/// `[metrics]`: Prometheus, node and PostgreSQL exporters and Synapse's metrics, all on loopback.
+/// Durations are Prometheus durations (`30s`, `5m`, `26h`, `7d`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    pub enabled: bool,
+    /// Also serve Prometheus under `https://<synapse.host>/prometheus/`, behind basic auth.
+    pub expose_ui: bool,
+    pub scrape_interval: String,
+    pub evaluation_interval: String,
+    /// How long a process must be down before its alert fires.
+    pub down_for: String,
+    /// The last successful backup may be this old before its alert fires (the schedule plus slack).
+    pub backup_max_age: String,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            enabled: false,
+            expose_ui: false,
+            scrape_interval: "30s".into(),
+            evaluation_interval: "30s".into(),
+            down_for: "5m".into(),
+            backup_max_age: "26h".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

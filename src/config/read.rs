@@ -217,9 +217,14 @@ fn read_section(
     }
     for (key, value) in table.iter() {
         let key_span = table.key(key).and_then(|k| k.span());
-        match schema::keys_of(section).find(|k| k.name() == key) {
-            Some(field) => read_value(raw, issues, field, value, key_span),
-            None => unknown_key(issues, section, key, value, key_span),
+        // A nested table (`[synapse.workers]`) is a section of its own in the schema.
+        let nested = schema::sections()
+            .into_iter()
+            .find(|s| s.split_once('.') == Some((section, key)));
+        match (schema::keys_of(section).find(|k| k.name() == key), nested) {
+            (Some(field), _) => read_value(raw, issues, field, value, key_span),
+            (None, Some(sub)) => read_section(raw, issues, sub, value, key_span),
+            (None, None) => unknown_key(issues, section, key, value, key_span),
         }
     }
 }

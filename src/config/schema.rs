@@ -104,6 +104,17 @@ pub(super) const KEYS: &[Key] = &[
     key("synapse.report_stats", Bool, D::Bool(false), "false", "send anonymous usage statistics to matrix.org"),
     key("synapse.expose_admin_api", Bool, D::Bool(false), "false", "serve /_synapse/admin through nginx (else loopback only)"),
     key("synapse.admin_user", Str, D::None, "\"admin\"", "localpart of the first admin, created once; unset: none"),
+    key("synapse.workers.mode", Str, D::Str("off"), "\"auto\"", "\"off\" (one process) or \"auto\" (sized from CPUs and RAM)"),
+    // One count per row of crate::workers::ROLES (bounds there); unset: what auto picks.
+    key("synapse.workers.media", Kind::Int, D::None, "1", "the media repository (0 or 1)"),
+    key("synapse.workers.stream_writer", Kind::Int, D::None, "1", "typing, to-device, account data, receipts, presence, push rules (0 or 1)"),
+    key("synapse.workers.sync", Kind::Int, D::None, "2", "/sync workers, one user always on the same one"),
+    key("synapse.workers.federation", Kind::Int, D::None, "1", "inbound federation workers"),
+    key("synapse.workers.client", Kind::Int, D::None, "2", "the rest of the client API"),
+    key("synapse.workers.federation_sender", Kind::Int, D::None, "1", "outbound federation workers"),
+    key("synapse.workers.pusher", Kind::Int, D::None, "1", "push notification workers"),
+    key("synapse.workers.background", Kind::Int, D::None, "1", "the background tasks worker (0 or 1)"),
+    key("synapse.workers.event_persister", Kind::Int, D::None, "2", "event writers, sharded by room"),
     key("element.enabled", Bool, D::Bool(true), "true", "serve Element Web"),
     key("element.host", Str, D::None, "\"element.example.com\"", "Element's own vhost; default element.<server_name>"),
     key("element.version", Str, D::Str("latest"), "\"latest\"", "\"latest\" or a pinned tag such as \"v1.11.85\""),
@@ -119,6 +130,12 @@ pub(super) const KEYS: &[Key] = &[
     key("firewall.enabled", Bool, D::Bool(true), "true", "manage ufw"),
     key("firewall.ssh_ports", IntList, D::None, "[22]", "SSH ports to keep open besides those found on the host"),
     key("firewall.extra_allowed_ports", StrList, D::None, "[\"2222/tcp\"]", "further PORT/PROTO or LOW:HIGH/PROTO to allow"),
+    key("metrics.enabled", Bool, D::Bool(false), "true", "Prometheus, exporters and alerts, all on loopback"),
+    key("metrics.expose_ui", Bool, D::Bool(false), "false", "also serve Prometheus at https://<synapse.host>/prometheus/ behind basic auth"),
+    key("metrics.scrape_interval", Str, D::Str("30s"), "\"30s\"", "how often Prometheus scrapes (a Prometheus duration)"),
+    key("metrics.evaluation_interval", Str, D::Str("30s"), "\"30s\"", "how often rules are evaluated"),
+    key("metrics.down_for", Str, D::Str("5m"), "\"5m\"", "how long a process is down before its alert fires"),
+    key("metrics.backup_max_age", Str, D::Str("26h"), "\"26h\"", "age of the last good backup before its alert fires"),
     key("sources.matrix_repo_url", Str, D::Str(MATRIX_REPO_URL), "\"https://packages.matrix.org/debian/\"", "the matrix.org apt repository (or a mirror)"),
     key("sources.matrix_keyring_url", Str, D::Str(MATRIX_KEYRING_URL), "\"https://packages.matrix.org/debian/matrix-org-archive-keyring.gpg\"", "its signing keyring"),
     key("sources.matrix_key_fingerprint", Str, D::Str(MATRIX_KEY_FINGERPRINT), "\"AAF9AE843A7584B5A3E4CD2BCF45A512DE2DA058\"", "the fingerprint that keyring must have"),
@@ -207,7 +224,8 @@ mod tests {
                 section = name;
                 continue;
             }
-            let line = line.strip_prefix("# ").unwrap_or(line);
+            // Indented under a comment: an option listed with its example (the worker roles).
+            let line = line.strip_prefix("# ").unwrap_or(line).trim_start();
             let Some((k, v)) = line.split_once(" = ") else {
                 continue;
             };

@@ -273,15 +273,18 @@ pub(super) fn validate(raw: &Raw, issues: &mut Issues<'_>) -> HostConfig {
     let registration = registration(&mut v);
     let max_upload = v.int("synapse.max_upload_size_mb");
     let admin_user = admin_user(&mut v, &server_name);
+    let federation = v.boolean("synapse.federation");
+    let workers = workers(&mut v, federation);
     let synapse = Synapse {
         host: synapse_host.value.clone(),
         registration,
-        federation: v.boolean("synapse.federation"),
+        federation,
         presence: v.boolean("synapse.presence"),
         max_upload_size_mb: max_upload.value as u32,
         report_stats: v.boolean("synapse.report_stats"),
         expose_admin_api: v.boolean("synapse.expose_admin_api"),
         admin_user,
+        workers,
     };
 
     let element_host = v.host("element.host", "element", &server_name);
@@ -323,6 +326,19 @@ pub(super) fn validate(raw: &Raw, issues: &mut Issues<'_>) -> HostConfig {
     };
 
     let sources = sources(&mut v);
+
+    let mut duration = |key: &str| {
+        v.plain(&format!("metrics.{key}"), check::prom_duration)
+            .value
+    };
+    let metrics = Metrics {
+        scrape_interval: duration("scrape_interval"),
+        evaluation_interval: duration("evaluation_interval"),
+        down_for: duration("down_for"),
+        backup_max_age: duration("backup_max_age"),
+        enabled: v.boolean("metrics.enabled"),
+        expose_ui: v.boolean("metrics.expose_ui"),
+    };
 
     v.derived_issue("synapse.host", &synapse_host, &server_name);
     if element.enabled {
@@ -470,6 +486,7 @@ pub(super) fn validate(raw: &Raw, issues: &mut Issues<'_>) -> HostConfig {
         turn,
         firewall,
         sources,
+        metrics,
     }
 }
 
@@ -519,6 +536,78 @@ fn admin_user(v: &mut Validator<'_, '_>, server_name: &Got<String>) -> Option<St
         return None;
     }
     Some(name)
+}
+
+/// `[synapse.workers]`: the mode, and each written count within its role's limit. Counts under
+/// mode = "off", and federation roles while federation is off, are mistakes: they would do nothing.
+fn workers(v: &mut Validator<'_, '_>, federation: bool) -> Workers {
+    // A misspelt mode is reported once; the counts are then checked as if it said "auto".
+    let mut mode_ok = true;
+    let mode = match v.raw.str("synapse.workers.mode") {
+        None => WorkersMode::Off,
+        Some(val) => match val.value.as_str() {
+            "off" => WorkersMode::Off,
+            "auto" => WorkersMode::Auto,
+            _ => {
+                let lower = val.value.trim().to_ascii_lowercase();
+                let fix = if lower == "auto" || lower == "on" || lower == "true" {
+                    "auto"
+                } else {
+                    check::closest(&lower, ["off", "auto"]).unwrap_or("auto")
+                };
+                v.fail(
+                    "synapse.workers.mode",
+                    &val,
+                    "must be \"off\" (one Synapse process) or \"auto\" (sized from CPUs and RAM; counts written below override it)",
+                    format!("write mode = \"{fix}\""),
+                );
+                mode_ok = false;
+                WorkersMode::Off
+            }
+        },
+    };
+    let mut counts = std::collections::BTreeMap::new();
+    for role in crate::workers::ROLES {
+        let path = format!("synapse.workers.{}", role.key);
+        let Some(val) = v.raw.int(&path) else {
+            continue;
+        };
+        if !(0..=i64::from(role.max)).contains(&val.value) {
+            let what = if role.max == 1 {
+                format!("0 or 1 (Synapse runs one {} worker at most)", role.key)
+            } else {
+                format!("between 0 and {}", role.max)
+            };
+            let fix = val.value.clamp(0, i64::from(role.max));
+            v.fail(
+                &path,
+                &val,
+                format!("must be {what}"),
+                format!("write {} = {fix}", role.key),
+            );
+            continue;
+        }
+        if mode == WorkersMode::Off && mode_ok {
+            v.fail(
+                &path,
+                &val,
+                "sets a worker count while workers are off",
+                "add mode = \"auto\" under [synapse.workers] (the counts written override what auto picks), or remove the count".to_string(),
+            );
+            continue;
+        }
+        if role.federation_only && !federation && val.value > 0 {
+            v.fail(
+                &path,
+                &val,
+                format!("asks for {} workers while synapse.federation = false: there is no federation traffic for them", role.key),
+                format!("write {} = 0, or set federation = true under [synapse]", role.key),
+            );
+            continue;
+        }
+        counts.insert(role.key.to_string(), val.value as u32);
+    }
+    Workers { mode, counts }
 }
 
 /// Each entry checked on its own; returns the valid ones as (index, entry as written, parsed range).
@@ -598,7 +687,24 @@ mod tests {
         let mut from_struct = BTreeSet::new();
         for (key, value) in json.as_object().unwrap() {
             match value.as_object() {
-                Some(section) => from_struct.extend(section.keys().map(|k| format!("{key}.{k}"))),
+                Some(section) => {
+                    for (k, v) in section {
+                        match v.as_object() {
+                            // [synapse.workers]: `mode` is a field, the counts are the role table's keys.
+                            Some(sub) => {
+                                from_struct.extend(sub.keys().map(|s| format!("{key}.{k}.{s}")));
+                                from_struct.extend(
+                                    crate::workers::ROLES
+                                        .iter()
+                                        .map(|r| format!("{key}.{k}.{}", r.key)),
+                                );
+                            }
+                            None => {
+                                from_struct.insert(format!("{key}.{k}"));
+                            }
+                        }
+                    }
+                }
                 None => {
                     from_struct.insert(key.clone());
                 }

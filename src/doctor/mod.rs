@@ -6,6 +6,7 @@
 //! Everything goes through [`System`]: commands (`systemctl show`, `openssl`, `ufw`, `psql`, `df`) and
 //! HTTP GETs, so every check is unit-tested.
 
+pub mod prometheus;
 pub mod turn;
 
 use std::path::Path;
@@ -103,6 +104,9 @@ impl Doctor<'_> {
             if let Some(url) = &unit.health_url {
                 out.push(self.health(unit, url));
             }
+            if let Some(probe) = &unit.probe {
+                out.push(self.probe(&unit.unit, probe));
+            }
         }
         for cert in &e.certificates {
             out.push(self.certificate(cert));
@@ -145,6 +149,9 @@ impl Doctor<'_> {
         if c.element.enabled {
             out.push(self.element());
         }
+        if c.metrics.enabled {
+            out.extend(prometheus::checks(self.sys, crate::layout::PROMETHEUS_URL));
+        }
         out.push(self.disk("disk: media store", crate::layout::SYNAPSE_DATA_DIR));
         out.push(self.disk("disk: database", crate::layout::POSTGRES_DATA_DIR));
         out
@@ -185,6 +192,23 @@ impl Doctor<'_> {
                 format!("{e:#}"),
                 format!("is {u} running? systemctl status {u}; journalctl -u {u} -n 100"),
             ),
+        }
+    }
+
+    /// The command apply awaits after starting the unit (Redis: PING as Synapse's user) answers.
+    fn probe(&self, unit: &str, probe: &crate::engine::ExpectedProbe) -> Check {
+        let name = format!("{unit} answers");
+        let Some((program, args)) = probe.argv.split_first() else {
+            return Check::ok(name, "nothing to ask");
+        };
+        let cmd = Cmd::new(program).args(args.iter().cloned());
+        let hint = format!("systemctl status {unit}; journalctl -u {unit} -n 50");
+        match self.sys.run(&cmd) {
+            Ok(out) if out.ok() && out.stdout.contains(&probe.expect) => {
+                Check::ok(name, format!("`{}`: {}", cmd.display(), probe.expect))
+            }
+            Ok(out) => Check::fail(name, format!("`{}`: {}", cmd.display(), short(&out)), hint),
+            Err(e) => Check::fail(name, format!("{e:#}"), hint),
         }
     }
 
@@ -544,7 +568,9 @@ impl Doctor<'_> {
 
     fn collation(&self, db: &str) -> Check {
         let name = format!("postgres database {db}");
-        let cmd = psql(&format!(
+        let cmd = psql(
+            self.sys,
+            &format!(
             "SELECT pg_encoding_to_char(encoding) || '|' || datcollate || '|' || datctype FROM pg_database WHERE datname = '{}';",
             db.replace('\'', "''")
         ));
@@ -852,7 +878,7 @@ mod tests {
              5349/tcp                   ALLOW       Anywhere\n5349/udp                   ALLOW       Anywhere\n\
              49152:65535/udp            ALLOW       Anywhere\n80/tcp (v6)                ALLOW       Anywhere (v6)\n",
         );
-        sys.on_cmd("runuser -u postgres", 0, "UTF8|C|C\n");
+        sys.on_cmd("setpriv --reuid=postgres", 0, "UTF8|C|C\n");
         sys.on_cmd(
             "df -P -m",
             0,
@@ -1044,6 +1070,7 @@ mod tests {
                     port: 8443,
                     cert: "/etc/letsencrypt/live/matrix.example.org/cert.pem".into(),
                 }],
+                probe: None,
             }),
             after: vec!["packages".into()],
             notify: Vec::new(),
@@ -1257,7 +1284,11 @@ mod tests {
             0,
             "Status: active\n22/tcp ALLOW Anywhere\n80/tcp ALLOW Anywhere\n443/tcp ALLOW Anywhere\n",
         );
-        sys.on_cmd("runuser -u postgres", 0, "UTF8|en_US.UTF-8|en_US.UTF-8\n");
+        sys.on_cmd(
+            "setpriv --reuid=postgres",
+            0,
+            "UTF8|en_US.UTF-8|en_US.UTF-8\n",
+        );
         sys.on_cmd("df -P -m /var/lib/postgresql", 0, "Filesystem 1M-blocks Used Available Capacity Mounted\n/dev/vdb 9000 8500 500 95% /var/lib/postgresql\n");
         let checks = run(&sys, None);
         let health = find(&checks, "matrix-synapse health");

@@ -33,6 +33,15 @@ pub struct ExpectedUnit {
     /// A URL that answers once the service is up (Synapse's /health).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health_url: Option<String>,
+    /// A command (argv) whose output holds `expect` while the service works (Redis: PING → PONG).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ExpectedProbe>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExpectedProbe {
+    pub argv: Vec<String>,
+    pub expect: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -123,7 +132,19 @@ impl ExpectedState {
             None => self.units.push(ExpectedUnit {
                 unit: unit.to_string(),
                 health_url: health_url.map(str::to_string),
+                probe: None,
             }),
+        }
+    }
+
+    /// A command that must answer `expect` while `unit` works (added to the unit's entry).
+    pub fn probe(&mut self, unit: &str, argv: Vec<String>, expect: &str) {
+        self.unit(unit, None);
+        if let Some(u) = self.units.iter_mut().find(|u| u.unit == unit) {
+            u.probe = Some(ExpectedProbe {
+                argv,
+                expect: expect.to_string(),
+            });
         }
     }
 

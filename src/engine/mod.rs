@@ -21,8 +21,8 @@ use serde::Serialize;
 
 pub use change::{Change, ChangeKind, Detail};
 pub use expect::{
-    Contents, ExpectedCert, ExpectedFile, ExpectedKind, ExpectedState, ExpectedTls, ExpectedUnit,
-    FileOwner,
+    Contents, ExpectedCert, ExpectedFile, ExpectedKind, ExpectedProbe, ExpectedState, ExpectedTls,
+    ExpectedUnit, FileOwner,
 };
 pub use graph::order;
 
@@ -165,14 +165,23 @@ pub fn run(
     run_jobs(nodes, ctx, dry_run, DEFAULT_JOBS, listener)
 }
 
-/// What a worker thread hands back: the node, its outcome (or an engine error) and its warnings.
-type Finished = (usize, Result<Outcome>, Vec<String>);
+/// What a worker thread tells the scheduler.
+enum Msg {
+    /// The node, its outcome (or an engine error) and its warnings.
+    Finished(usize, Result<Outcome>, Vec<String>),
+    /// The node is about to change the host and needs its exclusive resources; the scheduler answers on
+    /// the channel once it holds them (released when the node finishes).
+    Lock(usize, mpsc::Sender<()>),
+}
 
 /// Run the graph with up to `jobs` nodes at once (1: one after another, in graph order).
 ///
-/// A ready-queue walk of the DAG: a node starts once every node it comes after has finished and none of
-/// its exclusive resources is held by a running node; among the ready ones the playbook order decides,
-/// so `jobs = 1` runs exactly the order [`order`] gives. Everything a node's decision depends on
+/// A ready-queue walk of the DAG: a node starts once every node it comes after has finished; among the
+/// ready ones the playbook order decides, so `jobs = 1` runs exactly the order [`order`] gives. Exclusive
+/// resources guard changes, not looks: a node checks without them, and only one that is about to change
+/// something waits for them (granted in playbook order), then checks again under them before it applies,
+/// so a converged host is checked fully in parallel and no change is planned from a look that a
+/// concurrent holder made stale. Everything a node's decision depends on
 /// (blocked, uncertain, which notifiers changed) is read from finished nodes only, which makes statuses,
 /// plans and handler runs the same for any `jobs`. Workers only run steps; this thread schedules, keeps
 /// the statuses and talks to the listener.
@@ -202,6 +211,9 @@ pub fn run_jobs(
     let mut results: Vec<Option<Outcome>> = vec![None; n];
     let mut node_warnings: Vec<Vec<String>> = vec![Vec::new(); n];
     let mut held: HashSet<&str> = HashSet::new();
+    let mut holding = vec![false; n];
+    // Nodes waiting for their exclusive resources, by playbook position.
+    let mut wanting: std::collections::BTreeMap<usize, mpsc::Sender<()>> = Default::default();
     let mut running: Vec<usize> = Vec::new();
     let (mut emitted, mut done) = (0, 0);
     let mut error: Option<anyhow::Error> = None;
@@ -210,7 +222,7 @@ pub fn run_jobs(
     let jobs = jobs.max(1);
 
     std::thread::scope(|scope| {
-        let (tx, rx) = mpsc::channel::<Finished>();
+        let (tx, rx) = mpsc::channel::<Msg>();
         loop {
             // Start every ready node that fits; an engine error stops new starts, running ones finish.
             let startable: Vec<usize> = ready.iter().copied().collect();
@@ -219,11 +231,7 @@ pub fn run_jobs(
                     break;
                 }
                 let node = &nodes[i];
-                if node.exclusive.iter().any(|r| held.contains(r.as_str())) {
-                    continue;
-                }
                 ready.remove(&i);
-                held.extend(node.exclusive.iter().map(String::as_str));
                 running.push(i);
                 uncertain[i] = deps[i]
                     .iter()
@@ -243,13 +251,22 @@ pub fn run_jobs(
                 scope.spawn(move || {
                     let ctx = Ctx::new(sys, secrets);
                     let started = Instant::now();
+                    let lock = || {
+                        if node.exclusive.is_empty() {
+                            return;
+                        }
+                        let (grant, granted) = mpsc::channel();
+                        // The scheduler outlives every worker and answers every request.
+                        let _ = tx.send(Msg::Lock(i, grant));
+                        let _ = granted.recv();
+                    };
                     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
                         if node.handler {
-                            run_handler(node, &changed, pending, &ctx, dry_run, blocked)
+                            run_handler(node, &changed, pending, &ctx, dry_run, blocked, &lock)
                         } else if let Some(reason) = blocked {
                             Ok(outcome(node, Status::Skipped, None, Some(reason)))
                         } else {
-                            run_step(node, &ctx, dry_run, uncertain, pending)
+                            run_step(node, &ctx, dry_run, uncertain, pending, &lock)
                         }
                     }))
                     .unwrap_or_else(|_| bail!("step `{}` panicked", node.id))
@@ -259,7 +276,7 @@ pub fn run_jobs(
                         o
                     });
                     // The receiver outlives every worker (same scope), so this cannot fail.
-                    let _ = tx.send((i, result, ctx.warnings.into_inner()));
+                    let _ = tx.send(Msg::Finished(i, result, ctx.warnings.into_inner()));
                 });
             }
             if running.is_empty() {
@@ -267,11 +284,21 @@ pub fn run_jobs(
             }
             let now: Vec<&Node> = running.iter().map(|&i| &nodes[i]).collect();
             listener.running(done, n, &now);
-            let (i, result, warnings) = rx.recv().expect("a worker is running");
+            let (i, result, warnings) = match rx.recv().expect("a worker is running") {
+                Msg::Lock(i, grant) => {
+                    wanting.insert(i, grant);
+                    grant_free(nodes, &mut wanting, &mut held, &mut holding);
+                    continue;
+                }
+                Msg::Finished(i, result, warnings) => (i, result, warnings),
+            };
             done += 1;
             running.retain(|&r| r != i);
-            for r in &nodes[i].exclusive {
-                held.remove(r.as_str());
+            if std::mem::take(&mut holding[i]) {
+                for r in &nodes[i].exclusive {
+                    held.remove(r.as_str());
+                }
+                grant_free(nodes, &mut wanting, &mut held, &mut holding);
             }
             node_warnings[i] = warnings;
             match result {
@@ -332,6 +359,27 @@ pub fn run_jobs(
     })
 }
 
+/// Hand their resources to the waiting nodes, in playbook order, whose resources are all free.
+fn grant_free<'n>(
+    nodes: &'n [Node],
+    wanting: &mut std::collections::BTreeMap<usize, mpsc::Sender<()>>,
+    held: &mut HashSet<&'n str>,
+    holding: &mut [bool],
+) {
+    let waiting: Vec<usize> = wanting.keys().copied().collect();
+    for i in waiting {
+        if nodes[i].exclusive.iter().any(|r| held.contains(r.as_str())) {
+            continue;
+        }
+        held.extend(nodes[i].exclusive.iter().map(String::as_str));
+        holding[i] = true;
+        if let Some(grant) = wanting.remove(&i) {
+            // The worker waits on it; it cannot have gone away.
+            let _ = grant.send(());
+        }
+    }
+}
+
 fn outcome(node: &Node, status: Status, change: Option<Change>, reason: Option<String>) -> Outcome {
     Outcome {
         id: node.id.clone(),
@@ -351,9 +399,13 @@ fn run_step(
     dry_run: bool,
     uncertain: bool,
     pending: &Mutex<BTreeSet<String>>,
+    lock: &dyn Fn(),
 ) -> Result<Outcome> {
+    let exclusive = !node.exclusive.is_empty();
     let change = match node.step.check(ctx) {
-        Ok(change) => change,
+        // Looked without the node's resources while a holder may be changing the host: look again under them.
+        Err(_) if exclusive && !dry_run => None,
+        Ok(change) => Some(change),
         Err(e) if dry_run && uncertain => {
             let change = Change::new(
                 ChangeKind::AfterDeps,
@@ -366,12 +418,26 @@ fn run_step(
         }
         Err(e) => return Ok(failed(node, "check", e)),
     };
-    if change.is_in_sync() {
-        return Ok(outcome(node, Status::InSync, None, None));
+    if let Some(change) = &change {
+        if change.is_in_sync() {
+            return Ok(outcome(node, Status::InSync, None, None));
+        }
+        if dry_run {
+            return Ok(outcome(node, Status::Planned, Some(change.clone()), None));
+        }
     }
-    if dry_run {
-        return Ok(outcome(node, Status::Planned, Some(change), None));
-    }
+    let change = if exclusive {
+        lock();
+        match node.step.check(ctx) {
+            Ok(change) if change.is_in_sync() => {
+                return Ok(outcome(node, Status::InSync, None, None))
+            }
+            Ok(change) => change,
+            Err(e) => return Ok(failed(node, "check", e)),
+        }
+    } else {
+        change.expect("a check without resources that failed has returned")
+    };
     // Remember the restarts this change owes before making it: a crash mid-apply must not lose them.
     // Saved under the lock, so the file always holds every handler owed by any running step.
     {
@@ -412,6 +478,7 @@ fn run_handler(
     ctx: &Ctx,
     dry_run: bool,
     blocked: Option<String>,
+    lock: &dyn Fn(),
 ) -> Result<Outcome> {
     let owed = pending.lock().expect("pending lock").contains(&node.id);
     if changed.is_empty() && !owed {
@@ -435,6 +502,7 @@ fn run_handler(
     if dry_run {
         return Ok(outcome(node, Status::Planned, Some(change), Some(because)));
     }
+    lock();
     if let Err(e) = node.step.apply(ctx, &change) {
         let mut o = failed(node, "run", e);
         o.reason = o

@@ -167,7 +167,9 @@ fn validate_or_restore(
     let Some(v) = validate else {
         return Ok(());
     };
-    let out = ctx.sys.run(v);
+    // Steps writing one service's config side by side share a check that sees all their files; a
+    // rejection then fails (and puts back) each of them, the guilty one named in the validator's message.
+    let out = ctx.sys.run_shared(v);
     let rejection = match &out {
         Ok(o) if o.ok() => return Ok(()),
         Ok(o) => format!(
@@ -185,7 +187,7 @@ fn validate_or_restore(
         ),
     };
     bail!(
-        "`{}` rejects the new {} ({restored}); fix the input and run again. The validator {rejection}",
+        "`{}` rejects the configuration with the new {} ({restored}); fix the input and run again. The validator {rejection}",
         v.display(),
         path.display()
     )
@@ -622,5 +624,73 @@ mod tests {
                 .unwrap(),
             PathBuf::from("../sites-available/old.conf")
         );
+    }
+
+    /// Fragments written at once (no exclusive resource between them) are judged by shared validator runs:
+    /// fewer runs than files, each run started after the writes it answers for.
+    #[test]
+    fn fragments_written_side_by_side_share_validator_runs_and_a_rejection_puts_back_all_that_shared_it(
+    ) {
+        let sys = FakeSystem::new();
+        let secrets = SecretStore::new();
+        nginx_rejects(&sys, "bogus");
+        // Slow, like Synapse's check: the other writers arrive while the first run is under way.
+        sys.on(|c| {
+            (c.program == "nginx" && c.args == ["-t", "-q", "slow"]).then(|| {
+                std::thread::sleep(std::time::Duration::from_millis(150));
+                crate::system::CmdOutput::default()
+            })
+        });
+        let slow = |path: &str, text: &str| FileStep {
+            validate: Some(Cmd::new("nginx").args(["-t", "-q", "slow"])),
+            ..step(path, text)
+        };
+        let steps: Vec<FileStep> = (0..6)
+            .map(|k| slow(&format!("/etc/nginx/conf.d/{k}.conf"), "gzip on;\n"))
+            .collect();
+        std::thread::scope(|s| {
+            for st in &steps {
+                let ctx = Ctx::new(&sys, &secrets);
+                s.spawn(move || st.apply(&ctx, &st.check(&ctx).unwrap()).unwrap());
+            }
+        });
+        let runs = sys
+            .commands()
+            .iter()
+            .filter(|c| *c == "nginx -t -q slow")
+            .count();
+        // One check each would be 6; sharing makes it 2 unless the machine stalls a writer for a whole run.
+        assert!(runs < 6, "{runs} validator runs for 6 files");
+        let ctx = Ctx::new(&sys, &secrets);
+        assert!(steps.iter().all(|st| st.check(&ctx).unwrap().is_in_sync()));
+
+        // The same validator (nginx -t -q, quick) judging a bad file and good ones at once.
+        let sys = FakeSystem::new();
+        nginx_rejects(&sys, "bogus");
+        let texts = ["gzip on;\n", "bogus;\n", "gzip off;\n"];
+        let steps: Vec<FileStep> = texts
+            .iter()
+            .enumerate()
+            .map(|(k, t)| validated(&format!("/etc/nginx/conf.d/{k}.conf"), t))
+            .collect();
+        let results: Vec<Result<()>> = std::thread::scope(|s| {
+            let running: Vec<_> = steps
+                .iter()
+                .map(|st| {
+                    let ctx = Ctx::new(&sys, &secrets);
+                    s.spawn(move || st.apply(&ctx, &st.check(&ctx).unwrap()))
+                })
+                .collect();
+            running.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        // The bad one never stays, whoever shared its run; a good one stays only if a run passed with it.
+        assert!(results[1].is_err());
+        assert_eq!(sys.get("/etc/nginx/conf.d/1.conf"), None);
+        for k in [0, 2] {
+            assert_eq!(
+                results[k].is_ok(),
+                sys.get(&format!("/etc/nginx/conf.d/{k}.conf")).is_some()
+            );
+        }
     }
 }

@@ -7,12 +7,14 @@ pub mod debconf;
 pub mod element;
 pub mod file;
 pub mod firewall;
+pub mod metrics;
 pub mod openpgp;
 pub mod packages;
 pub mod postgres;
 pub mod preflight;
 pub mod secret;
 pub mod service;
+pub mod workers;
 
 /// Wait until no process holds any of `locks` (fcntl locks, the kind dpkg and certbot take), polling
 /// with the service backoff: the holder is another run of the tool (a timer, unattended-upgrades, the

@@ -93,7 +93,7 @@ impl PostgresStep {
             r = literal(&self.role),
             d = literal(&self.database)
         );
-        let out = run_ok(ctx.sys, &psql(&sql))?;
+        let out = run_ok(ctx.sys, &psql(ctx.sys, &sql))?;
         let role = out.stdout.lines().any(|l| l == "role");
         let verifier = out
             .stdout
@@ -194,7 +194,7 @@ impl Step for PostgresStep {
             )),
             Some(_) => sql.push_str(&format!("ALTER DATABASE \"{}\" OWNER TO {role};\n", self.database)),
         }
-        run_ok(ctx.sys, &psql(&sql))
+        run_ok(ctx.sys, &psql(ctx.sys, &sql))
             .map_err(|e| anyhow::anyhow!(ctx.secrets.redact(&format!("{e:#}"))))?;
         Ok(())
     }
@@ -213,7 +213,7 @@ mod tests {
 
     fn setup(psql_answer: &'static str) -> (FakeSystem, SecretStore) {
         let sys = FakeSystem::new();
-        sys.on_cmd("runuser -u postgres", 0, psql_answer);
+        sys.on_cmd("setpriv --reuid=postgres", 0, psql_answer);
         let mut secrets = SecretStore::new();
         secrets.load(&sys, "pg", Path::new("/s/pg")).unwrap();
         (sys, secrets)
@@ -235,7 +235,7 @@ mod tests {
         assert!(c.summary.contains("synapse"));
         step().apply(&ctx, &c).unwrap();
         let ran = sys.ran.lock().unwrap();
-        let create = ran.iter().rev().find(|c| c.program == "runuser").unwrap();
+        let create = ran.iter().rev().find(|c| c.program == "setpriv").unwrap();
         let sql = String::from_utf8(create.stdin.clone().unwrap()).unwrap();
         assert!(
             sql.contains("LC_COLLATE 'C'") && sql.contains("TEMPLATE template0"),
@@ -294,14 +294,14 @@ mod tests {
         secrets.load(&sys, "pg", Path::new("/s/pg")).unwrap();
         let right = scram_verifier(secrets.get("pg").unwrap().expose(), b"salt", 4096);
         let answer = |v: &str| format!("role\npw|{v}\ndb|UTF8|C|C|synapse\n");
-        sys.on_cmd("runuser -u postgres", 0, &answer(&right));
+        sys.on_cmd("setpriv --reuid=postgres", 0, &answer(&right));
         assert!(step()
             .check(&Ctx::new(&sys, &secrets))
             .unwrap()
             .is_in_sync());
         // Another password's verifier (someone ran ALTER ROLE by hand): set ours again.
         sys.on_cmd(
-            "runuser -u postgres",
+            "setpriv --reuid=postgres",
             0,
             &answer(&scram_verifier("other", b"salt", 4096)),
         );

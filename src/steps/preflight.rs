@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 
 use crate::engine::{Change, Ctx, Step};
 use crate::release::{postgres_upgrade_procedure, Release};
-use crate::system::Cmd;
+use crate::system::{Cmd, FileKind};
 
 pub struct PreflightStep {
     pub server_name: String,
@@ -97,6 +97,7 @@ impl PreflightStep {
             || ctx
                 .sys
                 .run(&crate::system::psql(
+                    ctx.sys,
                     "SELECT 1 FROM pg_database WHERE datname = 'synapse';",
                 ))
                 .map(|o| o.stdout.trim() == "1")
@@ -121,6 +122,17 @@ impl PreflightStep {
             return Ok(());
         }
         let release = Release::of_host(ctx.sys);
+        // pg_lsclusters (Perl, the slowest look of a converged run) finds clusters in POSTGRES_CONFIG_DIR/<version>/:
+        // with no version there but this release's, there is no old cluster to find.
+        let versions = ctx
+            .sys
+            .list_dir(Path::new(crate::layout::POSTGRES_CONFIG_DIR))?
+            .unwrap_or_default();
+        if !versions.iter().any(|(v, kind)| {
+            v != release.postgres && matches!(kind, FileKind::Dir | FileKind::Symlink)
+        }) {
+            return Ok(());
+        }
         let out = ctx.sys.run(&Cmd::new("pg_lsclusters").arg("--no-header"))?;
         if !out.ok() {
             bail!("pg_lsclusters failed: {}", out.tail());
@@ -275,6 +287,14 @@ mod tests {
         let (old, new) = (crate::release::SUPPORTED[0], crate::release::NEWEST);
         sys.on_cmd("ss", 0, "");
         sys.put("/usr/bin/pg_lsclusters", "");
+        sys.put(
+            &format!("/etc/postgresql/{}/main/postgresql.conf", old.postgres),
+            "",
+        );
+        sys.put(
+            &format!("/etc/postgresql/{}/main/postgresql.conf", new.postgres),
+            "",
+        );
         sys.on_cmd(
             "pg_lsclusters",
             0,
@@ -310,11 +330,34 @@ mod tests {
         assert!(step().check(&ctx).unwrap().is_in_sync());
     }
 
+    /// Only this release's PostgreSQL under /etc/postgresql: no old cluster can exist, so no Perl runs.
+    #[test]
+    fn a_host_with_only_this_releases_postgresql_skips_pg_lsclusters() {
+        let sys = FakeSystem::new();
+        let new = crate::release::NEWEST;
+        sys.on_cmd("ss", 0, "");
+        sys.put("/usr/bin/pg_lsclusters", "");
+        sys.put(
+            &format!("/etc/postgresql/{}/main/postgresql.conf", new.postgres),
+            "",
+        );
+        sys.on_cmd("pg_lsclusters", 0, "11 main 5432 online postgres /x /y\n");
+        let secrets = SecretStore::new();
+        assert!(step()
+            .check(&Ctx::new(&sys, &secrets))
+            .unwrap()
+            .is_in_sync());
+        assert!(!sys
+            .commands()
+            .iter()
+            .any(|c| c.starts_with("pg_lsclusters")));
+    }
+
     #[test]
     fn server_name_cannot_change_once_synapse_has_key_and_database() {
         let sys = FakeSystem::new();
         sys.on_cmd("ss", 0, "");
-        sys.on_cmd("runuser -u postgres", 0, "1\n");
+        sys.on_cmd("setpriv --reuid=postgres", 0, "1\n");
         sys.put(
             "/etc/matrix-synapse/conf.d/server_name.yaml",
             "# debconf\nserver_name: old.example\n",

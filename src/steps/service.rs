@@ -17,6 +17,9 @@ pub struct ServiceStep {
     pub instance: Option<String>,
     /// What the service presents on its TLS ports once converged (doctor compares it with the disk).
     pub tls: Vec<Served>,
+    /// A command whose stdout holds the string once the service answers (awaited after a start; doctor
+    /// runs it too).
+    pub probe: Option<(Cmd, String)>,
 }
 
 /// One TLS listener of a service: SNI `name` on `port` presents the certificate in `cert`.
@@ -29,10 +32,17 @@ pub struct Served {
 /// A unit we once installed that host.toml now turns off (e.g. the Element update timer).
 pub struct DisabledStep {
     pub unit: String,
+    /// Only while this file exists (our drop-in): a unit the admin runs for themselves stays as it is.
+    pub only_if: Option<std::path::PathBuf>,
 }
 
 impl Step for DisabledStep {
     fn check(&self, ctx: &Ctx) -> Result<Change> {
+        if let Some(marker) = &self.only_if {
+            if ctx.sys.stat(marker)?.is_none() {
+                return Ok(Change::in_sync());
+            }
+        }
         let s = unit_state(ctx.sys, &self.unit)?;
         if s.load == "not-found" || (s.enabled != "enabled" && s.active != "active") {
             return Ok(Change::in_sync());
@@ -80,11 +90,20 @@ impl Step for ServiceStep {
         if let Some(url) = &self.wait_http {
             wait_http(ctx, &self.unit, url)?;
         }
+        if let Some((cmd, want)) = &self.probe {
+            wait_probe(ctx, &self.unit, cmd, want)?;
+        }
         Ok(())
     }
 
     fn expect(&self, state: &mut ExpectedState) {
         state.unit(&self.unit, self.wait_http.as_deref());
+        if let Some((cmd, want)) = &self.probe {
+            let argv = std::iter::once(cmd.program.clone())
+                .chain(cmd.args.iter().cloned())
+                .collect();
+            state.probe(&self.unit, argv, want);
+        }
         if let Some(instance) = &self.instance {
             state.unit(instance, None);
         }
@@ -172,6 +191,30 @@ pub fn backoff() -> impl Iterator<Item = Duration> {
     })
 }
 
+/// Run `cmd` until its stdout holds `want` (a service that answers on a socket, not HTTP).
+fn wait_probe(ctx: &Ctx, unit: &str, cmd: &Cmd, want: &str) -> Result<()> {
+    let start = Instant::now();
+    let mut pause = backoff();
+    loop {
+        let out = ctx.sys.run(cmd)?;
+        if out.ok() && out.stdout.contains(want) {
+            return Ok(());
+        }
+        if start.elapsed() >= Duration::from_secs(60) {
+            return Err(unit_failed(
+                ctx,
+                unit,
+                anyhow::anyhow!(
+                    "`{}` did not answer {want} within 60s: {}",
+                    cmd.display(),
+                    out.tail()
+                ),
+            ));
+        }
+        std::thread::sleep(pause.next().unwrap_or(Duration::from_millis(500)));
+    }
+}
+
 fn wait_http(ctx: &Ctx, unit: &str, url: &str) -> Result<()> {
     let start = Instant::now();
     let mut pause = backoff();
@@ -215,6 +258,7 @@ mod tests {
             wait_http: None,
             instance: None,
             tls: Vec::new(),
+            probe: None,
         };
         let c = step.check(&ctx).unwrap();
         assert_eq!(c.summary, "start nginx");

@@ -26,6 +26,7 @@ pub struct FakeSystem {
     pub owners: Mutex<HashMap<PathBuf, (u32, u32)>>,
     /// The run's environment as `env_var` reports it (empty: no SSH session, nothing else).
     pub env: Mutex<HashMap<String, String>>,
+    shared: super::shared::Shared,
 }
 
 impl Default for FakeSystem {
@@ -46,6 +47,7 @@ impl FakeSystem {
             locks: Mutex::new(HashMap::new()),
             owners: Mutex::new(HashMap::new()),
             env: Mutex::new(HashMap::new()),
+            shared: Default::default(),
             facts: Facts {
                 ram_mb: 4096,
                 cpus: 2,
@@ -190,6 +192,9 @@ impl System for FakeSystem {
     }
     fn http_fetch(&self, url: &str, _opts: &crate::http::Options) -> Result<Vec<u8>> {
         self.http_get(url)
+    }
+    fn run_shared(&self, cmd: &Cmd) -> Result<CmdOutput> {
+        self.shared.run(cmd, |c| self.run(c))
     }
     fn run(&self, cmd: &Cmd) -> Result<CmdOutput> {
         self.ran.lock().unwrap().push(cmd.clone());

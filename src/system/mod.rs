@@ -5,7 +5,9 @@
 mod atomic;
 #[cfg(any(test, feature = "fake"))]
 mod fake;
+pub mod memo;
 mod real;
+mod shared;
 mod tools;
 
 use std::path::{Path, PathBuf};
@@ -17,10 +19,10 @@ pub use atomic::{write_atomic, FileSpec};
 #[cfg(any(test, feature = "fake"))]
 pub use fake::FakeSystem;
 pub use real::RealSystem;
-pub use tools::{detect_ssh_ports, psql, unit_state, SshPorts, UnitState};
+pub use tools::{detect_ssh_ports, psql, unit_state, unit_state_cmd, SshPorts, UnitState};
 
 /// A command to run on the host. Built with [`Cmd::new`] and `arg`/`env`/`stdin`.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Cmd {
     pub program: String,
     pub args: Vec<String>,
@@ -180,6 +182,9 @@ pub trait System: Send + Sync {
     fn remove(&self, path: &Path) -> Result<()>;
     /// Run a command to completion. A non-zero exit is not an error here: callers judge the status.
     fn run(&self, cmd: &Cmd) -> Result<CmdOutput>;
+    /// Run `cmd`, or share the outcome of a run of the same command that started after this call, with
+    /// the others who asked meanwhile (shared.rs): config validators that several steps need at once.
+    fn run_shared(&self, cmd: &Cmd) -> Result<CmdOutput>;
     fn uid(&self, user: &str) -> Result<Option<u32>>;
     fn gid(&self, group: &str) -> Result<Option<u32>>;
     fn http_get(&self, url: &str) -> Result<Vec<u8>>;

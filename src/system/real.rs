@@ -9,11 +9,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::{atomic, Cmd, CmdOutput, Facts, FileKind, FileSpec, FileStat, System};
+use super::memo::{self, Memo};
+use super::{atomic, tools, Cmd, CmdOutput, Facts, FileKind, FileSpec, FileStat, System};
 
 pub struct RealSystem {
     root: PathBuf,
     http: crate::http::Options,
+    /// Read-only answers of this run, until it changes something (memo.rs).
+    memo: Memo,
+    shared: super::shared::Shared,
 }
 
 impl RealSystem {
@@ -21,7 +25,24 @@ impl RealSystem {
         RealSystem {
             root: root.into(),
             http: crate::http::Options::default(),
+            memo: Memo::default(),
+            shared: Default::default(),
         }
+    }
+
+    /// Ask `systemctl show` about all of `units` at once; until this run changes something, each
+    /// step's own question about one of them is answered from it. [`memo::Batch::fetch`] it with
+    /// [`RealSystem::fetch`], on another thread if the run should not wait for it.
+    pub fn units_batch(&self, units: &[String]) -> memo::Batch<'_> {
+        self.memo.units_batch(
+            units,
+            |u| tools::unit_state_cmd(&[u]),
+            tools::unit_state_cmd(units),
+        )
+    }
+
+    pub fn fetch(&self, batch: memo::Batch<'_>) {
+        batch.fetch(|c| run_bounded(c, c.time_limit()));
     }
 
     /// Trust only this PEM bundle for HTTPS (a private CA that issued this host's certificates).
@@ -95,11 +116,13 @@ impl System for RealSystem {
     }
 
     fn write(&self, spec: &FileSpec, contents: &[u8]) -> Result<()> {
+        self.memo.changed();
         let backups = self.map(&self.backup_dir());
         atomic::write_atomic(&self.map(&spec.path), spec, contents, Some(&backups))
     }
 
     fn symlink(&self, target: &Path, link: &Path) -> Result<()> {
+        self.memo.changed();
         let real = self.map(link);
         let tmp = atomic::temp_path(&real);
         std::os::unix::fs::symlink(target, &tmp)
@@ -108,12 +131,14 @@ impl System for RealSystem {
     }
 
     fn mkdir(&self, path: &Path, owner: (u32, u32), mode: u32) -> Result<()> {
+        self.memo.changed();
         let real = self.map(path);
         fs::create_dir_all(&real).with_context(|| format!("mkdir {}", path.display()))?;
         self.chown_chmod(path, owner, mode)
     }
 
     fn chown_chmod(&self, path: &Path, owner: (u32, u32), mode: u32) -> Result<()> {
+        self.memo.changed();
         let real = self.map(path);
         nix::unistd::chown(&real, Some(owner.0.into()), Some(owner.1.into()))
             .with_context(|| format!("chown {}", path.display()))?;
@@ -122,6 +147,7 @@ impl System for RealSystem {
     }
 
     fn remove(&self, path: &Path) -> Result<()> {
+        self.memo.changed();
         let real = self.map(path);
         match fs::remove_file(&real) {
             Err(e) if e.kind() != ErrorKind::NotFound => {
@@ -132,7 +158,11 @@ impl System for RealSystem {
     }
 
     fn run(&self, cmd: &Cmd) -> Result<CmdOutput> {
-        run_bounded(cmd, cmd.time_limit())
+        self.memo.run(cmd, |c| run_bounded(c, c.time_limit()))
+    }
+
+    fn run_shared(&self, cmd: &Cmd) -> Result<CmdOutput> {
+        self.shared.run(cmd, |c| self.run(c))
     }
 
     fn uid(&self, user: &str) -> Result<Option<u32>> {
@@ -240,6 +270,7 @@ impl System for RealSystem {
     }
 
     fn mkdir_new(&self, path: &Path, mode: u32) -> Result<()> {
+        self.memo.changed();
         use std::os::unix::fs::DirBuilderExt;
         let real = self.map(path);
         fs::DirBuilder::new()
@@ -252,6 +283,7 @@ impl System for RealSystem {
     }
 
     fn create_new(&self, path: &Path, mode: u32, contents: &[u8]) -> Result<()> {
+        self.memo.changed();
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let real = self.map(path);
@@ -269,21 +301,25 @@ impl System for RealSystem {
     }
 
     fn symlink_new(&self, target: &Path, link: &Path) -> Result<()> {
+        self.memo.changed();
         std::os::unix::fs::symlink(target, self.map(link))
             .map_err(|e| crate::http::describe_io(e, &format!("create symlink {}", link.display())))
     }
 
     fn hard_link(&self, from: &Path, to: &Path) -> Result<()> {
+        self.memo.changed();
         fs::hard_link(self.map(from), self.map(to))
             .map_err(|e| crate::http::describe_io(e, &format!("link {}", to.display())))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+        self.memo.changed();
         fs::rename(self.map(from), self.map(to))
             .with_context(|| format!("move {} to {}", from.display(), to.display()))
     }
 
     fn remove_tree(&self, path: &Path) -> Result<()> {
+        self.memo.changed();
         let real = self.map(path);
         // std's remove_dir_all works with openat/unlinkat and never follows a symlink inside the tree.
         let r = match fs::symlink_metadata(&real) {

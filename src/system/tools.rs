@@ -14,10 +14,10 @@ pub struct UnitState {
     pub enabled: String,
 }
 
-pub fn unit_state(sys: &dyn System, unit: &str) -> Result<UnitState> {
-    let out = run_ok(
-        sys,
-        &Cmd::new("systemctl").args([
+/// The `systemctl show` that [`unit_state`] runs, for one unit or (RealSystem's batch) several.
+pub fn unit_state_cmd<S: AsRef<str>>(units: &[S]) -> Cmd {
+    Cmd::new("systemctl")
+        .args([
             "show",
             "-p",
             "LoadState",
@@ -27,9 +27,12 @@ pub fn unit_state(sys: &dyn System, unit: &str) -> Result<UnitState> {
             "SubState",
             "-p",
             "UnitFileState",
-            unit,
-        ]),
-    )?;
+        ])
+        .args(units.iter().map(|u| u.as_ref().to_string()))
+}
+
+pub fn unit_state(sys: &dyn System, unit: &str) -> Result<UnitState> {
+    let out = run_ok(sys, &unit_state_cmd(&[unit]))?;
     let get = |key: &str| {
         out.stdout
             .lines()
@@ -46,13 +49,25 @@ pub fn unit_state(sys: &dyn System, unit: &str) -> Result<UnitState> {
 }
 
 /// psql as the postgres superuser over the local socket; the SQL goes on stdin (never in argv).
-pub fn psql(sql: &str) -> Cmd {
-    Cmd::new("runuser")
+/// setpriv (no PAM session, unlike runuser) runs the release's own psql directly rather than
+/// postgresql-common's Perl wrapper: the two are most of a converged run's critical path otherwise. A host
+/// without that version's client (mid-upgrade, still on the old release's PostgreSQL) gets the wrapper.
+pub fn psql(sys: &dyn System, sql: &str) -> Cmd {
+    let own = crate::layout::postgres_psql(crate::release::Release::of_host(sys).postgres);
+    let program = match sys.stat(std::path::Path::new(&own)) {
+        Ok(Some(_)) => own,
+        _ => "psql".to_string(),
+    };
+    Cmd::new("setpriv")
         .args([
-            "-u",
-            "postgres",
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            "--reset-env",
             "--",
-            "psql",
+        ])
+        .arg(program)
+        .args([
             "-X",
             "-A",
             "-t",
@@ -145,4 +160,32 @@ pub fn detect_ssh_ports(sys: &dyn System) -> SshPorts {
     }
     found.ports.remove(&0);
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::system::FakeSystem;
+
+    #[test]
+    fn psql_is_the_releases_own_client_as_postgres_or_the_wrapper_without_it() {
+        let sys = FakeSystem::new();
+        let release = crate::release::Release::of_host(&sys);
+        let cmd = psql(&sys, "SELECT 1;");
+        assert_eq!(cmd.program, "setpriv");
+        assert!(cmd.args.starts_with(&["--reuid=postgres".to_string()]));
+        assert_eq!(
+            cmd.args[cmd.args.iter().position(|a| a == "--").unwrap() + 1],
+            "psql"
+        );
+        assert_eq!(cmd.stdin.as_deref(), Some(&b"SELECT 1;"[..]));
+        let own = crate::layout::postgres_psql(release.postgres);
+        sys.put(&own, "");
+        let cmd = psql(&sys, "SELECT 1;");
+        assert!(
+            cmd.display().contains(&format!("-- {own} -X")),
+            "{}",
+            cmd.display()
+        );
+    }
 }

@@ -92,7 +92,7 @@ build_synapsedeb() {
   local venv_script
   venv_script="set -e
     $python -m venv /opt/venvs/matrix-synapse
-    /opt/venvs/matrix-synapse/bin/pip install -q --no-cache-dir 'matrix-synapse[postgres]==$ver'
+    /opt/venvs/matrix-synapse/bin/pip install -q --no-cache-dir 'matrix-synapse[postgres,redis]==$ver'
     /opt/venvs/matrix-synapse/bin/pip freeze > /opt/venvs/matrix-synapse/pip-freeze.txt
     mkdir -p /out
     /opt/venvs/matrix-synapse/bin/generate_config --config-dir=/etc/matrix-synapse --data-dir=/var/lib/matrix-synapse > /out/homeserver.yaml
