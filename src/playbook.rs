@@ -20,7 +20,7 @@ use crate::steps::{
     element::{ElementStep, SystemUserStep},
     file::{Contents, DirStep, FileStep, Owner, SymlinkStep, UnlinkStep},
     firewall::FirewallStep,
-    metrics::{AbsentStep, HtpasswdStep, PostgresRoleStep, UnitOffStep},
+    metrics::{AbsentStep, HtpasswdStep, PostgresRoleStep},
     packages::PackagesStep,
     postgres::PostgresStep,
     preflight::PreflightStep,
@@ -657,7 +657,11 @@ fn make_step(
             prune_dir,
             only_managed,
         }),
-        Kind::UnitOff { unit, marker } => Box::new(UnitOffStep { unit, marker }),
+        // A feature's unit, stopped and disabled only while our drop-in (`marker`) says it is ours.
+        Kind::UnitOff { unit, marker } => Box::new(DisabledStep {
+            unit,
+            only_if: Some(marker),
+        }),
         Kind::Htpasswd {
             path,
             user,

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 
 use super::file::Owner;
 use crate::engine::{Change, Ctx, Step};
-use crate::system::{owner_ids, psql, run_ok, unit_state, Cmd, FileKind, FileSpec};
+use crate::system::{owner_ids, psql, run_ok, FileKind, FileSpec};
 
 /// `user:$6$salt$hash`, one line, for nginx's auth_basic_user_file (glibc's crypt(3) checks SHA-512 crypt).
 /// The hash is made once with a random salt; a file whose hash still matches the secret is left alone,
@@ -261,34 +261,6 @@ impl Step for AbsentStep {
     }
 }
 
-/// A unit we enabled for a feature that is now off: stopped and disabled, but only while our marker
-/// (its drop-in) is still there, so a service the admin runs for their own reasons is never touched.
-pub struct UnitOffStep {
-    pub unit: String,
-    pub marker: PathBuf,
-}
-
-impl Step for UnitOffStep {
-    fn check(&self, ctx: &Ctx) -> Result<Change> {
-        if ctx.sys.stat(&self.marker)?.is_none() {
-            return Ok(Change::in_sync());
-        }
-        let s = unit_state(ctx.sys, &self.unit)?;
-        if s.load == "not-found" || (s.enabled != "enabled" && s.active != "active") {
-            return Ok(Change::in_sync());
-        }
-        Ok(Change::run(format!("stop and disable {}", self.unit)))
-    }
-
-    fn apply(&self, ctx: &Ctx, _change: &Change) -> Result<()> {
-        run_ok(
-            ctx.sys,
-            &Cmd::new("systemctl").args(["disable", "--now", &self.unit]),
-        )?;
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,13 +365,14 @@ mod tests {
             0,
             "LoadState=loaded\nActiveState=active\nUnitFileState=enabled\n",
         );
-        let step = UnitOffStep {
+        let marker = "/etc/systemd/system/prometheus.service.d/matrix-provision.conf";
+        let step = crate::steps::service::DisabledStep {
             unit: "prometheus".into(),
-            marker: "/etc/systemd/system/prometheus.service.d/matrix-provision.conf".into(),
+            only_if: Some(marker.into()),
         };
         // The admin's own Prometheus (no drop-in of ours): left running.
         assert!(step.check(&ctx).unwrap().is_in_sync());
-        sys.put(&step.marker.display().to_string(), "x");
+        sys.put(marker, "x");
         assert_eq!(
             step.check(&ctx).unwrap().summary,
             "stop and disable prometheus"
