@@ -506,6 +506,14 @@ fn nginx_vhosts_are_balanced_and_route_as_intended() {
             "upstream matrix_synapse {\n    server 127.0.0.1:8008;\n    keepalive 32;\n}"
         ));
         assert!(synapse.contains("proxy_set_header Connection \"\";"));
+        // The workers' upstreams too: every upstream block keeps idle connections.
+        for block in synapse.split("\nupstream ").skip(1) {
+            let block = &block[..block.find('}').expect("upstream block ends")];
+            assert!(
+                block.contains("\n    keepalive 32;\n"),
+                "{variant}: upstream {block} has no keepalive"
+            );
+        }
         assert_eq!(
             synapse.contains("location /_synapse/admin"),
             c.synapse.expose_admin_api
