@@ -37,18 +37,18 @@ def psql(sql):
 
 
 def guest_ram_mb():
-    """What the product must size from: min(MemTotal, the cgroup root's memory.max), in MB."""
+    """What the product must size from: min(MemTotal, the cgroup root's memory.max), in MB, and which."""
     with open("/proc/meminfo") as f:
         total_kb = int(re.search(r"MemTotal:\s+(\d+) kB", f.read()).group(1))
-    ram = total_kb // 1024
+    ram, source = total_kb // 1024, "MemTotal"
     try:
         with open("/sys/fs/cgroup/memory.max") as f:
             limit = f.read().strip()
-        if limit != "max":
-            ram = min(ram, int(limit) // (1024 * 1024))
+        if limit != "max" and int(limit) // (1024 * 1024) < ram:
+            ram, source = int(limit) // (1024 * 1024), "its cgroup's memory.max"
     except OSError:
         pass
-    return ram
+    return ram, source
 
 
 def postgres():
@@ -66,11 +66,11 @@ def postgres():
     report("no PostgreSQL setting waits for a restart", not pending, ", ".join(pending))
 
     # The split of src/sizing.rs and the template's rule, applied to this guest's own size.
-    ram = guest_ram_mb()
+    ram, source = guest_ram_mb()
     m = re.search(r"(\d+) MB RAM and (\d+) CPU", text)
     sized = int(m.group(1)) if m else -1
     # sysinfo and /proc/meminfo round differently: within 1%.
-    report(f"PostgreSQL is sized from the guest's {ram} MB (memory.max or MemTotal), not the host's",
+    report(f"PostgreSQL is sized from the guest's {ram} MB (from {source}: the smaller of MemTotal and memory.max)",
            abs(sized - ram) <= ram // 100, f"the conf.d file says {sized} MB")
     os_mb = min(max(sized // 4, 512), 4096, sized)
     pg_mb = (sized - os_mb) * 2 // 5
