@@ -227,6 +227,9 @@ scenario_core() {
       for ((i = 0; i < 60; i++)); do services_active "$g" && break; sleep 2; done
       client_checks "$g" checks-after-reboot
       tuning_checks "$g" tuning-after-reboot
+      # Facts read again after a boot (memory, CPUs, cgroup limits) size everything the same.
+      rc=0; glog "$g" "$g-apply3.log" "$(apply_timeout "$g")" matrix-provision apply --detailed-exitcodes /root/host.toml || rc=$?
+      expect_rc "$g: apply after the reboot changes nothing (--detailed-exitcodes)" 0 $rc "$g-apply3.log"
     else
       fail "$g: guest reboots"
     fi
