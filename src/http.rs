@@ -30,6 +30,9 @@ pub struct Options {
     pub ca_bundle: Option<PathBuf>,
     /// The host.toml key the URL came from, named in connection errors ("check sources.X").
     pub config_key: Option<String>,
+    /// The Host header to send instead of the URL's host: a name-based vhost reached at an address
+    /// (doctor asking nginx's plain-HTTP listener behind an edge).
+    pub host_header: Option<String>,
 }
 
 impl Default for Options {
@@ -43,6 +46,7 @@ impl Default for Options {
             max_bytes: 256 * 1024 * 1024,
             ca_bundle: None,
             config_key: None,
+            host_header: None,
         }
     }
 }
@@ -116,10 +120,11 @@ pub fn describe_io(err: io::Error, action: &str) -> anyhow::Error {
 
 fn fetch(url: &str, opts: &Options, sink: &mut dyn Write) -> Result<u64> {
     let agent = agent(opts)?;
-    let mut response = agent
-        .get(url)
-        .call()
-        .map_err(|e| request_error(url, opts, e))?;
+    let mut request = agent.get(url);
+    if let Some(host) = &opts.host_header {
+        request = request.header("Host", host);
+    }
+    let mut response = request.call().map_err(|e| request_error(url, opts, e))?;
     if let Some(len) = response.body().content_length() {
         if len > opts.max_bytes {
             bail!(

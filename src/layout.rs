@@ -108,6 +108,10 @@ pub fn postgres_psql(major: &str) -> String {
 
 // nginx and certbot.
 pub const NGINX_UNIT: &str = "nginx";
+/// nginx's configuration tree: what `nginx -t` reads. A step changing anything below it, or running
+/// `nginx -t`, holds [`NGINX_CONFIG_LOCK`] (derived in playbook::build, never declared by hand).
+pub const NGINX_CONFIG_DIR: &str = "/etc/nginx";
+pub const NGINX_CONFIG_LOCK: &str = "nginx-config";
 pub const NGINX_SITES_AVAILABLE: &str = "/etc/nginx/sites-available";
 pub const NGINX_SITES_ENABLED: &str = "/etc/nginx/sites-enabled";
 pub const NGINX_CONF_D: &str = "/etc/nginx/conf.d";
@@ -395,17 +399,22 @@ impl Layout {
             port,
             cert: live_file(name, "cert.pem"),
         };
-        let mut nginx_tls = vec![tls(&config.synapse.host, HTTPS_PORT)];
-        if config.synapse.federation {
-            nginx_tls.push(tls(&config.synapse.host, FEDERATION_PORT));
+        // Behind an edge (crate::listeners) this host presents no certificate at all.
+        let terminates_tls = crate::listeners::Listeners::of(config).tls;
+        let mut nginx_tls = Vec::new();
+        if terminates_tls {
+            nginx_tls.push(tls(&config.synapse.host, HTTPS_PORT));
+            if config.synapse.federation {
+                nginx_tls.push(tls(&config.synapse.host, FEDERATION_PORT));
+            }
+            if config.delegated() {
+                nginx_tls.push(tls(&config.server_name, HTTPS_PORT));
+            }
+            if config.element.enabled {
+                nginx_tls.push(tls(&config.element.host, HTTPS_PORT));
+            }
         }
-        if config.delegated() {
-            nginx_tls.push(tls(&config.server_name, HTTPS_PORT));
-        }
-        if config.element.enabled {
-            nginx_tls.push(tls(&config.element.host, HTTPS_PORT));
-        }
-        let coturn_tls = if config.turn.enabled {
+        let coturn_tls = if config.turn.enabled && terminates_tls {
             vec![tls(&config.turn.host, TURNS_PORT)]
         } else {
             Vec::new()

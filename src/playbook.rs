@@ -15,7 +15,7 @@ use crate::secrets::SecretStore;
 use crate::steps::{
     admin_user::AdminUserStep,
     apt_keyring::AptKeyringStep,
-    certificate::{Acme, CertificateStep},
+    certificate::{Acme, CertificateStep, UnusedCertificateStep},
     debconf::DebconfStep,
     element::{ElementStep, SystemUserStep},
     file::{Contents, DirStep, FileStep, Owner, SymlinkStep, UnlinkStep},
@@ -98,7 +98,12 @@ struct StepDef {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 enum Kind {
-    Preflight,
+    Preflight {
+        /// TCP ports nginx must be free to bind (or hold already).
+        ports: Vec<u16>,
+        /// Names whose DNS should point here (a warning otherwise).
+        names: Vec<String>,
+    },
     Template {
         template: String,
         dest: PathBuf,
@@ -202,6 +207,11 @@ enum Kind {
     },
     Firewall {
         allow: Vec<String>,
+        #[serde(default)]
+        managed_ports: Vec<u16>,
+    },
+    CertificateUnused {
+        name: String,
     },
     AdminUser {
         name: String,
@@ -293,6 +303,38 @@ impl Graph {
 }
 
 /// The directory a file-writing step writes into.
+/// Whether the step changes nginx's configuration tree or runs its config test. Such steps hold
+/// [`layout::NGINX_CONFIG_LOCK`] one at a time: `nginx -t` globs sites-enabled/* and then opens each
+/// file, so a link removed in between fails another step's check (it did, switching an edge host back
+/// to direct). Derived from what the step touches, so no playbook can forget it.
+fn touches_nginx_config(kind: &Kind) -> bool {
+    let path = match kind {
+        Kind::Template { dest, .. } | Kind::Copy { dest, .. } => Some(dest),
+        Kind::Symlink { link, .. } | Kind::Unlink { link, .. } => Some(link),
+        Kind::Absent { path, .. } | Kind::Htpasswd { path, .. } => Some(path),
+        _ => None,
+    };
+    let validate = match kind {
+        Kind::Template { validate, .. }
+        | Kind::Copy { validate, .. }
+        | Kind::Symlink { validate, .. } => validate.as_slice(),
+        _ => &[],
+    };
+    path.is_some_and(|p| p.starts_with(layout::NGINX_CONFIG_DIR)) || runs_nginx_test(validate)
+}
+
+fn runs_nginx_test(argv: &[String]) -> bool {
+    argv.first().is_some_and(|a| a == "nginx")
+}
+
+/// `resources` plus nginx's config lock when `needed`, once.
+fn with_nginx_lock(mut resources: Vec<String>, needed: bool) -> Vec<String> {
+    if needed && !resources.iter().any(|r| r == layout::NGINX_CONFIG_LOCK) {
+        resources.push(layout::NGINX_CONFIG_LOCK.to_string());
+    }
+    resources
+}
+
 fn written_dir(kind: &Kind) -> Option<PathBuf> {
     let path = match kind {
         Kind::Template { dest, .. } | Kind::Copy { dest, .. } => dest,
@@ -300,6 +342,10 @@ fn written_dir(kind: &Kind) -> Option<PathBuf> {
         Kind::Secret { path, .. }
         | Kind::AptKeyring { dest: path, .. }
         | Kind::Htpasswd { path, .. } => path,
+        // Both rewrite the lineage's renewal configuration (autorenew) through the atomic writer.
+        Kind::Certificate { .. } | Kind::CertificateUnused { .. } => {
+            return Some(PathBuf::from(layout::LETSENCRYPT_RENEWAL))
+        }
         _ => return None,
     };
     path.parent().map(PathBuf::from)
@@ -342,21 +388,9 @@ pub fn facts(sys: &dyn System) -> render::Facts {
     }
 }
 
-/// Every name that needs a certificate, without duplicates, in a stable order.
+/// Every name a direct host needs a certificate for (see [`crate::listeners::cert_names`]).
 pub fn cert_names(config: &HostConfig) -> Vec<String> {
-    let mut names = vec![config.synapse.host.clone()];
-    if config.delegated() {
-        names.push(config.server_name.clone());
-    }
-    if config.element.enabled {
-        names.push(config.element.host.clone());
-    }
-    if config.turn.enabled {
-        names.push(config.turn.host.clone());
-    }
-    let mut seen = std::collections::HashSet::new();
-    names.retain(|n| seen.insert(n.clone()));
-    names
+    crate::listeners::cert_names(config)
 }
 
 fn definitions(renderer: &Renderer, ctx: &RenderContext) -> Result<Vec<PlaybookFile>> {
@@ -426,6 +460,7 @@ pub fn build(
         for def in file.step {
             let description = def.description.clone().unwrap_or_else(|| def.id.clone());
             write_dirs.extend(written_dir(&def.kind));
+            let exclusive = with_nginx_lock(def.exclusive, touches_nginx_config(&def.kind));
             let step = make_step(
                 def.kind,
                 config,
@@ -442,7 +477,7 @@ pub fn build(
                 after: def.after,
                 notify: def.notify,
                 handler: false,
-                exclusive: def.exclusive,
+                exclusive,
             });
         }
         for h in file.handler {
@@ -455,6 +490,7 @@ pub fn build(
                     h.id
                 ),
             };
+            let exclusive = with_nginx_lock(h.exclusive, runs_nginx_test(&h.validate));
             let validate = command(&h.validate);
             nodes.push(Node {
                 description: format!("{} {}", h.action, h.unit),
@@ -468,7 +504,7 @@ pub fn build(
                 after: h.after,
                 notify: Vec::new(),
                 handler: true,
-                exclusive: h.exclusive,
+                exclusive,
             });
         }
     }
@@ -495,14 +531,10 @@ fn make_step(
     rendered: &mut Vec<RenderedFile>,
 ) -> Result<Box<dyn Step>> {
     Ok(match kind {
-        Kind::Preflight => Box::new(PreflightStep {
+        Kind::Preflight { ports, names } => Box::new(PreflightStep {
             server_name: config.server_name.clone(),
-            names: cert_names(config),
-            ports: vec![
-                layout::HTTP_PORT,
-                layout::HTTPS_PORT,
-                layout::FEDERATION_PORT,
-            ],
+            names,
+            ports,
             dry_run,
         }),
         Kind::Template {
@@ -644,10 +676,15 @@ fn make_step(
         Kind::Disabled { unit, only_if } => Box::new(DisabledStep { unit, only_if }),
         Kind::Element => Box::new(ElementStep::from_config(config)),
         Kind::SystemUser { name, home } => Box::new(SystemUserStep { name, home }),
-        Kind::Firewall { allow } => Box::new(FirewallStep {
+        Kind::Firewall {
+            allow,
+            managed_ports,
+        } => Box::new(FirewallStep {
             ssh_ports: config.firewall.ssh_ports.clone(),
             allow,
+            managed_ports,
         }),
+        Kind::CertificateUnused { name } => Box::new(UnusedCertificateStep { name }),
         Kind::Absent {
             path,
             prune_dir,
@@ -750,7 +787,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match step("firewall") {
-            Kind::Firewall { allow } => assert_eq!(allow.last().unwrap(), hostile),
+            Kind::Firewall { allow, .. } => assert_eq!(allow.last().unwrap(), hostile),
             other => panic!("{other:?}"),
         }
         let copies: Vec<&PathBuf> = steps
@@ -764,6 +801,109 @@ mod tests {
         assert!(copies.contains(&&inputs.self_exe), "{copies:?}");
         // No step appeared out of a value.
         assert!(steps.iter().all(|s| !s.id.contains('\u{1b}')));
+    }
+
+    /// Whatever changes nginx's tree or runs `nginx -t` holds nginx's config lock, whether or not its
+    /// playbook says so: the unlink of the other mode's vhosts (which raced another step's `nginx -t`),
+    /// Debian's default site, the metrics snippet's removal, the reload handlers. Steps elsewhere don't.
+    #[test]
+    fn steps_touching_nginx_hold_its_config_lock() {
+        let nodes = |extra: &str| -> Vec<(String, Vec<String>)> {
+            let config = crate::config::parse(
+                &format!(
+                    "server_name = \"example.com\"\n[acme]\nemail = \"a@example.com\"\n{extra}"
+                ),
+                "t",
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            let inputs = Inputs {
+                config_path: "/root/host.toml".into(),
+                self_exe: "/usr/sbin/matrix-provision".into(),
+            };
+            let sys = crate::system::FakeSystem::new();
+            build(&config, &inputs, &sys, true)
+                .unwrap_or_else(|e| panic!("{e:#}"))
+                .nodes
+                .into_iter()
+                .map(|n| (n.id, n.exclusive))
+                .collect()
+        };
+        let holds = |nodes: &[(String, Vec<String>)], id: &str| {
+            let (_, ex) = nodes
+                .iter()
+                .find(|(i, _)| i == id)
+                .unwrap_or_else(|| panic!("no node {id}"));
+            ex.iter()
+                .filter(|r| *r == layout::NGINX_CONFIG_LOCK)
+                .count()
+                == 1
+        };
+        let direct = nodes("");
+        let proxied = nodes("[turn]\nenabled = false\n[edge]\nmode = \"proxied\"\n");
+        for id in [
+            "nginx-synapse-matrix-provision-edge-disabled",
+            "nginx-debian-default-disabled",
+            "nginx-default-vhost",
+            "nginx-global-conf",
+            "nginx-synapse-enabled",
+            "metrics-ui-absent-1",
+            "reload:nginx",
+            "reload:nginx-http",
+            "restart:nginx",
+        ] {
+            assert!(
+                holds(&direct, id),
+                "direct: {id} does not hold the nginx lock once"
+            );
+        }
+        assert!(holds(&proxied, "nginx-synapse-matrix-provision-disabled"));
+        assert!(holds(&proxied, "nginx-http-disabled"));
+        for id in ["packages", "postgres-db", "coturn-conf", "nginx-hardening"] {
+            assert!(!holds(&direct, id), "{id} holds the nginx lock");
+        }
+    }
+
+    /// Behind an edge the graph has no certificate, certbot or port-80 step; it unlinks a direct host's
+    /// port-80 vhost and retires its lineages instead. Direct mode has the opposite.
+    #[test]
+    fn the_edge_mode_decides_which_steps_exist() {
+        let ids = |extra: &str| -> Vec<String> {
+            let config = crate::config::parse(
+                &format!("server_name = \"example.com\"\n[acme]\nemail = \"a@example.com\"\n[turn]\nenabled = false\n{extra}"),
+                "t",
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            let inputs = Inputs {
+                config_path: "/root/host.toml".into(),
+                self_exe: "/usr/sbin/matrix-provision".into(),
+            };
+            let sys = crate::system::FakeSystem::new();
+            build(&config, &inputs, &sys, true)
+                .unwrap_or_else(|e| panic!("{e:#}"))
+                .nodes
+                .into_iter()
+                .map(|n| n.id)
+                .collect()
+        };
+        let direct = ids("");
+        let proxied = ids("[edge]\nmode = \"proxied\"\n");
+        for id in [
+            "nginx-http-enabled",
+            "cert-matrix.example.com",
+            "certbot-deploy-hook",
+            "certbot-service-dropin",
+        ] {
+            assert!(direct.iter().any(|i| i == id), "direct lacks {id}");
+            assert!(!proxied.iter().any(|i| i == id), "proxied has {id}");
+        }
+        for id in [
+            "nginx-http-disabled",
+            "cert-unused-matrix.example.com",
+            "cert-unused-example.com",
+        ] {
+            assert!(proxied.iter().any(|i| i == id), "proxied lacks {id}");
+            assert!(!direct.iter().any(|i| i == id), "direct has {id}");
+        }
     }
 
     #[test]

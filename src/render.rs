@@ -221,6 +221,8 @@ pub struct RenderContext {
     pub config: HostConfig,
     /// `synapse.host != server_name`: `.well-known` is served on server_name.
     pub delegated: bool,
+    /// What faces the clients: nginx's sockets, TLS or not, firewall rules (crate::listeners).
+    pub listeners: crate::listeners::Listeners,
     pub facts: Facts,
     /// Empty while the playbooks render (they declare the secrets): only templates inline them.
     pub secrets: Secrets,
@@ -372,6 +374,7 @@ impl RenderContext {
     ) -> RenderContext {
         RenderContext {
             delegated: config.delegated(),
+            listeners: crate::listeners::Listeners::of(&config),
             paths: Layout::new(&config, &facts.release, &inputs.self_exe),
             cert_names: crate::playbook::cert_names(&config),
             config_path: inputs.config_path.display().to_string(),
@@ -424,7 +427,11 @@ impl Renderer {
         env.add_filter("seconds", seconds);
         env.add_filter("tojson", tojson_defined);
         env.add_function("raise", raise);
-        for (name, source) in TEMPLATES.iter().chain(PARTIALS) {
+        for (name, source) in TEMPLATES
+            .iter()
+            .chain(PARTIALS)
+            .chain(crate::edge_config::TEMPLATES)
+        {
             // The sources are compiled in and covered by the golden tests; a syntax error is a bug.
             env.add_template(name, source)
                 .unwrap_or_else(|e| panic!("template {name} does not compile: {e:#}"));

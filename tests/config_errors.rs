@@ -404,3 +404,21 @@ fn extra_ports_may_repeat_builtin_ports() {
         ["22/tcp", "443/tcp", "3478/udp"]
     );
 }
+
+/// Behind an edge no ACME email is needed, and TURN with an address of its own is fine.
+#[test]
+fn a_proxied_host_needs_no_acme_email() {
+    let c = config::parse(
+        "server_name = \"example.com\"\n[turn]\nexternal_ip = \"203.0.113.7\"\n[edge]\nmode = \"proxied\"\nlisten = \"::1\"\n",
+        FILE,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.proxied());
+    assert_eq!(c.edge.listen, "[::1]");
+    assert_eq!(
+        c.edge.trusted,
+        vec!["::1"],
+        "loopback: the edge is this host"
+    );
+    assert_eq!((c.edge.port, c.edge.federation_port), (8080, 443));
+}

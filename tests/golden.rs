@@ -120,7 +120,7 @@ backup_max_age = "8d"
     );
 
     // (g) Synapse workers, auto-sized on 8 CPUs and 16 GB, with one event persister on top (issue 13).
-    let g = host_toml(
+    let workers = host_toml(
         "closed",
         "[synapse.workers]\nmode = \"auto\"\nevent_persister = 1\n",
     );
@@ -133,8 +133,19 @@ backup_max_age = "8d"
             .unwrap_or_else(|e| panic!("examples/host.toml: {e:?}"))
     };
 
+    // (g) behind an edge on another machine: plain HTTP on an internal address for it alone, federation
+    // through the edge on 8448, TURN on its own public address without TLS, no ACME email at all.
+    let g = matrix_provision::config::parse(
+        "server_name = \"example.com\"\n[synapse]\nregistration = \"closed\"\n\
+         [turn]\nexternal_ip = \"203.0.113.7\"\n\
+         [edge]\nmode = \"proxied\"\nlisten = \"10.0.0.5\"\ntrusted = [\"10.0.0.2\", \"fd00::/64\"]\nfederation_port = 8448\n",
+        "golden host.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+
     vec![
         ("a-delegated-defaults", context(a, facts(4096, 2))),
+        ("g-proxied-internal", context(g, facts(4096, 2))),
         (
             "e-debian12-example",
             context(example(), on(release::SUPPORTED[0], 4096, 2)),
@@ -146,7 +157,7 @@ backup_max_age = "8d"
         ("b-same-host-private", context(b, facts(8192, 4))),
         ("c-open-small-vps", context(c, facts(2048, 1))),
         ("d-synapse-only-big", context(d, facts(65536, 16))),
-        ("g-workers-auto", context(g, facts(16384, 8))),
+        ("h-workers-auto", context(workers, facts(16384, 8))),
     ]
 }
 
@@ -402,14 +413,15 @@ fn synapse_fragments_are_yaml_with_the_intended_settings() {
                 .map(|u| u.as_str().unwrap())
                 .collect();
             let h = &c.turn.host;
-            assert_eq!(
-                uris,
-                [
-                    format!("turn:{h}:3478?transport=udp"),
-                    format!("turn:{h}:3478?transport=tcp"),
-                    format!("turns:{h}:5349?transport=tcp"),
-                ]
-            );
+            // TURN over TLS needs the certificate only a direct host has.
+            let mut want = vec![
+                format!("turn:{h}:3478?transport=udp"),
+                format!("turn:{h}:3478?transport=tcp"),
+            ];
+            if ctx.listeners.tls {
+                want.push(format!("turns:{h}:5349?transport=tcp"));
+            }
+            assert_eq!(uris, want);
             assert_eq!(
                 turn["turn_shared_secret_path"].as_str(),
                 Some("/etc/matrix-synapse/secrets/turn_shared_secret")
@@ -437,19 +449,20 @@ fn json_outputs_parse_and_point_at_synapse() {
         }
 
         // The .well-known bodies, from whichever vhost serves them.
+        let site = &ctx.listeners.site;
         let vhost = if ctx.delegated {
-            "/etc/nginx/sites-available/matrix-provision-wellknown.conf"
+            format!("/etc/nginx/sites-available/{site}-wellknown.conf")
         } else {
-            "/etc/nginx/sites-available/matrix-provision-synapse.conf"
+            format!("/etc/nginx/sites-available/{site}-synapse.conf")
         };
-        let bodies = wellknown_bodies(&files[vhost]);
+        let bodies = wellknown_bodies(&files[vhost.as_str()]);
         let client = json(&bodies["/.well-known/matrix/client"], variant);
         assert_eq!(client["m.homeserver"]["base_url"], base_url.as_str());
         if c.synapse.federation {
             let server = json(&bodies["/.well-known/matrix/server"], variant);
             assert_eq!(
                 server["m.server"],
-                format!("{}:443", c.synapse.host).as_str()
+                format!("{}:{}", c.synapse.host, ctx.listeners.federation_port).as_str()
             );
         } else {
             assert!(!bodies.contains_key("/.well-known/matrix/server"));
@@ -497,7 +510,11 @@ fn nginx_vhosts_are_balanced_and_route_as_intended() {
             assert_eq!(depth, 0, "{variant}{dest}: unbalanced braces");
         }
 
-        let synapse = &files["/etc/nginx/sites-available/matrix-provision-synapse.conf"];
+        let synapse = &files[format!(
+            "/etc/nginx/sites-available/{}-synapse.conf",
+            ctx.listeners.site
+        )
+        .as_str()];
         assert!(synapse.contains("location ~ ^(/_matrix|/_synapse/client) {"));
         // proxy_pass without a URI part, or nginx normalises request paths.
         assert!(synapse.contains("proxy_pass http://matrix_synapse;"));
@@ -518,7 +535,27 @@ fn nginx_vhosts_are_balanced_and_route_as_intended() {
             synapse.contains("location /_synapse/admin"),
             c.synapse.expose_admin_api
         );
-        assert_eq!(synapse.contains("listen 8448"), c.synapse.federation);
+        assert_eq!(
+            synapse.contains("listen 8448"),
+            c.synapse.federation && ctx.listeners.tls
+        );
+        if !ctx.listeners.tls {
+            // Behind an edge: plain HTTP on its listener only, the client address believed from it alone.
+            assert!(!files.contains_key("/etc/nginx/sites-available/matrix-provision-http.conf"));
+            for (dest, text) in files.iter().filter(|(d, _)| d.contains("sites-available")) {
+                assert!(!text.contains("ssl"), "{variant}{dest}: TLS behind an edge");
+                assert!(!text.contains("listen 443"), "{variant}{dest}");
+                if !dest.ends_with("default.conf") {
+                    for a in &ctx.listeners.real_ip_from {
+                        assert!(
+                            text.contains(&format!("set_real_ip_from {a};")),
+                            "{variant}{dest}"
+                        );
+                    }
+                }
+            }
+            continue;
+        }
         assert!(synapse.contains(&format!(
             "client_max_body_size {}M;",
             c.synapse.max_upload_size_mb
@@ -643,7 +680,18 @@ fn coturn_never_relays_to_the_host_itself() {
         for addr in own.chain(ctx.config.turn.external_ip.as_deref()) {
             assert!(denied.contains(&addr), "{variant}: {addr} is not denied");
         }
-        for line in ["no-software-attribute", "no-tlsv1", "no-tlsv1_1"] {
+        assert!(
+            conf.lines().any(|l| l == "no-software-attribute"),
+            "{variant}"
+        );
+        if !ctx.listeners.tls {
+            assert!(
+                conf.lines().any(|l| l == "no-tls") && !conf.contains("5349"),
+                "{variant}"
+            );
+            continue;
+        }
+        for line in ["no-tlsv1", "no-tlsv1_1"] {
             assert!(conf.lines().any(|l| l == line), "{variant}: {line}");
         }
         let ciphers = conf

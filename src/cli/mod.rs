@@ -9,6 +9,7 @@
 
 mod converge;
 mod doctor;
+mod edge_config;
 pub mod element_update;
 mod token;
 mod user;
@@ -56,6 +57,8 @@ pub(crate) enum Command {
     ElementJob,
     /// Read-only health report: services, /health, certificates, firewall, database, disk. Exit 1 on any ✗.
     Doctor(doctor::Args),
+    /// Print the configuration of the edge in front of a proxied host (cloudflared, apache, haproxy, caddy).
+    EdgeConfig(edge_config::Args),
     /// Registration tokens: create, list, revoke (admin API on loopback).
     Token(token::Args),
     /// Accounts: add, list, reset-password, deactivate (admin API on loopback).
@@ -134,6 +137,7 @@ pub fn main() -> ExitCode {
             .and_then(|config| element_update::execute(&args, &config)),
         Command::ElementJob => element_update::execute_job(),
         Command::Doctor(args) => doctor::execute(&args),
+        Command::EdgeConfig(args) => edge_config::execute(&args),
         Command::Token(args) => token::execute(&args),
         Command::User(args) => user::execute(&args),
     };

@@ -433,6 +433,79 @@ fn non_public_v6(ip: Ipv6Addr) -> Option<&'static str> {
     }
 }
 
+/// The address nginx listens on for the edge: an IP address of this host, loopback (the edge runs here)
+/// or an internal one. The unspecified address is refused: plain HTTP would face every network.
+/// Stored in canonical text form, IPv6 in brackets as nginx's `listen` wants it.
+pub(super) fn listen_address(s: &str) -> Result<String, Bad> {
+    let trimmed = s.trim().trim_matches(['[', ']']);
+    let ip: IpAddr = s.parse().or_else(|_| {
+        trimmed.parse().map_err(|_| {
+            bad(
+                "is not an IPv4 or IPv6 address (a port goes in edge.port)",
+                trimmed
+                    .rsplit_once(':')
+                    .and_then(|(h, _)| h.trim_matches(['[', ']']).parse::<IpAddr>().ok())
+                    .map(|ip| ip.to_string()),
+            )
+        })
+    })?;
+    if ip.is_unspecified() {
+        return Err(Bad {
+            message: "is the unspecified address: nginx would serve plain HTTP on every interface"
+                .to_string(),
+            fix: None,
+            redacted: None,
+            advice: Some(format!(
+                "write {} when the edge runs on this host, else the internal address the edge reaches",
+                crate::layout::LOOPBACK
+            )),
+        });
+    }
+    Ok(match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    })
+}
+
+/// An edge address nginx believes X-Forwarded-For from: an IP address or a CIDR range, never a range
+/// that holds every address (then any client could say who it is). Canonical text form.
+pub(super) fn trusted_address(s: &str) -> Result<String, Bad> {
+    let (addr, prefix) = match s.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (s, None),
+    };
+    let ip: IpAddr = addr.trim().parse().map_err(|_| {
+        bad(
+            "is not an IP address or a CIDR range such as \"10.0.0.0/24\"",
+            None,
+        )
+    })?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let Some(prefix) = prefix else {
+        return Ok(ip.to_string());
+    };
+    match prefix.parse::<u8>() {
+        Ok(0) => Err(Bad {
+            message: "trusts every address: any client could forge its address in X-Forwarded-For"
+                .to_string(),
+            fix: None,
+            redacted: None,
+            advice: Some("list only the edge's own addresses".to_string()),
+        }),
+        Ok(p) if p <= max => Ok(format!("{ip}/{p}")),
+        _ => Err(bad(
+            format!("has prefix length `{prefix}`; it must be 1 to {max}"),
+            None,
+        )),
+    }
+}
+
+/// Whether an address or range lies in loopback (traffic from it never crosses the firewall).
+pub(super) fn is_loopback(s: &str) -> bool {
+    let addr = s.split('/').next().unwrap_or(s).trim_matches(['[', ']']);
+    addr.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct PortSpec {
     pub low: u16,

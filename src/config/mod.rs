@@ -63,9 +63,48 @@ pub struct HostConfig {
     pub turn: Turn,
     pub firewall: Firewall,
     pub sources: Sources,
+    /// Default (direct) for documents written before [edge] existed.
+    #[serde(default)]
+    pub edge: Edge,
     /// Absent from older host.toml files and from hand-built configs: off.
     #[serde(default)]
     pub metrics: Metrics,
+}
+
+/// Who terminates TLS for the public names: nginx itself (`direct`, with certbot) or an edge in front
+/// (`proxied`: a tunnel, a load balancer, another web server), which forwards plain HTTP to our nginx.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EdgeMode {
+    #[default]
+    Direct,
+    Proxied,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Edge {
+    pub mode: EdgeMode,
+    /// The address our nginx listens on for the edge (proxied): loopback when the edge runs on this host.
+    pub listen: String,
+    /// Its port (plain HTTP).
+    pub port: u16,
+    /// Addresses (or CIDR ranges) of the edge, the only peers whose X-Forwarded-For nginx believes.
+    pub trusted: Vec<String>,
+    /// Where federation arrives at the edge: 443 (delegated with `m.server` ending `:443`) or 8448.
+    pub federation_port: u16,
+}
+
+impl Default for Edge {
+    fn default() -> Edge {
+        Edge {
+            mode: EdgeMode::Direct,
+            listen: crate::layout::LOOPBACK.into(),
+            port: 8080,
+            trusted: vec![crate::layout::LOOPBACK.into()],
+            federation_port: 443,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -208,6 +247,11 @@ impl HostConfig {
     /// Synapse serves under a different name than server_name: `.well-known` delegation is needed.
     pub fn delegated(&self) -> bool {
         self.synapse.host != self.server_name
+    }
+
+    /// An edge in front terminates TLS (`edge.mode = "proxied"`).
+    pub fn proxied(&self) -> bool {
+        self.edge.mode == EdgeMode::Proxied
     }
 }
 

@@ -248,18 +248,20 @@ pub(super) fn validate(raw: &Raw, issues: &mut Issues<'_>) -> HostConfig {
         Some(_) => v.plain("server_name", check::domain),
     };
 
+    let edge = edge(&mut v);
     let acme = Acme {
         enabled: v.boolean("acme.enabled"),
         email: v.optional_str("acme.email", check::email),
     };
-    if acme.enabled && !raw.present("acme.email") {
+    // Behind an edge nobody asks Let's Encrypt for anything: the edge holds the certificates.
+    if acme.enabled && edge.mode == EdgeMode::Direct && !raw.present("acme.email") {
         let domain = if server_name.ok {
             server_name.value.as_str()
         } else {
             "example.com"
         };
         let hint = format!(
-            "add email = \"admin@{domain}\" under [acme] (or set enabled = false there to bring your own certificates)"
+            "add email = \"admin@{domain}\" under [acme] (or set enabled = false there to bring your own certificates, or mode = \"proxied\" under [edge] when a tunnel or proxy in front holds them)"
         );
         v.missing(
             raw.section_line("acme"),
@@ -478,6 +480,30 @@ pub(super) fn validate(raw: &Raw, issues: &mut Issues<'_>) -> HostConfig {
         );
     }
 
+    // The edge forwards HTTP(S), not TURN: coturn must be reachable on an address of its own.
+    if edge.mode == EdgeMode::Proxied && turn.enabled && turn.external_ip.is_none() {
+        let line = raw
+            .bool("turn.enabled")
+            .and_then(|t| t.line)
+            .or(raw.section_line("turn"))
+            .or(raw.section_line("edge"));
+        v.missing(
+            line,
+            "turn.external_ip",
+            &format!("behind an edge (edge.mode = \"proxied\") calls cannot be relayed through it: coturn needs an address clients reach directly (UDP {} and the relay range)", crate::layout::TURN_PORT),
+            "set external_ip = \"<public address of this host or its NAT>\" under [turn] and point turn.host's DNS at it, or set enabled = false under [turn]".to_string(),
+        );
+    }
+    if edge.mode == EdgeMode::Proxied && turn.enabled && edge.port == crate::layout::TURN_PORT {
+        v.issues.push(
+            raw.int("edge.port").and_then(|p| p.line),
+            "edge.port",
+            Some(&edge.port.to_string()),
+            "is coturn's port",
+            Some("write e.g. port = 8080 under [edge]".to_string()),
+        );
+    }
+
     HostConfig {
         server_name: server_name.value,
         acme,
@@ -487,6 +513,113 @@ pub(super) fn validate(raw: &Raw, issues: &mut Issues<'_>) -> HostConfig {
         firewall,
         sources,
         metrics,
+        edge,
+    }
+}
+
+fn edge(v: &mut Validator<'_, '_>) -> Edge {
+    let defaults = Edge::default();
+    let mode = match v.raw.str("edge.mode") {
+        None => EdgeMode::Direct,
+        Some(val) => match val.value.as_str() {
+            "direct" => EdgeMode::Direct,
+            "proxied" => EdgeMode::Proxied,
+            _ => {
+                let modes = ["direct", "proxied"];
+                let lower = val.value.trim().to_ascii_lowercase();
+                let fix = modes
+                    .iter()
+                    .find(|m| **m == lower)
+                    .copied()
+                    .or_else(|| check::closest(&lower, modes))
+                    .unwrap_or("proxied");
+                v.fail(
+                    "edge.mode",
+                    &val,
+                    "must be \"direct\" (nginx faces the internet and gets certificates) or \"proxied\" (a tunnel or reverse proxy in front terminates TLS)",
+                    format!("write mode = \"{fix}\""),
+                );
+                EdgeMode::Direct
+            }
+        },
+    };
+    let listen = v
+        .optional("edge.listen", check::listen_address)
+        .unwrap_or(defaults.listen);
+    let port = v.int("edge.port");
+    if port.ok && port.value == i64::from(crate::layout::SYNAPSE_PORT) {
+        if let Some(val) = v.raw.int("edge.port") {
+            v.fail(
+                "edge.port",
+                &val,
+                format!(
+                    "is Synapse's own listener ({}); nginx needs a port of its own",
+                    crate::layout::SYNAPSE_ADDR
+                ),
+                "write e.g. port = 8080".to_string(),
+            );
+        }
+    }
+    let (https, federation) = (
+        i64::from(crate::layout::HTTPS_PORT),
+        i64::from(crate::layout::FEDERATION_PORT),
+    );
+    let fed = v.int("edge.federation_port");
+    if fed.ok && fed.value != https && fed.value != federation {
+        if let Some(val) = v.raw.int("edge.federation_port") {
+            v.fail(
+                "edge.federation_port",
+                &val,
+                format!("must be {https} (delegated with m.server ending :{https}) or {federation} (Matrix's default port)"),
+                format!("write federation_port = {https}"),
+            );
+        }
+    }
+    let trusted = match v.raw.str_list("edge.trusted") {
+        Some(list) => {
+            let mut ok = Vec::new();
+            for (i, entry) in &list {
+                match check::trusted_address(&entry.value) {
+                    Ok(a) => ok.push(a),
+                    Err(bad) => {
+                        let hint = bad
+                            .advice
+                            .unwrap_or_else(|| "write e.g. \"10.0.0.2\" or \"10.0.0.0/24\"".into());
+                        v.fail(&format!("edge.trusted[{i}]"), entry, bad.message, hint);
+                    }
+                }
+            }
+            if list.is_empty() && mode == EdgeMode::Proxied {
+                v.issues.push(
+                    v.raw.section_line("edge"),
+                    "edge.trusted",
+                    Some("[]"),
+                    "is empty: nginx would take every client's address to be the edge's",
+                    Some("list the edge's addresses, e.g. trusted = [\"10.0.0.2\"]".into()),
+                );
+            }
+            ok
+        }
+        // The edge on this host (loopback) is the one peer; an edge elsewhere must be named.
+        None if check::is_loopback(&listen) => vec![listen.trim_matches(['[', ']']).to_string()],
+        None => {
+            if mode == EdgeMode::Proxied {
+                v.missing(
+                    v.raw.section_line("edge"),
+                    "edge.trusted",
+                    &format!("nginx listens on {listen}, not loopback, so the edge's addresses must be listed (only they may say who the client is)"),
+                    "add trusted = [\"<the edge's address>\"] under [edge]".to_string(),
+                );
+            }
+            Vec::new()
+        }
+    };
+    Edge {
+        mode,
+        listen,
+        port: port.value as u16,
+        trusted,
+        federation_port: fed.value as u16,
     }
 }
 

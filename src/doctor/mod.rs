@@ -335,30 +335,62 @@ impl Doctor<'_> {
             .map(|d| d.trim().to_string())
     }
 
+    /// A GET as the world makes it: directly (nginx terminates TLS), or behind an edge through the edge
+    /// when this host can reach it, else from nginx's own listener for the edge with the name as Host.
+    /// Returns the body and, behind an edge, how it was reached.
+    fn get_public(&self, url: &str, host: &str, path: &str) -> Result<(Vec<u8>, String), String> {
+        let front = crate::listeners::Listeners::of(self.config);
+        match self.sys.http_get(url) {
+            Ok(body) if front.tls => Ok((body, String::new())),
+            Ok(body) => Ok((body, " (through the edge)".into())),
+            Err(e) if front.tls => Err(format!("{e:#}")),
+            Err(edge_err) => {
+                let local = format!("{}{path}", front.upstream);
+                let opts = crate::http::Options {
+                    host_header: Some(host.to_string()),
+                    ..crate::http::Options::default()
+                };
+                let body = self.sys.http_fetch(&local, &opts).map_err(|e| {
+                    format!("not through the edge ({edge_err:#}) nor from nginx's listener: {e:#}")
+                })?;
+                Ok((
+                    body,
+                    format!(
+                        " (from nginx's listener {local}: the edge is not reachable from here)"
+                    ),
+                ))
+            }
+        }
+    }
+
     /// The delegation documents as nginx serves them on server_name.
     fn well_known(&self) -> Vec<Check> {
         let c = self.config;
         let hint = &format!(
-            "systemctl reload {}; check {}/matrix-provision-wellknown.conf",
+            "systemctl reload {}; check {}/{}-wellknown.conf",
             crate::layout::NGINX_UNIT,
-            crate::layout::NGINX_SITES_ENABLED
+            crate::layout::NGINX_SITES_ENABLED,
+            crate::listeners::Listeners::of(c).site
         );
-        let want_server = format!("{}:443", c.synapse.host);
+        let port = crate::listeners::Listeners::of(c).federation_port;
+        let want_server = format!("{}:{port}", c.synapse.host);
         let want_client = format!("https://{}", c.synapse.host);
-        let doc = |kind: &str| -> Result<Value, String> {
-            let url = format!("https://{}/.well-known/matrix/{kind}", c.server_name);
-            let body = self.sys.http_get(&url).map_err(|e| format!("{e:#}"))?;
-            serde_json::from_slice(&body).map_err(|e| format!("{url}: not JSON ({e})"))
+        let doc = |kind: &str| -> Result<(Value, String), String> {
+            let path = format!("/.well-known/matrix/{kind}");
+            let url = format!("https://{}{path}", c.server_name);
+            let (body, via) = self.get_public(&url, &c.server_name, &path)?;
+            let v = serde_json::from_slice(&body).map_err(|e| format!("{url}: not JSON ({e})"))?;
+            Ok((v, via))
         };
         let judge = |kind: &str, key: &[&str], want: &str| {
             let name = format!(".well-known/matrix/{kind}");
             match doc(kind) {
                 Err(e) => Check::fail(name, e, hint),
-                Ok(v) => {
+                Ok((v, via)) => {
                     let got = key.iter().fold(&v, |v, k| &v[*k]);
                     let got = got.as_str().unwrap_or("").trim_end_matches('/');
                     if got == want {
-                        Check::ok(name, format!("points to {want}"))
+                        Check::ok(name, format!("points to {want}{via}"))
                     } else {
                         Check::fail(name, format!("says {got:?}, expected {want:?}"), hint)
                     }
@@ -373,19 +405,27 @@ impl Doctor<'_> {
 
     fn federation_keys(&self) -> Check {
         let host = &self.config.synapse.host;
-        let port = crate::layout::FEDERATION_PORT;
-        let name = &format!("federation keys on {port}");
-        let url = format!("https://{host}:{port}/_matrix/key/v2/server");
+        let front = crate::listeners::Listeners::of(self.config);
+        // Direct: nginx's 8448; behind an edge: where the edge takes federation.
+        let port = if front.tls {
+            crate::layout::FEDERATION_PORT
+        } else {
+            front.federation_port
+        };
+        let name = format!("federation keys on {port}");
+        let path = "/_matrix/key/v2/server";
+        let url = format!("https://{host}:{port}{path}");
         let hint = format!(
-            "check that port {port} is open (ufw status) and nginx listens on it; then test with \
+            "check that port {port} is open (ufw status{}) and reaches nginx; then test with \
              https://federationtester.matrix.org/#{}",
+            if front.tls { "" } else { " on the edge" },
             self.config.server_name
         );
-        match self.sys.http_get(&url) {
-            Ok(body) => match serde_json::from_slice::<Value>(&body) {
+        match self.get_public(&url, host, path) {
+            Ok((body, via)) => match serde_json::from_slice::<Value>(&body) {
                 Ok(v) if v["server_name"] == self.config.server_name.as_str() => Check::ok(
                     name,
-                    format!("{url} answers for {}", self.config.server_name),
+                    format!("{url} answers for {}{via}", self.config.server_name),
                 ),
                 Ok(v) => Check::fail(
                     name,
@@ -394,7 +434,7 @@ impl Doctor<'_> {
                 ),
                 Err(_) => Check::fail(name, format!("{url}: not a key document"), hint),
             },
-            Err(e) => Check::fail(name, format!("{e:#}"), hint),
+            Err(e) => Check::fail(name, e, hint),
         }
     }
 
@@ -463,15 +503,29 @@ impl Doctor<'_> {
         if !out.lines().any(|l| l.trim() == "Status: active") {
             return Check::fail(name, "ufw is not active", hint);
         }
-        let allowed: Vec<&str> = out
+        // "443/tcp  ALLOW  Anywhere" → "443/tcp"; "8080/tcp  ALLOW  10.0.0.2" → "8080/tcp from 10.0.0.2".
+        let allowed: Vec<String> = out
             .lines()
             .filter(|l| l.contains("ALLOW") && !l.contains("(v6)"))
-            .filter_map(|l| l.split_whitespace().next())
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let to = *f.first()?;
+                Some(
+                    match f
+                        .iter()
+                        .position(|w| *w == "ALLOW")
+                        .and_then(|i| f.get(i + 1))
+                    {
+                        Some(&from) if from != "Anywhere" => format!("{to} from {from}"),
+                        _ => to.to_string(),
+                    },
+                )
+            })
             .collect();
         let missing: Vec<&str> = want
             .iter()
             .map(String::as_str)
-            .filter(|w| !allowed.contains(w))
+            .filter(|w| !allowed.iter().any(|a| a == w))
             .collect();
         if missing.is_empty() {
             Check::ok(name, format!("active; allows {}", want.join(", ")))
@@ -998,6 +1052,80 @@ mod tests {
             .unwrap_or_else(|| panic!("no check {name}: {checks:#?}"))
     }
 
+    /// Behind an edge: no certificate or TLS check (this host serves none), .well-known and federation
+    /// through the edge when it answers, else from nginx's listener; ufw's rule for the edge's address.
+    #[test]
+    fn behind_an_edge_doctor_checks_through_it_or_the_local_listener() {
+        let sys = healthy();
+        sys.on_cmd(
+            "ufw status",
+            0,
+            "Status: active\n\nTo                         Action      From\n--                         ------      ----\n\
+             22/tcp                     ALLOW       Anywhere\n8080/tcp                   ALLOW       10.0.0.2\n",
+        );
+        let config = crate::config::parse(
+            "server_name = \"example.org\"\n[turn]\nenabled = false\n[edge]\nmode = \"proxied\"\nlisten = \"10.0.0.5\"\ntrusted = [\"10.0.0.2\"]\n",
+            "host.toml",
+        )
+        .unwrap();
+        {
+            let mut urls = sys.urls.lock().unwrap();
+            // The edge does not answer this host for server_name, but nginx's listener does.
+            urls.remove("https://example.org/.well-known/matrix/server");
+            urls.remove("https://example.org/.well-known/matrix/client");
+            urls.insert(
+                "http://10.0.0.5:8080/.well-known/matrix/server".into(),
+                br#"{"m.server":"matrix.example.org:443"}"#.to_vec(),
+            );
+            urls.insert(
+                "http://10.0.0.5:8080/.well-known/matrix/client".into(),
+                br#"{"m.homeserver":{"base_url":"https://matrix.example.org"}}"#.to_vec(),
+            );
+            urls.insert(
+                "https://matrix.example.org:443/_matrix/key/v2/server".into(),
+                br#"{"server_name":"example.org","verify_keys":{}}"#.to_vec(),
+            );
+        }
+        let inputs = Inputs {
+            config_path: "/root/host.toml".into(),
+            self_exe: "/root/matrix-provision".into(),
+        };
+        let expected = playbook::build(&config, &inputs, &sys, true)
+            .unwrap()
+            .expected_state();
+        assert!(
+            expected.certificates.is_empty() && expected.tls.is_empty(),
+            "{expected:?}"
+        );
+        let checks = Doctor {
+            config: &config,
+            expected: &expected,
+            sys: &sys,
+            now: NOW,
+            latest_element: None,
+            turn_offer: None,
+            turn_relay: None,
+            public: true,
+        }
+        .run();
+        assert!(
+            !checks.iter().any(|c| c.name.starts_with("TLS")),
+            "{checks:#?}"
+        );
+        let wk = find(&checks, ".well-known/matrix/server");
+        assert_eq!(wk.level, Level::Ok, "{wk:?}");
+        assert!(
+            wk.detail.contains("nginx's listener http://10.0.0.5:8080"),
+            "{wk:?}"
+        );
+        let fed = find(&checks, "federation keys on 443");
+        assert_eq!(fed.level, Level::Ok, "{fed:?}");
+        assert!(fed.detail.contains("through the edge"), "{fed:?}");
+        let fw = find(&checks, "firewall (ufw)");
+        assert_eq!(fw.level, Level::Ok, "{fw:?}");
+        assert!(fw.detail.contains("8080/tcp from 10.0.0.2"), "{fw:?}");
+    }
+
     #[test]
     fn a_converged_host_is_all_green() {
         let sys = healthy();
@@ -1083,6 +1211,7 @@ mod tests {
             step: Box::new(FirewallStep {
                 ssh_ports: None,
                 allow: vec!["8443/tcp".into()],
+                managed_ports: Vec::new(),
             }),
             after: Vec::new(),
             notify: Vec::new(),

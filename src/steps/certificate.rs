@@ -106,6 +106,11 @@ impl Step for CertificateStep {
             )));
         }
         match conf {
+            Some(c) if have_cert && autorenew_off(&c) => Ok(Change::modify(format!(
+                "renew the certificate for {} again (take `{AUTORENEW_OFF}` out of {}, which an edge in front had put there; renewed now if due)",
+                self.name,
+                self.renewal().display()
+            ))),
             Some(c) if have_cert => match renewal_server(&c) {
                 Some(s) if s == acme.directory_url => Ok(Change::in_sync()),
                 other => Ok(Change::modify(format!(
@@ -132,6 +137,14 @@ impl Step for CertificateStep {
             aside.push(format!(".mp-broken-{stamp}"));
             ctx.sys.rename(piece, Path::new(&aside))?;
         }
+        let mut renew_if_due = false;
+        if let Some(conf) = ctx.sys.read(&self.renewal())? {
+            let conf = String::from_utf8_lossy(&conf);
+            if autorenew_off(&conf) {
+                rewrite_renewal(ctx, &self.renewal(), &with_autorenew(&conf, false))?;
+                renew_if_due = true;
+            }
+        }
         let mut cmd = Cmd::new("certbot").args([
             "certonly",
             "--non-interactive",
@@ -150,7 +163,7 @@ impl Step for CertificateStep {
             "--server",
             &acme.directory_url,
         ]);
-        if change.kind == crate::engine::ChangeKind::Modify && broken.is_empty() {
+        if change.kind == crate::engine::ChangeKind::Modify && broken.is_empty() && !renew_if_due {
             // Another CA issued the current one (e.g. staging → production): replace it now.
             cmd = cmd.arg("--force-renewal");
         } else {
@@ -198,6 +211,91 @@ impl Step for CertificateStep {
             // certbot's own timer renews what this step requested.
             state.unit("certbot.timer", None);
         }
+    }
+}
+
+/// A lineage a direct host had, on a host now behind an edge: nothing serves it and nothing would answer
+/// certbot's HTTP-01 challenge, so `certbot renew` would fail on it twice a day. It stays on disk (a switch
+/// back to direct mode needs no new issuance, and no rate limit can bite) with `autorenew = False` in its
+/// renewal configuration, which `certbot renew` honours; [`CertificateStep`] takes that line out again.
+pub struct UnusedCertificateStep {
+    pub name: String,
+}
+
+const AUTORENEW_OFF: &str = "autorenew = False";
+
+fn renewal_conf(name: &str) -> PathBuf {
+    Path::new(crate::layout::LETSENCRYPT_RENEWAL).join(format!("{name}.conf"))
+}
+
+/// Whether a renewal configuration turns automatic renewal off (`autorenew = False` in [renewalparams]).
+fn autorenew_off(conf: &str) -> bool {
+    conf.lines().any(|l| {
+        l.trim()
+            .strip_prefix("autorenew")
+            .and_then(|r| r.trim_start().strip_prefix('='))
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"))
+    })
+}
+
+/// The configuration with `autorenew` set as wanted: the line added under `[renewalparams]`, or removed.
+fn with_autorenew(conf: &str, off: bool) -> String {
+    let mut out = String::with_capacity(conf.len() + 20);
+    for line in conf.lines() {
+        if line.trim().starts_with("autorenew") {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+        if off && line.trim() == "[renewalparams]" {
+            out.push_str(AUTORENEW_OFF);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Rewrite a renewal configuration in place, keeping its owner and mode (certbot's 0644 root).
+fn rewrite_renewal(ctx: &Ctx, path: &Path, text: &str) -> Result<()> {
+    let stat = ctx
+        .sys
+        .stat(path)?
+        .ok_or_else(|| anyhow::anyhow!("{} disappeared", path.display()))?;
+    let spec = crate::system::FileSpec {
+        path: path.to_path_buf(),
+        uid: stat.uid,
+        gid: stat.gid,
+        mode: stat.mode,
+    };
+    ctx.sys.write(&spec, text.as_bytes())
+}
+
+impl Step for UnusedCertificateStep {
+    fn check(&self, ctx: &Ctx) -> Result<Change> {
+        let Some(conf) = ctx.sys.read(&renewal_conf(&self.name))? else {
+            return Ok(Change::in_sync());
+        };
+        let conf = String::from_utf8_lossy(&conf);
+        if autorenew_off(&conf) || !conf.lines().any(|l| l.trim() == "[renewalparams]") {
+            return Ok(Change::in_sync());
+        }
+        Ok(Change::modify(format!(
+            "stop renewing the unused certificate {} ({AUTORENEW_OFF} in {}; the lineage stays for a switch back)",
+            self.name,
+            renewal_conf(&self.name).display()
+        )))
+    }
+
+    fn apply(&self, ctx: &Ctx, _change: &Change) -> Result<()> {
+        let path = renewal_conf(&self.name);
+        let Some(conf) = ctx.sys.read(&path)? else {
+            return Ok(());
+        };
+        rewrite_renewal(
+            ctx,
+            &path,
+            &with_autorenew(&String::from_utf8_lossy(&conf), true),
+        )
     }
 }
 
@@ -342,5 +440,75 @@ mod tests {
         let conf = "version = 2.1.0\narchive_dir = /etc/letsencrypt/archive/x\n[renewalparams]\naccount = abc\nserver = https://localhost:14000/dir\nauthenticator = webroot\n";
         assert_eq!(renewal_server(conf), Some("https://localhost:14000/dir"));
         assert_eq!(renewal_server("version = 1\n"), None);
+    }
+
+    const CONF: &str = "version = 2.1.0\narchive_dir = /etc/letsencrypt/archive/x\n[renewalparams]\naccount = abc\nserver = https://localhost:14000/dir\nauthenticator = webroot\n";
+
+    #[test]
+    fn autorenew_goes_in_and_out_under_renewalparams() {
+        let off = with_autorenew(CONF, true);
+        assert!(
+            off.contains("[renewalparams]\nautorenew = False\naccount = abc\n"),
+            "{off}"
+        );
+        assert!(autorenew_off(&off) && !autorenew_off(CONF));
+        assert_eq!(with_autorenew(&off, false), CONF);
+        assert_eq!(renewal_server(&off), Some("https://localhost:14000/dir"));
+    }
+
+    /// Behind an edge the lineage stays but is not renewed; back in direct mode it is renewed again.
+    #[test]
+    fn an_unused_lineage_stops_renewing_and_a_direct_host_takes_it_back() {
+        use crate::secrets::SecretStore;
+        use crate::system::FakeSystem;
+        let sys = FakeSystem::new();
+        let secrets = SecretStore::new();
+        let ctx = Ctx::new(&sys, &secrets);
+        let unused = UnusedCertificateStep {
+            name: "matrix.example.com".into(),
+        };
+        assert!(
+            unused.check(&ctx).unwrap().is_in_sync(),
+            "no lineage: nothing to do"
+        );
+        sys.put("/etc/letsencrypt/renewal/matrix.example.com.conf", CONF);
+        sys.put(
+            "/etc/letsencrypt/live/matrix.example.com/fullchain.pem",
+            "x",
+        );
+        sys.put("/etc/letsencrypt/live/matrix.example.com/privkey.pem", "x");
+        let change = unused.check(&ctx).unwrap();
+        assert!(change.summary.contains("stop renewing"), "{change:?}");
+        unused.apply(&ctx, &change).unwrap();
+        assert!(unused.check(&ctx).unwrap().is_in_sync());
+        assert!(sys
+            .get("/etc/letsencrypt/live/matrix.example.com/privkey.pem")
+            .is_some());
+
+        sys.on_cmd("certbot certonly", 0, "Certificate not yet due for renewal");
+        let direct = CertificateStep {
+            name: "matrix.example.com".into(),
+            acme: Some(Acme {
+                email: "a@example.com".into(),
+                directory_url: "https://localhost:14000/dir".into(),
+                ca_bundle: None,
+                webroot: "/var/www/letsencrypt".into(),
+            }),
+        };
+        let change = direct.check(&ctx).unwrap();
+        assert!(change.summary.contains("again"), "{change:?}");
+        direct.apply(&ctx, &change).unwrap();
+        let ran = sys.commands();
+        assert!(
+            ran.iter()
+                .any(|c| c.contains("--keep-until-expiring") && !c.contains("--force-renewal")),
+            "{ran:?}"
+        );
+        assert_eq!(
+            sys.get("/etc/letsencrypt/renewal/matrix.example.com.conf")
+                .unwrap(),
+            CONF
+        );
+        assert!(direct.check(&ctx).unwrap().is_in_sync());
     }
 }

@@ -19,8 +19,12 @@ pub struct FirewallStep {
     /// `firewall.ssh_ports` from host.toml: allowed on top of the detected ones; Some([]) also vouches
     /// that none is needed when detection finds nothing.
     pub ssh_ports: Option<Vec<u16>>,
-    /// The other ufw rule specs such as "443/tcp" or "49152:65535/udp", in the order to add them.
+    /// The other ufw rule specs such as "443/tcp", "49152:65535/udp" or "8080/tcp from 10.0.0.2" (only
+    /// from that address), in the order to add them.
     pub allow: Vec<String>,
+    /// Ports whose allow rules this step owns: a rule on one of them that is not wanted is deleted (the
+    /// web ports after a switch to an edge in front, the edge's port after a switch back).
+    pub managed_ports: Vec<u16>,
 }
 
 impl FirewallStep {
@@ -53,20 +57,56 @@ impl FirewallStep {
     }
 }
 
-/// "allow tcp 443 0.0.0.0/0 any 0.0.0.0/0 in" → "443/tcp".
+/// "allow tcp 443 0.0.0.0/0 any 0.0.0.0/0 in" → "443/tcp"; with a source address other than "anywhere"
+/// ("allow tcp 8080 0.0.0.0/0 any 10.0.0.2 in") → "8080/tcp from 10.0.0.2".
 fn rules_in(user_rules: &str) -> Vec<String> {
     user_rules
         .lines()
         .filter_map(|l| l.strip_prefix("### tuple ### allow "))
         .filter_map(|t| {
+            // proto dport dst sport src direction
             let f: Vec<&str> = t.split_whitespace().collect();
-            (f.len() >= 3 && f.last() == Some(&"in")).then(|| format!("{}/{}", f[1], f[0]))
+            if f.len() < 3 || f.last() != Some(&"in") {
+                return None;
+            }
+            let rule = format!("{}/{}", f[1], f[0]);
+            Some(match f.get(4) {
+                Some(src) if f.len() == 6 && *src != "0.0.0.0/0" && *src != "::/0" => {
+                    format!("{rule} from {src}")
+                }
+                _ => rule,
+            })
         })
         .collect()
 }
 
+/// A rule spec as ufw's arguments after `allow` (or `delete allow`).
+fn ufw_args(rule: &str) -> Vec<String> {
+    match rule.split_once(" from ") {
+        Some((port_proto, src)) => {
+            let (port, proto) = port_proto.split_once('/').unwrap_or((port_proto, "tcp"));
+            ["from", src, "to", "any", "port", port, "proto", proto]
+                .map(String::from)
+                .to_vec()
+        }
+        None => vec![rule.to_string()],
+    }
+}
+
+/// The single port a rule spec opens ("443/tcp" → 443); None for ranges.
+fn rule_port(rule: &str) -> Option<u16> {
+    rule.split('/').next()?.parse().ok()
+}
+
+/// Which of ufw's two rules files a rule lives in: a source address says; otherwise both (IPV6=yes).
+fn family(rule: &str) -> Option<bool> {
+    rule.split_once(" from ").map(|(_, src)| src.contains(':'))
+}
+
 struct State {
     missing: Vec<String>,
+    /// Allow rules on a managed port that this host does not want.
+    unwanted: Vec<String>,
     enabled: bool,
     deny_incoming: bool,
 }
@@ -104,12 +144,24 @@ impl FirewallStep {
         // With IPV6=yes, `ufw allow` writes both files; a rule in only one (IPv6 turned on later) is
         // added again, and ufw adds just the missing half.
         let have_v6 = read("/etc/ufw/user6.rules")?.is_some();
+        let mut unwanted: Vec<String> = Vec::new();
+        for r in v4.iter().chain(&v6) {
+            let managed = rule_port(r).is_some_and(|p| self.managed_ports.contains(&p));
+            if managed && !rules.contains(r) && !unwanted.contains(r) {
+                unwanted.push(r.clone());
+            }
+        }
         Ok(State {
             missing: rules
                 .iter()
-                .filter(|r| !v4.contains(r) || (have_v6 && !v6.contains(r)))
+                .filter(|r| match family(r) {
+                    Some(false) => !v4.contains(r),
+                    Some(true) => have_v6 && !v6.contains(r),
+                    None => !v4.contains(r) || (have_v6 && !v6.contains(r)),
+                })
                 .cloned()
                 .collect(),
+            unwanted,
             enabled: conf.lines().any(|l| l.trim() == "ENABLED=yes"),
             deny_incoming: matches!(
                 setting("DEFAULT_INPUT_POLICY").as_deref(),
@@ -123,7 +175,16 @@ impl Step for FirewallStep {
     fn check(&self, ctx: &Ctx) -> Result<Change> {
         let (rules, ssh) = self.rules(ctx.sys)?;
         let s = self.state(ctx, &rules)?;
-        let mut items: Vec<String> = s.missing.iter().map(|r| format!("ufw allow {r}")).collect();
+        let mut items: Vec<String> = s
+            .missing
+            .iter()
+            .map(|r| format!("ufw allow {}", ufw_args(r).join(" ")))
+            .collect();
+        items.extend(
+            s.unwanted
+                .iter()
+                .map(|r| format!("ufw delete allow {}", ufw_args(r).join(" "))),
+        );
         if !s.deny_incoming {
             items.push("ufw default deny incoming".into());
         }
@@ -148,7 +209,15 @@ impl Step for FirewallStep {
         let (rules, ssh) = self.rules(ctx.sys)?;
         let s = self.state(ctx, &rules)?;
         for rule in &s.missing {
-            run_ok(ctx.sys, &Cmd::new("ufw").args(["allow", rule]))?;
+            run_ok(ctx.sys, &Cmd::new("ufw").arg("allow").args(ufw_args(rule)))?;
+        }
+        for rule in &s.unwanted {
+            run_ok(
+                ctx.sys,
+                &Cmd::new("ufw")
+                    .args(["delete", "allow"])
+                    .args(ufw_args(rule)),
+            )?;
         }
         if !s.deny_incoming {
             run_ok(
@@ -182,6 +251,12 @@ mod tests {
     fn parses_ufw_tuples() {
         let rules = "*filter\n### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in\n-A ufw-user-input -p tcp --dport 22 -j ACCEPT\n### tuple ### allow udp 49152:65535 0.0.0.0/0 any 0.0.0.0/0 in\n### tuple ### deny tcp 25 0.0.0.0/0 any 0.0.0.0/0 in\n";
         assert_eq!(rules_in(rules), vec!["22/tcp", "49152:65535/udp"]);
+        let from = "### tuple ### allow tcp 8080 0.0.0.0/0 any 10.0.0.2 in\n### tuple ### allow tcp 80 ::/0 any ::/0 in\n";
+        assert_eq!(rules_in(from), vec!["8080/tcp from 10.0.0.2", "80/tcp"]);
+        assert_eq!(
+            ufw_args("8080/tcp from 10.0.0.2").join(" "),
+            "from 10.0.0.2 to any port 8080 proto tcp"
+        );
     }
 }
 
@@ -207,13 +282,33 @@ mod apply_tests {
             sys.path("/etc/ufw/user6.rules"),
         ];
         sys.on(move |c| {
-            (c.program == "ufw" && c.args[0] == "allow").then(|| {
-                let (port, proto) = c.args[1].split_once('/').unwrap();
-                for f in &files {
+            let delete = c.args[0] == "delete";
+            let a = &c.args[usize::from(delete)..];
+            (c.program == "ufw" && a[0] == "allow").then(|| {
+                // `allow PORT/PROTO` or `allow from SRC to any port PORT proto PROTO`.
+                let (port, proto, src) = match a[1].as_str() {
+                    "from" => (a[6].as_str(), a[8].as_str(), Some(a[2].as_str())),
+                    spec => {
+                        let (p, q) = spec.split_once('/').unwrap();
+                        (p, q, None)
+                    }
+                };
+                for (i, f) in files.iter().enumerate() {
+                    let v6 = i == 1;
+                    let any = if v6 { "::/0" } else { "0.0.0.0/0" };
+                    if src.is_some_and(|s| s.contains(':') != v6) {
+                        continue;
+                    }
+                    let line = format!(
+                        "### tuple ### allow {proto} {port} {any} any {} in\n",
+                        src.unwrap_or(any)
+                    );
                     let mut text = std::fs::read_to_string(f).unwrap();
-                    text.push_str(&format!(
-                        "### tuple ### allow {proto} {port} 0.0.0.0/0 any 0.0.0.0/0 in\n"
-                    ));
+                    if delete {
+                        text = text.replace(&line, "");
+                    } else {
+                        text.push_str(&line);
+                    }
                     std::fs::write(f, text).unwrap();
                 }
                 crate::system::CmdOutput::default()
@@ -244,7 +339,76 @@ mod apply_tests {
         FirewallStep {
             ssh_ports,
             allow: vec!["80/tcp".into(), "49152:65535/udp".into()],
+            managed_ports: vec![80, 443, 8448, 8080],
         }
+    }
+
+    /// Direct → proxied → direct: the web ports go and only the edge may reach its listener, then back.
+    #[test]
+    fn switching_to_an_edge_and_back_converges_the_web_ports() {
+        let sys = host(Some("port 22\n"));
+        let direct = FirewallStep {
+            ssh_ports: None,
+            allow: vec!["80/tcp".into(), "443/tcp".into(), "8448/tcp".into()],
+            managed_ports: vec![80, 443, 8448, 8080],
+        };
+        converge(&sys, &direct).unwrap();
+        // What `ufw default deny incoming` and `ufw --force enable` leave behind (the fake does not).
+        sys.put("/etc/ufw/ufw.conf", "ENABLED=yes\n");
+        sys.put(
+            "/etc/default/ufw",
+            "IPV6=yes\nDEFAULT_INPUT_POLICY=\"DROP\"\n",
+        );
+        let proxied = FirewallStep {
+            allow: vec![
+                "8080/tcp from 10.0.0.2".into(),
+                "8080/tcp from fd00::2".into(),
+            ],
+            ..direct
+        };
+        sys.ran.lock().unwrap().clear();
+        let ufw = converge(&sys, &proxied).unwrap();
+        assert_eq!(
+            ufw,
+            vec![
+                "ufw allow from 10.0.0.2 to any port 8080 proto tcp",
+                "ufw allow from fd00::2 to any port 8080 proto tcp",
+                "ufw delete allow 80/tcp",
+                "ufw delete allow 443/tcp",
+                "ufw delete allow 8448/tcp",
+            ]
+        );
+        let secrets = SecretStore::new();
+        let ctx = Ctx::new(&sys, &secrets);
+        assert!(
+            proxied.check(&ctx).unwrap().is_in_sync(),
+            "{:?}",
+            sys.get("/etc/ufw/user.rules").unwrap_or_default()
+        );
+        let v4 = sys.get("/etc/ufw/user.rules").unwrap_or_default();
+        assert!(
+            v4.contains("allow tcp 22 ") && !v4.contains("allow tcp 443 "),
+            "{v4}"
+        );
+        let back = FirewallStep {
+            allow: vec!["80/tcp".into(), "443/tcp".into(), "8448/tcp".into()],
+            ..proxied
+        };
+        sys.ran.lock().unwrap().clear();
+        let ufw = converge(&sys, &back).unwrap();
+        assert_eq!(
+            ufw[..3],
+            [
+                "ufw allow 80/tcp",
+                "ufw allow 443/tcp",
+                "ufw allow 8448/tcp"
+            ]
+        );
+        assert!(
+            ufw.contains(&"ufw delete allow from 10.0.0.2 to any port 8080 proto tcp".to_string()),
+            "{ufw:?}"
+        );
+        assert!(back.check(&ctx).unwrap().is_in_sync());
     }
 
     /// Check and apply; the ufw command lines run, or the error.

@@ -182,6 +182,9 @@ def main():
     ap.add_argument("--element-host", default="element.example.test")
     ap.add_argument("--turn-host", default="turn.example.test")
     ap.add_argument("--cafile", default="/root/pebble-roots.pem")
+    ap.add_argument("--federation-port", default="8448", help="where federation keys are fetched (443 behind an edge)")
+    ap.add_argument("--ufw-ports", default="80,443,8448,3478,5349", help="ports ufw must allow besides sshd's")
+    ap.add_argument("--ufw-closed", default="", help="ports ufw must not allow")
     ap.add_argument("--only", default="", help="comma-separated check name prefixes")
     ap.add_argument("--skip", default="", help="comma-separated check name prefixes to leave out")
     a = ap.parse_args()
@@ -203,7 +206,7 @@ def main():
     trust_pebble_root(a.cafile)
     http = Http(a.cafile)
     base = f"https://{a.synapse_host}"
-    fed = f"https://{a.synapse_host}:8448"
+    fed = f"https://{a.synapse_host}:{a.federation_port}"
     st = {}
 
     def c(name, fn):
@@ -312,17 +315,19 @@ def main():
         expect(out.returncode == 0 and "Status: active" in out.stdout, f"ufw: {out.stdout or out.stderr}")
         sshd = subprocess.run(["sshd", "-T"], capture_output=True, text=True).stdout
         port = re.search(r"^port (\d+)", sshd, re.M)
-        want = [port.group(1) if port else "22", "80", "443", "8448", "3478", "5349"]
+        want = [port.group(1) if port else "22"] + [p for p in a.ufw_ports.split(",") if p]
         allowed = {m.group(1) for m in re.finditer(r"^(\d+)(?:/\w+)?\s.*ALLOW", out.stdout, re.M)}
         allowed |= {"22" for line in out.stdout.splitlines() if line.startswith("OpenSSH") and "ALLOW" in line}
         missing = [p for p in want if p not in allowed]
         expect(not missing, f"ports not allowed: {missing}\n{out.stdout}")
+        opened = [p for p in a.ufw_closed.split(",") if p and p in allowed]
+        expect(not opened, f"ports allowed that must not be: {opened}\n{out.stdout}")
 
     c("services-active", services)
     c("tls-client-versions", versions)
     c("well-known-server", wk_server)
     c("well-known-client", wk_client)
-    c("federation-key-8448", fed_key)
+    c(f"federation-key-{a.federation_port}", fed_key)
     c("admin-api-hidden", admin_hidden)
     c("register-with-token", register_user)
     c("login", login)
