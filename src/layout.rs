@@ -179,6 +179,28 @@ pub const REDIS_TMPFILES: &str = "/etc/tmpfiles.d/matrix-provision-redis.conf";
 /// `.service` and `.timer`.
 pub const ELEMENT_UPDATE_UNIT: &str = "matrix-element-update";
 
+// Backups and upkeep (issue 14; src/backup, src/maintenance.rs).
+/// Root-only (0700): the restic repository password and the admin's backend environment.
+pub const BACKUP_CONFIG_DIR: &str = "/etc/matrix-provision/backup";
+/// The repository password, a secret apply generates once; in no backup (it must be stored off the host).
+pub const RESTIC_PASSWORD: &str = "/etc/matrix-provision/backup/restic-password";
+/// Optional KEY=VALUE lines for restic's backend (S3 keys, a REST password), written by the admin.
+pub const RESTIC_ENV: &str = "/etc/matrix-provision/backup/restic.env";
+pub const CACHE_DIR: &str = "/var/cache/matrix-provision";
+/// restic's local cache of repository metadata.
+pub const RESTIC_CACHE_DIR: &str = "/var/cache/matrix-provision/restic";
+/// The last backup's time and result (`backup::State`), read by doctor and metrics.
+pub const BACKUP_STATE: &str = "/var/lib/matrix-provision/last-backup.json";
+/// What a backup holds; part of its file snapshot.
+pub const BACKUP_MANIFEST: &str = "/var/lib/matrix-provision/backup-manifest.json";
+/// One backup or restore at a time (in the state directory: the backup service may write there).
+pub const BACKUP_LOCK: &str = "/var/lib/matrix-provision/backup.lock";
+/// `.service` and `.timer`.
+pub const BACKUP_UNIT: &str = "matrix-backup";
+/// `.service` and `.timer`: `matrix-provision maintenance`.
+pub const MAINTENANCE_UNIT: &str = "matrix-maintenance";
+/// Synapse's media store (the package's `media_store_path`).
+pub const SYNAPSE_MEDIA_STORE: &str = "/var/lib/matrix-synapse/media";
 // Metrics ([metrics]): Debian's Prometheus and exporters, configured by drop-ins and files of our own.
 pub const PROMETHEUS_UNIT: &str = "prometheus";
 pub const NODE_EXPORTER_UNIT: &str = "prometheus-node-exporter";
@@ -205,6 +227,8 @@ pub const BACKUP_TEXTFILE: &str = "/var/lib/prometheus/node-exporter/matrix-prov
 /// Gauge: Unix time of the last backup that succeeded. BackupTooOld fires when it is older than
 /// `metrics.backup_max_age`.
 pub const BACKUP_SUCCESS_METRIC: &str = "matrix_provision_backup_last_success_timestamp_seconds";
+/// Gauge in the same file: 1 when the last backup run succeeded, 0 when it failed.
+pub const BACKUP_LAST_RUN_OK_METRIC: &str = "matrix_provision_backup_last_run_success";
 /// Written by the certificate-expiry timer: [`CERT_EXPIRY_METRIC`] per certbot lineage.
 pub const CERT_TEXTFILE: &str =
     "/var/lib/prometheus/node-exporter/matrix-provision-certificates.prom";
@@ -327,6 +351,11 @@ pub struct Layout {
 
     pub element_update_unit: String,
 
+    pub backup_config_dir: String,
+    pub restic_password: String,
+    pub cache_dir: String,
+    pub backup_unit: String,
+    pub maintenance_unit: String,
     pub synapse_processes: Vec<SynapseProcess>,
     /// Prometheus, node-exporter, postgres-exporter: each configured by a drop-in of ours.
     pub metrics_units: Vec<String>,
@@ -479,6 +508,11 @@ impl Layout {
             turnserver_bin: s(TURNSERVER_BIN),
             coturn_tls,
             element_update_unit: s(ELEMENT_UPDATE_UNIT),
+            backup_config_dir: s(BACKUP_CONFIG_DIR),
+            restic_password: s(RESTIC_PASSWORD),
+            cache_dir: s(CACHE_DIR),
+            backup_unit: s(BACKUP_UNIT),
+            maintenance_unit: s(MAINTENANCE_UNIT),
             synapse_processes: synapse_processes(config),
             metrics_units: [PROMETHEUS_UNIT, NODE_EXPORTER_UNIT, POSTGRES_EXPORTER_UNIT]
                 .map(String::from)
@@ -545,6 +579,14 @@ mod tests {
             (SYNAPSE_SQLITE_DB, SYNAPSE_DATA_DIR),
             (SYNAPSE_SECRETS_DIR, SYNAPSE_CONFIG_DIR),
             (SYNAPSE_REGISTRATION_SECRET, SYNAPSE_SECRETS_DIR),
+            (BACKUP_CONFIG_DIR, CONFIG_DIR),
+            (RESTIC_PASSWORD, BACKUP_CONFIG_DIR),
+            (RESTIC_ENV, BACKUP_CONFIG_DIR),
+            (RESTIC_CACHE_DIR, CACHE_DIR),
+            (BACKUP_STATE, STATE_DIR),
+            (BACKUP_MANIFEST, STATE_DIR),
+            (BACKUP_LOCK, STATE_DIR),
+            (SYNAPSE_MEDIA_STORE, SYNAPSE_DATA_DIR),
             (BACKUP_TEXTFILE, TEXTFILE_DIR),
             (CERT_TEXTFILE, TEXTFILE_DIR),
             (CERT_EXPIRY_SCRIPT, LIBEXEC_DIR),

@@ -6,6 +6,7 @@
 //! place that prints a run; `element` installs and updates Element Web.
 
 pub mod admin;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod doctor;
@@ -15,6 +16,7 @@ pub mod engine;
 pub mod http;
 pub mod layout;
 pub mod listeners;
+pub mod maintenance;
 pub mod playbook;
 pub mod release;
 pub mod render;

@@ -15,6 +15,7 @@ use crate::secrets::SecretStore;
 use crate::steps::{
     admin_user::AdminUserStep,
     apt_keyring::AptKeyringStep,
+    backup_repo::BackupRepoStep,
     certificate::{Acme, CertificateStep, UnusedCertificateStep},
     debconf::DebconfStep,
     element::{ElementStep, SystemUserStep},
@@ -63,6 +64,14 @@ pub const PLAYBOOKS: &[(&str, &str)] = &[
     (
         "60-firewall.toml",
         include_str!("../playbooks/60-firewall.toml"),
+    ),
+    (
+        "70-backup.toml",
+        include_str!("../playbooks/70-backup.toml"),
+    ),
+    (
+        "75-upkeep.toml",
+        include_str!("../playbooks/75-upkeep.toml"),
     ),
     (
         "70-metrics.toml",
@@ -216,6 +225,7 @@ enum Kind {
     AdminUser {
         name: String,
     },
+    BackupRepository,
     /// A file of ours that host.toml no longer wants.
     Absent {
         path: PathBuf,
@@ -726,6 +736,9 @@ fn make_step(
             localpart: name,
             server_name: config.server_name.clone(),
             transport: Box::new(crate::admin::HttpTransport::loopback()),
+        }),
+        Kind::BackupRepository => Box::new(BackupRepoStep {
+            backup: config.backup.clone(),
         }),
     })
 }

@@ -53,6 +53,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/synapse/mp-caches.yaml.j2"),
     ),
     (
+        "synapse/mp-media.yaml.j2",
+        include_str!("../templates/synapse/mp-media.yaml.j2"),
+    ),
+    (
         "systemd/matrix-synapse-hardening.conf.j2",
         include_str!("../templates/systemd/matrix-synapse-hardening.conf.j2"),
     ),
@@ -127,6 +131,22 @@ const TEMPLATES: &[(&str, &str)] = &[
     (
         "systemd/matrix-element-update.timer.j2",
         include_str!("../templates/systemd/matrix-element-update.timer.j2"),
+    ),
+    (
+        "systemd/matrix-backup.service.j2",
+        include_str!("../templates/systemd/matrix-backup.service.j2"),
+    ),
+    (
+        "systemd/matrix-backup.timer.j2",
+        include_str!("../templates/systemd/matrix-backup.timer.j2"),
+    ),
+    (
+        "systemd/matrix-maintenance.service.j2",
+        include_str!("../templates/systemd/matrix-maintenance.service.j2"),
+    ),
+    (
+        "systemd/matrix-maintenance.timer.j2",
+        include_str!("../templates/systemd/matrix-maintenance.timer.j2"),
     ),
     (
         "metrics/prometheus.yml.j2",

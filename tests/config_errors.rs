@@ -356,6 +356,10 @@ fn example_file_documents_the_real_defaults_and_every_option() {
     want.sources.acme_ca_bundle =
         Some("/usr/local/share/ca-certificates/private-acme-ca.pem".into());
     want.sources.element_signing_key = Some("/etc/matrix-provision/element-release-key.asc".into());
+    want.backup.repository = Some("sftp:backup@backup.example.net:/srv/restic/matrix".into());
+    want.media.local_media_lifetime_days = Some(365);
+    want.media.remote_media_lifetime_days = Some(30);
+    want.media.purge_remote_media_days = Some(30);
     assert_eq!(got, want);
 
     // Every field of HostConfig, by its serde name, appears as an uncommented (or live) key.

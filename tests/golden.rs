@@ -112,11 +112,16 @@ backup_max_age = "8d"
     // (c) open registration on a small VPS: 2 GB RAM, 1 CPU.
     let c = host_toml("open", "");
 
-    // (d) Synapse alone: no Element, no TURN, on a large host (caps of the PostgreSQL formulas).
+    // (d) Synapse alone: no Element, no TURN, on a large host (caps of the PostgreSQL formulas); backups
+    // to an SFTP repository at 03:30, media retention and the remote-media purge timer; metrics with the UI
+    // on the Synapse vhost, the database on its own filesystem (issue 14).
     let d = host_toml(
         "closed",
-        // Metrics with the UI on the Synapse vhost, the database on its own filesystem.
-        "[element]\nenabled = false\n[turn]\nenabled = false\n[metrics]\nenabled = true\nexpose_ui = true\n",
+        "admin_user = \"admin\"\n[element]\nenabled = false\n[turn]\nenabled = false\n\
+         [backup]\nenabled = true\nrepository = \"sftp:backup@backup.example.net:/srv/restic/matrix\"\n\
+         schedule = \"03:30\"\n[media]\nlocal_media_lifetime_days = 365\nremote_media_lifetime_days = 30\n\
+         purge_remote_media_days = 14\n\
+         [metrics]\nenabled = true\nexpose_ui = true\n",
     );
 
     // (g) Synapse workers, auto-sized on 8 CPUs and 16 GB, with one event persister on top (issue 13).

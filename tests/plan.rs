@@ -13,6 +13,17 @@ fn fresh_host() -> FakeSystem {
     sys.on_cmd("ss ", 0, "");
     sys.on_cmd("dpkg-query", 1, "");
     sys.on_cmd("systemctl show", 1, "");
+    // Units no package ships, as systemd answers for them (exit 0): what the steps turning timers off see.
+    for unit in ["matrix-backup.timer", "matrix-maintenance.timer"] {
+        sys.on_cmd(
+            &format!(
+                "systemctl show -p LoadState -p ActiveState -p SubState -p UnitFileState {unit}"
+            ),
+            0,
+            "LoadState=not-found\nActiveState=inactive\nSubState=dead\nUnitFileState=\n",
+        );
+    }
+    sys.on_cmd("runuser -u postgres", 2, "");
     sys.on_cmd("setpriv --reuid=postgres", 2, "");
     // The admin's host.toml and this binary: copied for the Element update timer.
     sys.put("/root/host.toml", "server_name = \"example.com\"\n");

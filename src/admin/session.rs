@@ -219,6 +219,16 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Delete cached copies of remote media last accessed before `before_ms` (ms since the epoch); how many.
+    pub fn purge_media_cache(&self, before_ms: i64) -> Result<u64> {
+        let v = self.call(
+            "POST",
+            &format!("/_synapse/admin/v1/purge_media_cache?before_ts={before_ms}"),
+            Some(&json!({})),
+        )?;
+        Ok(v["deleted"].as_u64().unwrap_or(0))
+    }
+
     /// Every account, deactivated ones included, following Synapse's pagination.
     pub fn users(&self) -> Result<Vec<UserInfo>> {
         let mut out = Vec::new();

@@ -60,6 +60,17 @@ pub fn apply(args: &ApplyArgs, verbosity: Verbosity) -> Result<u8> {
 
 const LOCK: &str = crate::layout::RUN_LOCK;
 
+/// `apply FILE` as another command's step (restore): same lock, same report, default jobs.
+pub fn apply_file(file: &std::path::Path, verbosity: Verbosity) -> Result<u8> {
+    let args = PlanArgs {
+        file: file.to_path_buf(),
+        json: false,
+        root: PathBuf::from("/"),
+        jobs: engine::DEFAULT_JOBS as u16,
+    };
+    converge(&args, false, false, verbosity)
+}
+
 fn converge(args: &PlanArgs, dry_run: bool, detailed: bool, verbosity: Verbosity) -> Result<u8> {
     let config = match crate::config::load(&args.file) {
         Ok(c) => c,

@@ -7,10 +7,12 @@
 //! Exit codes: 0 = converged / nothing to do, 1 = error (bad host.toml, failed step), 2 = `plan` has
 //! changes pending, or `apply --detailed-exitcodes` changed something.
 
+mod backup;
 mod converge;
 mod doctor;
 mod edge_config;
 pub mod element_update;
+mod maintenance;
 mod token;
 mod user;
 mod validate;
@@ -63,6 +65,15 @@ pub(crate) enum Command {
     Token(token::Args),
     /// Accounts: add, list, reset-password, deactivate (admin API on loopback).
     User(user::Args),
+    /// Back up database, media, keys and secrets to the restic repository now (what the timer runs);
+    /// `backup list` shows the backups.
+    Backup(backup::Args),
+    /// Restore a backup onto this host (apply runs first): refuses another server_name, an incomplete
+    /// backup or a database that holds data.
+    Restore(backup::RestoreArgs),
+    /// Upkeep: purge cached remote media (media.purge_remote_media_days), report database size and the
+    /// largest rooms (what the maintenance timer runs).
+    Maintenance(maintenance::Args),
 }
 
 /// HOST_TOML of a command that operates a converged host: optional, by default the copy apply keeps.
@@ -140,6 +151,9 @@ pub fn main() -> ExitCode {
         Command::EdgeConfig(args) => edge_config::execute(&args),
         Command::Token(args) => token::execute(&args),
         Command::User(args) => user::execute(&args),
+        Command::Backup(args) => backup::execute(&args),
+        Command::Restore(args) => backup::restore(&args, verbosity),
+        Command::Maintenance(args) => maintenance::execute(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -339,6 +339,84 @@ pub(super) fn absolute_file(s: &str) -> Result<(), Bad> {
     Ok(())
 }
 
+/// A restic repository (`-r`): an absolute path, or one of restic's backends by its prefix. It reaches
+/// restic and the service unit as it is, so only plain characters; credentials belong in the
+/// environment file (`/etc/matrix-provision/backup/restic.env`), never in host.toml.
+pub(super) fn restic_repository(s: &str) -> Result<(), Bad> {
+    const BACKENDS: &[&str] = &[
+        "local:", "sftp:", "rest:", "s3:", "b2:", "azure:", "gs:", "swift:", "rclone:",
+    ];
+    if let Some(c) = s.chars().find(|c| !crate::render::plain_char(*c)) {
+        return Err(bad(
+            format!("contains `{c}`; a repository here may hold only letters, digits and . _ : / @ + = , % ~ - [ ]"),
+            None,
+        ));
+    }
+    if s.starts_with('/') {
+        let path = s.trim_end_matches('/');
+        return absolute_file(if path.is_empty() { "/" } else { path }).map_err(|mut b| {
+            b.fix = None;
+            b
+        });
+    }
+    let Some(backend) = BACKENDS.iter().find(|b| s.starts_with(**b)) else {
+        return Err(Bad {
+            advice: Some(
+                "write an absolute path (a mounted disk) or a restic repository such as \
+                 \"sftp:user@host:/srv/restic/matrix\", \"rest:https://host:8000/matrix\", \"s3:s3.amazonaws.com/bucket/matrix\""
+                    .to_string(),
+            ),
+            ..bad("is neither an absolute path nor a restic repository (local:, sftp:, rest:, s3:, b2:, azure:, gs:, swift:, rclone:)", None)
+        });
+    };
+    let rest = &s[backend.len()..];
+    if rest.is_empty() {
+        return Err(bad(
+            format!("names the `{backend}` backend but no location after it"),
+            None,
+        ));
+    }
+    // rest:https://user:password@host/ — a password in host.toml would be in every copy of it.
+    if let Some((_, after)) = rest.split_once("://") {
+        let authority = after.split('/').next().unwrap_or("");
+        if authority.contains('@') {
+            return Err(Bad {
+                advice: Some(format!(
+                    "write the URL without user and password, and put them in {} \
+                     (RESTIC_REST_USERNAME=…, RESTIC_REST_PASSWORD=…)",
+                    crate::layout::RESTIC_ENV
+                )),
+                redacted: Some(format!("\"{backend}…\"")),
+                ..bad("holds credentials", None)
+            });
+        }
+    }
+    Ok(())
+}
+
+/// When the backup timer fires: `hourly`, `daily`, `weekly`, or `HH:MM` every day.
+pub(super) fn backup_schedule(s: &str) -> Result<(), Bad> {
+    if matches!(s, "hourly" | "daily" | "weekly") {
+        return Ok(());
+    }
+    let time = s.split_once(':').and_then(|(h, m)| {
+        let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60 && s.len() == 5).then_some((h, m))
+    });
+    match time {
+        Some(_) => Ok(()),
+        None => Err(Bad {
+            advice: Some(
+                "write schedule = \"daily\" (or \"hourly\", \"weekly\", \"03:30\")".to_string(),
+            ),
+            ..bad(
+                "must be \"hourly\", \"daily\", \"weekly\" or a time of day as HH:MM (24 h)",
+                None,
+            )
+        }),
+    }
+}
+
 /// An OpenPGP v4 fingerprint. Spaces (as gpg prints it) and lowercase are accepted; the result is 40
 /// uppercase hex digits without spaces, the form apt and gpgv compare against.
 pub(super) fn fingerprint(s: &str) -> Result<String, Bad> {

@@ -63,6 +63,11 @@ pub struct HostConfig {
     pub turn: Turn,
     pub firewall: Firewall,
     pub sources: Sources,
+    /// Absent in a serialised config of an older version: off, as in host.toml.
+    #[serde(default)]
+    pub backup: Backup,
+    #[serde(default)]
+    pub media: Media,
     /// Default (direct) for documents written before [edge] existed.
     #[serde(default)]
     pub edge: Edge,
@@ -241,6 +246,61 @@ pub struct Sources {
     pub element_releases_url: String,
     /// OpenPGP keyring (binary or armored) that signs Element release tarballs; None = the built-in Element key.
     pub element_signing_key: Option<String>,
+}
+
+/// `[backup]`: restic snapshots of the database, media, keys and secrets (issue 14). Off by default.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Backup {
+    pub enabled: bool,
+    /// A restic repository: an absolute path (a mounted disk), or `sftp:`, `rest:`, `s3:`, `b2:`,
+    /// `azure:`, `gs:`, `swift:`, `rclone:` as restic spells them. Required when enabled.
+    pub repository: Option<String>,
+    /// `hourly`, `daily`, `weekly` or `HH:MM` (every day at that time).
+    pub schedule: String,
+    pub keep_daily: u32,
+    pub keep_weekly: u32,
+    pub keep_monthly: u32,
+}
+
+impl Default for Backup {
+    /// What an absent `[backup]` means (`validate` fills the same values).
+    fn default() -> Backup {
+        Backup {
+            enabled: false,
+            repository: None,
+            schedule: "daily".into(),
+            keep_daily: 7,
+            keep_weekly: 4,
+            keep_monthly: 6,
+        }
+    }
+}
+
+impl Backup {
+    /// The longest a healthy host goes between two successful backups: the schedule's period plus the
+    /// timer's randomized delay and time for a long run. An older last success is overdue.
+    pub fn max_age_secs(&self) -> u64 {
+        let hour = 3600;
+        match self.schedule.as_str() {
+            "hourly" => 2 * hour,
+            "weekly" => 7 * 24 * hour + 6 * hour,
+            _ => 24 * hour + 6 * hour,
+        }
+    }
+}
+
+/// `[media]`: how long Synapse keeps media (its own `media_retention`) and the remote-media purge timer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Media {
+    /// Synapse deletes local uploads not accessed for this many days. None: kept forever.
+    pub local_media_lifetime_days: Option<u32>,
+    /// Synapse deletes cached copies of remote media not accessed for this many days. None: kept.
+    pub remote_media_lifetime_days: Option<u32>,
+    /// A daily timer (`matrix-provision maintenance`) purges cached remote media older than this many
+    /// days through the admin API. None: no timer. Needs synapse.admin_user.
+    pub purge_remote_media_days: Option<u32>,
 }
 
 impl HostConfig {

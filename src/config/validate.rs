@@ -328,6 +328,8 @@ pub(super) fn validate(raw: &Raw, issues: &mut Issues<'_>) -> HostConfig {
     };
 
     let sources = sources(&mut v);
+    let backup = backup(&mut v);
+    let media = media(&mut v, synapse.admin_user.is_some());
 
     let mut duration = |key: &str| {
         v.plain(&format!("metrics.{key}"), check::prom_duration)
@@ -512,6 +514,8 @@ pub(super) fn validate(raw: &Raw, issues: &mut Issues<'_>) -> HostConfig {
         turn,
         firewall,
         sources,
+        backup,
+        media,
         metrics,
         edge,
     }
@@ -621,6 +625,72 @@ fn edge(v: &mut Validator<'_, '_>) -> Edge {
         trusted,
         federation_port: fed.value as u16,
     }
+}
+
+const DEFAULT_KEEP_DAILY: u32 = 7;
+
+fn backup(v: &mut Validator<'_, '_>) -> Backup {
+    let enabled = v.boolean("backup.enabled");
+    let repository = v.optional_str("backup.repository", check::restic_repository);
+    if enabled && !v.raw.present("backup.repository") {
+        v.missing(
+            v.raw.section_line("backup"),
+            "backup.repository",
+            "backups need a restic repository outside this host",
+            "add e.g. repository = \"sftp:backup@backup.example.net:/srv/restic/matrix\" under [backup] \
+             (or a path on a mounted disk: \"/mnt/backup/matrix\")"
+                .to_string(),
+        );
+    }
+    let schedule = v.plain("backup.schedule", check::backup_schedule).value;
+    // Defaults and bounds from the schema.
+    let keep = |v: &mut Validator<'_, '_>, key: &str| v.int(key).value as u32;
+    let keep_daily = keep(v, "backup.keep_daily");
+    let keep_weekly = keep(v, "backup.keep_weekly");
+    let keep_monthly = keep(v, "backup.keep_monthly");
+    if enabled && keep_daily + keep_weekly + keep_monthly == 0 {
+        let at = v.raw.int("backup.keep_daily");
+        v.issues.push(
+            at.as_ref().and_then(|a| a.line).or(v.raw.section_line("backup")),
+            "backup.keep_daily",
+            at.as_ref().map(|a| a.src.as_str()),
+            "keep_daily, keep_weekly and keep_monthly are all 0: every backup would be deleted right after it is made",
+            Some(format!("write e.g. keep_daily = {DEFAULT_KEEP_DAILY}")),
+        );
+    }
+    Backup {
+        enabled,
+        repository,
+        schedule,
+        keep_daily,
+        keep_weekly,
+        keep_monthly,
+    }
+}
+
+fn media(v: &mut Validator<'_, '_>, has_admin: bool) -> Media {
+    // Unset stays unset; bounds from the schema.
+    let days = |v: &mut Validator<'_, '_>, key: &str| -> Option<u32> {
+        v.raw.int(key)?;
+        let got = v.int(key);
+        got.ok.then_some(got.value as u32)
+    };
+    let media = Media {
+        local_media_lifetime_days: days(v, "media.local_media_lifetime_days"),
+        remote_media_lifetime_days: days(v, "media.remote_media_lifetime_days"),
+        purge_remote_media_days: days(v, "media.purge_remote_media_days"),
+    };
+    if media.purge_remote_media_days.is_some() && !has_admin {
+        let at = v.raw.int("media.purge_remote_media_days");
+        v.issues.push(
+            at.as_ref().and_then(|a| a.line),
+            "media.purge_remote_media_days",
+            at.as_ref().map(|a| a.src.as_str()),
+            "the purge goes through Synapse's admin API, which needs the admin account apply creates",
+            Some("set admin_user = \"admin\" under [synapse] (or remove purge_remote_media_days)".to_string()),
+        );
+    }
+    media
 }
 
 fn registration(v: &mut Validator<'_, '_>) -> Registration {

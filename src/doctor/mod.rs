@@ -17,7 +17,8 @@ use serde_json::Value;
 use crate::admin::TurnOffer;
 use crate::config::HostConfig;
 use crate::engine::{
-    Contents, ExpectedCert, ExpectedFile, ExpectedKind, ExpectedState, ExpectedTls, ExpectedUnit,
+    Contents, ExpectedBackup, ExpectedCert, ExpectedFile, ExpectedKind, ExpectedState, ExpectedTls,
+    ExpectedUnit,
 };
 use crate::system::{psql, unit_state, Cmd, FileKind, System};
 
@@ -149,12 +150,115 @@ impl Doctor<'_> {
         if c.element.enabled {
             out.push(self.element());
         }
+        if let Some(b) = &e.backup {
+            out.push(self.backup(b));
+        }
         if c.metrics.enabled {
             out.extend(prometheus::checks(self.sys, crate::layout::PROMETHEUS_URL));
         }
         out.push(self.disk("disk: media store", crate::layout::SYNAPSE_DATA_DIR));
         out.push(self.disk("disk: database", crate::layout::POSTGRES_DATA_DIR));
         out
+    }
+
+    /// The last backup's age and result, from the state file `matrix-provision backup` keeps.
+    fn backup(&self, b: &ExpectedBackup) -> Check {
+        let name = "backup";
+        let unit = &b.unit;
+        let now_hint = format!(
+            "matrix-provision backup (or systemctl start {unit}); journalctl -u {unit} -n 50"
+        );
+        let bytes = match self.sys.read(&b.state_file) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                return Check::bad(
+                    Level::Warn,
+                    name,
+                    format!("no backup has run yet (schedule: {})", b.schedule),
+                    now_hint,
+                )
+            }
+            Err(e) => return Check::fail(name, format!("{e:#}"), "run doctor as root"),
+        };
+        let state: crate::backup::State = match serde_json::from_slice(&bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                return Check::fail(
+                    name,
+                    format!("{} is not a backup state file: {e}", b.state_file.display()),
+                    now_hint,
+                )
+            }
+        };
+        let age = |t: i64| crate::backup::time::age(self.now - t);
+        let last_ok = match state.last_success_unix {
+            Some(t) => format!("last success {} ago", age(t)),
+            None => "no successful backup yet".to_string(),
+        };
+        let overdue = state
+            .last_success_unix
+            .is_none_or(|t| self.now - t > b.max_age_seconds as i64);
+        match state.result.as_str() {
+            "running" => {
+                let alive = matches!(
+                    self.sys.stat(Path::new(&format!("/proc/{}", state.pid))),
+                    Ok(Some(_))
+                );
+                if !alive {
+                    Check::fail(
+                        name,
+                        format!(
+                            "the backup started {} ago was interrupted (process {} is gone); {last_ok}",
+                            age(state.started_unix),
+                            state.pid
+                        ),
+                        now_hint,
+                    )
+                } else if overdue {
+                    Check::bad(
+                        Level::Warn,
+                        name,
+                        format!(
+                            "running for {}; {last_ok}, overdue for schedule {}",
+                            age(state.started_unix),
+                            b.schedule
+                        ),
+                        format!("journalctl -u {unit} -f"),
+                    )
+                } else {
+                    Check::ok(
+                        name,
+                        format!("running for {}; {last_ok}", age(state.started_unix)),
+                    )
+                }
+            }
+            "ok" if !overdue => Check::ok(
+                name,
+                format!(
+                    "{last_ok} (snapshot {}, schedule {})",
+                    state.snapshot.as_deref().unwrap_or("?"),
+                    b.schedule
+                ),
+            ),
+            "ok" => Check::fail(
+                name,
+                format!(
+                    "{last_ok}: overdue for schedule {} (is {}.timer active?)",
+                    b.schedule,
+                    unit.trim_end_matches(".service")
+                ),
+                now_hint,
+            ),
+            _ => Check::fail(
+                name,
+                format!(
+                    "the last backup ({} ago) failed: {}; {last_ok}",
+                    age(state.finished_unix.unwrap_or(state.started_unix)),
+                    crate::report::escape(&state.message)
+                ),
+                now_hint,
+            ),
+        }
     }
 
     fn service(&self, unit: &str) -> Check {
@@ -1474,5 +1578,102 @@ mod tests {
             Some(1_709_164_801)
         );
         assert_eq!(parse_openssl_date("garbage"), None);
+    }
+
+    #[test]
+    fn the_last_backup_is_checked_for_result_and_age() {
+        let sys = FakeSystem::new();
+        let expected = ExpectedState {
+            backup: Some(ExpectedBackup {
+                state_file: crate::backup::STATE_FILE.into(),
+                unit: "matrix-backup.service".into(),
+                schedule: "daily".into(),
+                max_age_seconds: 30 * 3600,
+            }),
+            ..ExpectedState::default()
+        };
+        let check = |state: Option<serde_json::Value>| {
+            if let Some(v) = state {
+                sys.put(crate::backup::STATE_FILE, &v.to_string());
+            }
+            run_with(&sys, &expected, None)
+                .into_iter()
+                .find(|c| c.name == "backup")
+                .unwrap()
+        };
+        let none = check(None);
+        assert_eq!(none.level, Level::Warn, "{none:?}");
+        assert!(none.hint.unwrap().contains("matrix-provision backup"));
+        let state = |result: &str, last_ok: Option<i64>, pid: u32| {
+            serde_json::json!({"format": 1, "result": result, "pid": pid, "started": "x",
+                "started_unix": NOW - 600, "finished": null, "finished_unix": NOW - 300,
+                "message": "pg_dump of database synapse failed (exit 1): connection refused",
+                "snapshot": "5d44b0cf", "db_snapshot": "d57de83e", "bytes_added": 0,
+                "last_success": null, "last_success_unix": last_ok, "schedule": "daily",
+                "max_age_seconds": 108000, "a_key_from_a_newer_version": true})
+        };
+        let ok = check(Some(state("ok", Some(NOW - 3 * 3600), 1)));
+        assert_eq!(
+            (ok.level, ok.detail.as_str()),
+            (
+                Level::Ok,
+                "last success 3 h ago (snapshot 5d44b0cf, schedule daily)"
+            )
+        );
+        let old = check(Some(state("ok", Some(NOW - 2 * 86_400), 1)));
+        assert!(
+            old.level == Level::Fail && old.detail.contains("2 days ago: overdue"),
+            "{old:?}"
+        );
+        let failed = check(Some(state("failed", Some(NOW - 3600), 1)));
+        assert!(
+            failed.level == Level::Fail
+                && failed
+                    .detail
+                    .contains("failed: pg_dump of database synapse failed"),
+            "{failed:?}"
+        );
+        assert!(failed
+            .hint
+            .unwrap()
+            .contains("journalctl -u matrix-backup.service"));
+        // Running: alive while its process exists, interrupted once it is gone.
+        sys.put("/proc/4242/stat", "4242 (matrix-provision) S");
+        let running = check(Some(state("running", Some(NOW - 3600), 4242)));
+        assert_eq!(running.level, Level::Ok, "{running:?}");
+        let killed = check(Some(state("running", Some(NOW - 3600), 4343)));
+        assert!(
+            killed.level == Level::Fail
+                && killed.detail.contains("interrupted (process 4343 is gone)"),
+            "{killed:?}"
+        );
+    }
+
+    #[test]
+    fn backups_on_in_host_toml_put_the_timer_and_the_state_into_the_graph() {
+        let sys = FakeSystem::new();
+        let mut config = config();
+        config.backup.enabled = true;
+        config.backup.repository = Some("/srv/restic".into());
+        let inputs = Inputs {
+            config_path: "/root/host.toml".into(),
+            self_exe: "/root/matrix-provision".into(),
+        };
+        let graph = playbook::build(&config, &inputs, &sys, true).unwrap();
+        let e = graph.expected_state();
+        assert!(
+            e.units.iter().any(|u| u.unit == "matrix-backup.timer"),
+            "{:?}",
+            e.units
+        );
+        assert_eq!(e.backup.unwrap().max_age_seconds, 30 * 3600);
+        assert!(graph.secrets.get("restic_password").is_some());
+        let ids: Vec<&str> = graph.nodes.iter().map(|n| n.id.as_str()).collect();
+        assert!(
+            ids.contains(&"backup-repository") && ids.contains(&"backup-password"),
+            "{ids:?}"
+        );
+        let e = self::graph(&sys).expected_state();
+        assert!(e.backup.is_none() && !e.units.iter().any(|u| u.unit.starts_with("matrix-backup")));
     }
 }

@@ -25,6 +25,20 @@ pub struct ExpectedState {
     pub files: Vec<ExpectedFile>,
     /// PostgreSQL databases: UTF8 with C collation and ctype (Synapse refuses anything else).
     pub databases: Vec<String>,
+    /// Backups are on: where their last result is kept and how old the last success may get.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<ExpectedBackup>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExpectedBackup {
+    /// `backup::State` as JSON (see `backup::STATE_FILE`).
+    pub state_file: PathBuf,
+    /// The service the timer starts (its journal explains a failure).
+    pub unit: String,
+    pub schedule: String,
+    /// An older last success is overdue.
+    pub max_age_seconds: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

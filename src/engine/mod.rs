@@ -21,8 +21,8 @@ use serde::Serialize;
 
 pub use change::{Change, ChangeKind, Detail};
 pub use expect::{
-    Contents, ExpectedCert, ExpectedFile, ExpectedKind, ExpectedProbe, ExpectedState, ExpectedTls,
-    ExpectedUnit, FileOwner,
+    Contents, ExpectedBackup, ExpectedCert, ExpectedFile, ExpectedKind, ExpectedProbe,
+    ExpectedState, ExpectedTls, ExpectedUnit, FileOwner,
 };
 pub use graph::order;
 
@@ -43,6 +43,10 @@ impl<'a> Ctx<'a> {
             secrets,
             warnings: RefCell::new(Vec::new()),
         }
+    }
+    /// The warnings left so far (what the report will print).
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings.borrow().clone()
     }
     /// Something the admin should know that does not stop the run (e.g. DNS not pointing here yet).
     pub fn warn(&self, message: impl Into<String>) {

@@ -2,6 +2,7 @@
 
 pub mod admin_user;
 pub mod apt_keyring;
+pub mod backup_repo;
 pub mod certificate;
 pub mod debconf;
 pub mod element;

@@ -206,6 +206,23 @@ impl System for FakeSystem {
         bail!("fake system: no answer scripted for `{}`", cmd.display())
     }
     // Every account maps to the test's own ids so chown works without root.
+    /// Each command is answered in turn, seeing the previous one's stdout as its `stdin` (so a test can
+    /// assert what flowed through the pipe); only the last output keeps its stdout, as with real pipes.
+    fn run_pipeline(&self, cmds: &[Cmd]) -> Result<Vec<CmdOutput>> {
+        let mut outputs: Vec<CmdOutput> = Vec::new();
+        for (i, cmd) in cmds.iter().enumerate() {
+            let mut cmd = cmd.clone();
+            if let Some(prev) = outputs.last_mut() {
+                cmd.stdin = Some(std::mem::take(&mut prev.stdout).into_bytes());
+            }
+            let out = self.run(&cmd)?;
+            outputs.push(out);
+            if i + 1 == cmds.len() {
+                break;
+            }
+        }
+        Ok(outputs)
+    }
     fn uid(&self, _user: &str) -> Result<Option<u32>> {
         Ok(Some(me()))
     }

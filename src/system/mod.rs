@@ -182,6 +182,11 @@ pub trait System: Send + Sync {
     fn remove(&self, path: &Path) -> Result<()>;
     /// Run a command to completion. A non-zero exit is not an error here: callers judge the status.
     fn run(&self, cmd: &Cmd) -> Result<CmdOutput>;
+    /// Run `cmds` as a shell pipeline: each one's stdout is the next one's stdin, through a pipe (nothing
+    /// in between is held in memory or written to disk). The first takes its own `stdin`, if any; every
+    /// output has its own status and stderr, only the last has stdout. The time limit is the longest of
+    /// theirs; on expiry every command is killed with what it started, and the run is an error.
+    fn run_pipeline(&self, cmds: &[Cmd]) -> Result<Vec<CmdOutput>>;
     /// Run `cmd`, or share the outcome of a run of the same command that started after this call, with
     /// the others who asked meanwhile (shared.rs): config validators that several steps need at once.
     fn run_shared(&self, cmd: &Cmd) -> Result<CmdOutput>;

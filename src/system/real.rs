@@ -165,6 +165,11 @@ impl System for RealSystem {
         self.shared.run(cmd, |c| self.run(c))
     }
 
+    fn run_pipeline(&self, cmds: &[Cmd]) -> Result<Vec<CmdOutput>> {
+        let limit = cmds.iter().map(Cmd::time_limit).max().unwrap_or_default();
+        run_pipeline_bounded(cmds, limit)
+    }
+
     fn uid(&self, user: &str) -> Result<Option<u32>> {
         self.lookup_id("passwd", user)
     }
@@ -522,6 +527,125 @@ fn run_bounded(cmd: &Cmd, limit: Duration) -> Result<CmdOutput> {
     })
 }
 
+/// [`System::run_pipeline`]: every command in the process group of the first (so a kill reaches them all),
+/// connected by pipes the kernel holds; stderr of each and stdout of the last read by threads.
+fn run_pipeline_bounded(cmds: &[Cmd], limit: Duration) -> Result<Vec<CmdOutput>> {
+    use std::io::{Read, Write};
+    use std::os::unix::process::CommandExt;
+    use std::process::{Child, Command, Stdio};
+
+    anyhow::ensure!(!cmds.is_empty(), "an empty pipeline");
+    let shown = cmds
+        .iter()
+        .map(Cmd::display)
+        .collect::<Vec<_>>()
+        .join(" | ");
+    let mut children: Vec<Child> = Vec::new();
+    let mut group = 0i32;
+    let kill_all = |children: &mut Vec<Child>| {
+        for c in children.iter() {
+            kill_tree(c.id() as i32);
+        }
+        for c in children.iter_mut() {
+            let _ = c.wait();
+        }
+    };
+    let mut readers = Vec::new();
+    for (i, cmd) in cmds.iter().enumerate() {
+        let last = i + 1 == cmds.len();
+        let stdin = match children.last_mut().and_then(|c| c.stdout.take()) {
+            Some(out) => Stdio::from(out),
+            None if cmd.stdin.is_some() => Stdio::piped(),
+            None => Stdio::null(),
+        };
+        let mut command = Command::new(&cmd.program);
+        command
+            .args(&cmd.args)
+            .env("LC_ALL", "C.UTF-8")
+            .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(group);
+        let mut child = match command.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                kill_all(&mut children);
+                return Err(e).with_context(|| {
+                    format!("running `{}` (is its package installed?)", cmd.display())
+                });
+            }
+        };
+        if group == 0 {
+            group = child.id() as i32;
+        }
+        if i == 0 {
+            if let (Some(data), Some(mut stdin)) = (cmd.stdin.clone(), child.stdin.take()) {
+                std::thread::spawn(move || {
+                    let mut pipe = nix::sys::signal::SigSet::empty();
+                    pipe.add(nix::sys::signal::Signal::SIGPIPE);
+                    let _ = pipe.thread_block();
+                    let _ = stdin.write_all(&data);
+                });
+            }
+        }
+        let mut err = child.stderr.take().expect("piped");
+        let mut out = if last { child.stdout.take() } else { None };
+        readers.push(std::thread::spawn(move || {
+            let mut e = Vec::new();
+            let mut o = Vec::new();
+            let t = out.take().map(|mut p| {
+                std::thread::spawn(move || {
+                    let mut b = Vec::new();
+                    let _ = p.read_to_end(&mut b);
+                    b
+                })
+            });
+            let _ = err.read_to_end(&mut e);
+            if let Some(t) = t {
+                o = t.join().unwrap_or_default();
+            }
+            (o, e)
+        }));
+        children.push(child);
+    }
+    let deadline = Instant::now() + limit;
+    let mut statuses: Vec<Option<std::process::ExitStatus>> = vec![None; children.len()];
+    let mut pause = Duration::from_millis(2);
+    while statuses.iter().any(Option::is_none) {
+        for (i, c) in children.iter_mut().enumerate() {
+            if statuses[i].is_none() {
+                statuses[i] = c.try_wait().context("waiting for a command")?;
+            }
+        }
+        if statuses.iter().all(Option::is_some) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            kill_all(&mut children);
+            anyhow::bail!(
+                "`{shown}` did not finish within {}; killed it and every process it started",
+                human(limit)
+            );
+        }
+        std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+    let outputs = readers
+        .into_iter()
+        .zip(statuses)
+        .map(|(reader, status)| {
+            let (stdout, stderr) = reader.join().unwrap_or_default();
+            CmdOutput {
+                status: status.and_then(|s| s.code()).unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            }
+        })
+        .collect();
+    Ok(outputs)
+}
+
 /// SIGKILL the process group `pid` leads and every descendant of `pid`, found through /proc (children
 /// first stopped so none can fork away while the tree is walked).
 fn kill_tree(pid: i32) {
@@ -621,6 +745,51 @@ mod tests {
             state.is_empty() || state.contains(") Z "),
             "the grandchild survived: {state}"
         );
+    }
+
+    #[test]
+    fn a_pipeline_streams_through_pipes_and_reports_each_status() {
+        let sys = RealSystem::new("/");
+        // 8 MiB through three processes: more than any pipe buffer, so it only works if they run at once.
+        let outs = sys
+            .run_pipeline(&[
+                Cmd::new("head").args(["-c", "8388608", "/dev/zero"]),
+                Cmd::new("tr").args(["\\0", "a"]),
+                Cmd::new("wc").arg("-c"),
+            ])
+            .unwrap();
+        assert_eq!(outs.len(), 3);
+        assert_eq!(outs[2].stdout.trim(), "8388608");
+        assert!(outs.iter().all(CmdOutput::ok));
+        // The first failing is seen even though the last succeeds (no `pipefail` needed).
+        let outs = sys
+            .run_pipeline(&[
+                Cmd::new("sh").args(["-c", "echo partial; echo broke >&2; exit 3"]),
+                Cmd::new("cat"),
+            ])
+            .unwrap();
+        assert_eq!((outs[0].status, outs[0].stderr.trim()), (3, "broke"));
+        assert_eq!((outs[1].status, outs[1].stdout.as_str()), (0, "partial\n"));
+        // First command's stdin, and a hung pipeline is killed whole.
+        let outs = sys
+            .run_pipeline(&[Cmd::new("cat").stdin("in"), Cmd::new("cat")])
+            .unwrap();
+        assert_eq!(outs[1].stdout, "in");
+        let started = Instant::now();
+        let err = sys
+            .run_pipeline(&[
+                Cmd::new("sleep")
+                    .arg("30")
+                    .timeout(Duration::from_millis(500)),
+                Cmd::new("cat").timeout(Duration::from_millis(500)),
+            ])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sleep 30 | cat") && err.contains("did not finish"),
+            "{err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 
     #[test]

@@ -26,6 +26,8 @@ guest_up() {
   rm -rf "$d"
   mkdir -p "$d"
   echo "$tier" >"$d/tier"
+  # GUEST_BINDS="HOSTDIR:GUESTDIR ...": read-write bind mounts (container tier), kept across reboots.
+  [ -z "${GUEST_BINDS:-}" ] || tr ' ' '\n' <<<"$GUEST_BINDS" >"$d/binds"
   on_exit "guest_destroy $name"
   case $tier in
     container) nspawn_create "$name" && nspawn_start "$name" ;;
@@ -112,7 +114,7 @@ guest_destroy() {
     qemu) qemu_destroy "$name" ;;
   esac
   # Logs stay for a failed run; disks and overlays go either way.
-  rm -rf "$d/upper" "$d/work" "$d/merged" "$d/disk.qcow2"
+  rm -rf "$d/disk" "$d/merged" "$d/disk.qcow2"
 }
 
 # Wait until systemd in the guest has finished booting (running or degraded).
@@ -138,8 +140,17 @@ nspawn_create() {
   d=$(gdir "$name")
   ns=mpvm$$-$name
   echo "$ns" >"$d/netns"
-  mkdir -p "$d/upper" "$d/work" "$d/merged"
-  mount -t overlay overlay -o "lowerdir=$ROOTFS_DIR,upperdir=$d/upper,workdir=$d/work" "$d/merged"
+  mkdir -p "$d/disk" "$d/merged"
+  # The guest's writes go to a tmpfs unless MP_VM_GUEST_DISK=disk: removing a converged guest's upper
+  # directory (Synapse's venv, PostgreSQL, tens of thousands of files) took 50-60 s of every scenario on
+  # this machine's disk; a tmpfs goes with one umount. Benchmarks use the disk (their own default), as a
+  # real server would.
+  if [ "${MP_VM_GUEST_DISK:-tmpfs}" = tmpfs ]; then
+    mount -t tmpfs -o "size=${MP_VM_GUEST_TMPFS_SIZE:-8g},mode=0755" "mpvm-$name" "$d/disk"
+    touch "$d/disk-mounted"
+  fi
+  mkdir -p "$d/disk/upper" "$d/disk/work"
+  mount -t overlay overlay -o "lowerdir=$ROOTFS_DIR,upperdir=$d/disk/upper,workdir=$d/disk/work" "$d/merged"
   touch "$d/mounted"
   ip netns add "$ns"
   ip -n "$ns" link set lo up
@@ -151,8 +162,11 @@ nspawn_create() {
 }
 
 nspawn_start() {
-  local name=$1 d pid leader=
+  local name=$1 d pid leader= binds=() b
   d=$(gdir "$name")
+  if [ -f "$d/binds" ]; then
+    while IFS= read -r b; do [ -z "$b" ] || binds+=("--bind=$b"); done <"$d/binds"
+  fi
   # Our netns is private to the guest, as with --private-network, so grant what that would (that option
   # cannot go with --network-namespace-path): CAP_NET_ADMIN and a writable /proc/sys/net. Without them ufw
   # fails inside the guest (iptables, sysctl) for anything not entered with nsenter, e.g. over SSH.
@@ -161,7 +175,7 @@ nspawn_start() {
     --capability=CAP_NET_ADMIN \
     --resolv-conf=off --timezone=off --link-journal=no \
     --network-namespace-path="/run/netns/$(cat "$d/netns")" \
-    --bind-ro="$FIXTURES:/srv/fixtures" \
+    --bind-ro="$FIXTURES:/srv/fixtures" "${binds[@]}" \
     >>"$d/console.log" 2>&1 </dev/null &
   pid=$!
   echo "$pid" >"$d/nspawn.pid"
@@ -209,6 +223,10 @@ nspawn_destroy() {
   if [ -f "$d/mounted" ]; then
     umount "$d/merged" 2>/dev/null || { sleep 1; umount "$d/merged" 2>/dev/null; } || umount -l "$d/merged" || true
     rm -f "$d/mounted"
+  fi
+  if [ -f "$d/disk-mounted" ]; then
+    umount "$d/disk" 2>/dev/null || umount -l "$d/disk" || true
+    rm -f "$d/disk-mounted"
   fi
   [ -f "$d/netns" ] && ip netns del "$(cat "$d/netns")" 2>/dev/null || true
   rm -f "$d/netns"
