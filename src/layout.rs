@@ -68,6 +68,14 @@ pub const SYNAPSE_LOG_DIR: &str = "/var/log/matrix-synapse";
 /// The package's virtualenv interpreter (Synapse's config check runs with it).
 pub const SYNAPSE_PYTHON: &str = "/opt/venvs/matrix-synapse/bin/python";
 
+// What the services may use (crate::sizing): cgroup v2 limits at the root of the tree this host sees,
+// then the v1 equivalents (a hybrid host).
+pub const CGROUP_V2_MEMORY_MAX: &str = "/sys/fs/cgroup/memory.max";
+pub const CGROUP_V2_CPU_MAX: &str = "/sys/fs/cgroup/cpu.max";
+pub const CGROUP_V1_MEMORY_LIMIT: &str = "/sys/fs/cgroup/memory/memory.limit_in_bytes";
+pub const CGROUP_V1_CPU_QUOTA: &str = "/sys/fs/cgroup/cpu/cpu.cfs_quota_us";
+pub const CGROUP_V1_CPU_PERIOD: &str = "/sys/fs/cgroup/cpu/cpu.cfs_period_us";
+
 // Loopback listeners.
 pub const LOOPBACK: &str = "127.0.0.1";
 /// Synapse's plain-HTTP client (and federation) listener, on loopback only.

@@ -22,6 +22,7 @@ pub mod release;
 pub mod render;
 pub mod report;
 pub mod secrets;
+pub mod sizing;
 pub mod steps;
 pub mod system;
 pub mod workers;

@@ -376,13 +376,16 @@ pub struct RenderedFile {
 }
 
 /// Facts that only the host can tell (RAM, CPUs), gathered once per run. (The SSH ports are the
-/// firewall step's to find, at check time.)
+/// firewall step's to find, at check time.) RAM and CPUs are what the services get: the host's totals
+/// or its cgroup's limits, whichever is smaller.
 pub fn facts(sys: &dyn System) -> render::Facts {
     let f = sys.facts();
     let release = crate::release::Release::of_host(sys);
+    let sizing = crate::sizing::Sizing::of_host(sys, f.ram_mb, f.cpus);
     render::Facts {
-        ram_mb: f.ram_mb,
-        cpus: f.cpus,
+        ram_mb: sizing.ram_mb,
+        cpus: sizing.cpus,
+        sizing,
         release,
         addresses: f.addresses.iter().map(|a| a.to_string()).collect(),
         // Unreadable (a fake host, a plan as a user): every directory counts as on "/".
@@ -768,6 +771,7 @@ mod tests {
         let facts = render::Facts {
             ram_mb: 4096,
             cpus: 2,
+            sizing: crate::sizing::Sizing::of(4096, 2),
             release,
             addresses: vec!["127.0.0.1".into()],
             mounts: vec!["/".into()],
@@ -913,6 +917,21 @@ mod tests {
             assert!(proxied.iter().any(|i| i == id), "proxied lacks {id}");
             assert!(!direct.iter().any(|i| i == id), "direct has {id}");
         }
+    }
+
+    #[test]
+    fn a_container_is_sized_from_its_cgroup_limit_not_the_hosts_ram() {
+        let mut sys = crate::system::FakeSystem::new();
+        sys.facts.ram_mb = 24105;
+        sys.facts.cpus = 2;
+        sys.put("/sys/fs/cgroup/memory.max", "2147483648\n");
+        let f = facts(&sys);
+        assert_eq!((f.ram_mb, f.cpus), (2048, 2));
+        assert_eq!(f.sizing.host_ram_mb, 24105);
+        assert_eq!(
+            f.sizing.os_mb + f.sizing.postgres_mb + f.sizing.synapse_mb,
+            2048
+        );
     }
 
     #[test]

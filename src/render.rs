@@ -49,6 +49,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/synapse/mp-turn.yaml.j2"),
     ),
     (
+        "synapse/mp-caches.yaml.j2",
+        include_str!("../templates/synapse/mp-caches.yaml.j2"),
+    ),
+    (
         "synapse/mp-media.yaml.j2",
         include_str!("../templates/synapse/mp-media.yaml.j2"),
     ),
@@ -323,8 +327,11 @@ pub fn mount_points(mountinfo: &str) -> Vec<String> {
 /// What preflight measured on the host.
 #[derive(Debug, Clone, Serialize)]
 pub struct Facts {
+    /// What the services get: the smaller of the host's totals and its cgroup's limits (`sizing`).
     pub ram_mb: u64,
     pub cpus: u32,
+    /// The memory split between the OS, PostgreSQL and Synapse (crate::sizing).
+    pub sizing: crate::sizing::Sizing,
     /// The host's Debian release: `release.codename` is the matrix.org apt suite.
     pub release: crate::release::Release,
     /// The addresses on the host's interfaces (coturn must never relay to the host itself).

@@ -49,6 +49,7 @@ fn on(release: Release, ram_mb: u64, cpus: u32) -> Facts {
     Facts {
         ram_mb,
         cpus,
+        sizing: matrix_provision::sizing::Sizing::of(ram_mb, cpus),
         release,
         // Loopback, a private LAN address behind NAT and a public IPv6 one.
         addresses: vec![
@@ -521,7 +522,20 @@ fn nginx_vhosts_are_balanced_and_route_as_intended() {
         .as_str()];
         assert!(synapse.contains("location ~ ^(/_matrix|/_synapse/client) {"));
         // proxy_pass without a URI part, or nginx normalises request paths.
-        assert!(synapse.contains("proxy_pass http://127.0.0.1:8008;"));
+        assert!(synapse.contains("proxy_pass http://matrix_synapse;"));
+        // Upstream keepalive: an upstream with idle connections, HTTP/1.1 and no "Connection: close".
+        assert!(synapse.contains(
+            "upstream matrix_synapse {\n    server 127.0.0.1:8008;\n    keepalive 32;\n}"
+        ));
+        assert!(synapse.contains("proxy_set_header Connection \"\";"));
+        // The workers' upstreams too: every upstream block keeps idle connections.
+        for block in synapse.split("\nupstream ").skip(1) {
+            let block = &block[..block.find('}').expect("upstream block ends")];
+            assert!(
+                block.contains("\n    keepalive 32;\n"),
+                "{variant}: upstream {block} has no keepalive"
+            );
+        }
         assert_eq!(
             synapse.contains("location /_synapse/admin"),
             c.synapse.expose_admin_api
@@ -751,13 +765,17 @@ fn postgres_tuning_follows_the_documented_formulas() {
             .to_string()
     };
     let cases = [
-        // ram_mb, cpus → shared_buffers, effective_cache_size, work_mem, maintenance, per_gather
-        (2048, 1, "512MB", "1024MB", "10MB", "128MB", "0"),
-        (4096, 2, "1024MB", "2048MB", "20MB", "256MB", "1"),
-        (65536, 16, "8192MB", "32768MB", "64MB", "1024MB", "4"),
-        (512, 1, "128MB", "256MB", "4MB", "64MB", "0"),
+        // ram_mb, cpus → shared_buffers, effective_cache_size, work_mem, maintenance, autovacuum, per_gather.
+        // PostgreSQL's share (crate::sizing): 2/5 of what the OS (RAM / 4 within 512 MB..4 GB) leaves;
+        // shared_buffers half of it, effective_cache_size it plus half the OS share.
+        (2048, 1, "307MB", "870MB", "4MB", "76MB", "25MB", "0"),
+        (4096, 2, "614MB", "1740MB", "4MB", "153MB", "51MB", "1"),
+        (
+            65536, 16, "8192MB", "26624MB", "64MB", "1024MB", "341MB", "4",
+        ),
+        (512, 1, "128MB", "256MB", "4MB", "64MB", "21MB", "0"),
     ];
-    for (ram, cpus, sb, ecs, wm, mwm, gather) in cases {
+    for (ram, cpus, sb, ecs, wm, mwm, avwm, gather) in cases {
         let ctx = context(host_toml("closed", ""), facts(ram, cpus));
         let text = renderer
             .render("postgres/matrix-provision.conf.j2", &ctx.to_value())
@@ -767,6 +785,9 @@ fn postgres_tuning_follows_the_documented_formulas() {
         assert_eq!(setting(&text, "effective_cache_size"), ecs, "{at}");
         assert_eq!(setting(&text, "work_mem"), wm, "{at}");
         assert_eq!(setting(&text, "maintenance_work_mem"), mwm, "{at}");
+        assert_eq!(setting(&text, "autovacuum_work_mem"), avwm, "{at}");
+        // Durability is not traded for speed: no acknowledged message may be lost.
+        assert!(!text.contains("\nsynchronous_commit"), "{at}");
         assert_eq!(
             setting(&text, "max_parallel_workers_per_gather"),
             gather,

@@ -96,7 +96,8 @@ EOF
   workers_layout "$g" 'mode = "auto"' 'media = 1' 'stream_writer = 0' 'sync = 2' 'federation = 1' 'client = 1' 'background = 1'
   ids=$(workers_plan_ids "$g")
   # (host-toml: the copy of host.toml apply keeps.) No PostgreSQL restart: max_connections stays at 100.
-  want="host-toml nginx-synapse-vhost reload:nginx restart:matrix-synapse restart:matrix-synapse-worker@background1 restart:matrix-synapse-worker@sync2 synapse-conf-workers synapse-worker-background1 synapse-worker-conf-background1 synapse-worker-conf-sync2 synapse-worker-sync2 synapse-workers-prune"
+  # synapse-conf-caches: the caches are sized per process (6 → 7), under the restart Synapse needs anyway.
+  want="host-toml nginx-synapse-vhost reload:nginx restart:matrix-synapse restart:matrix-synapse-worker@background1 restart:matrix-synapse-worker@sync2 synapse-conf-caches synapse-conf-workers synapse-worker-background1 synapse-worker-conf-background1 synapse-worker-conf-sync2 synapse-worker-sync2 synapse-workers-prune"
   local got_sorted want_sorted
   got_sorted=$(tr ' ' '\n' <<<"$ids" | grep -v '^$' | sort | tr '\n' ' ')
   want_sorted=$(tr ' ' '\n' <<<"$want" | sort | tr '\n' ' ')
@@ -104,6 +105,8 @@ EOF
   rc=0; phase "$g: apply (scale)" glog "$g" "$g-apply-scale.log" "$(apply_timeout "$g")" matrix-provision apply $cfg || rc=$?
   expect_rc "$g: apply of the new layout" 0 $rc "$g-apply-scale.log"
   check "$g: sync2 and background1 active" workers_active "$g" media1 sync1 sync2 federation1 client1 background1
+  out=$(guest_run "$g" 'grep -o "/ [0-9]* process(es)" /etc/matrix-synapse/conf.d/mp-caches.yaml' 2>&1 || true)
+  check "$g: the caches are sized for the main process and 6 workers ($out)" [ "$out" = "/ 7 process(es)" ]
   out=$(guest_run "$g" 'systemctl is-enabled matrix-synapse-worker@stream_writer1 2>&1; systemctl is-active matrix-synapse-worker@stream_writer1 2>&1; ls /etc/matrix-synapse/workers' 2>&1 || true)
   check "$g: stream_writer1 stopped, disabled, its file gone ($(tr '\n' ' ' <<<"$out"))" \
     python3 -c 'import sys; o=sys.argv[1]; sys.exit(not ("enabled\n" not in o and "\nactive" not in o and "stream_writer1.yaml" not in o))' "$out"

@@ -137,6 +137,20 @@ client_checks() {
   if [ $rc -ne 0 ] && [ $n -eq 0 ]; then fail "$name: $label: client.py ran (exit $rc)"; show_tail "$logf"; fi
 }
 
+# tuning_checks NAME LABEL: issue 17's tuning in effect (checks/tuning.py): PostgreSQL runs our sized settings,
+# Synapse's connections have no TLS, nginx keeps its connections to Synapse alive. One PASS/FAIL line each.
+tuning_checks() {
+  local name=$1 label=$2 logf=$RUN_DIR/logs/$1-$2.log rc=0 line n=0
+  glog "$name" "$name-$label.log" 120 python3 /root/checks/tuning.py || rc=$?
+  while IFS= read -r line; do
+    case $line in
+      "PASS "*) pass "$name: $label: ${line#PASS }"; n=$((n + 1)) ;;
+      "FAIL "*) fail "$name: $label: ${line#FAIL }"; n=$((n + 1)) ;;
+    esac
+  done <"$logf"
+  if [ $rc -ne 0 ] && [ $n -eq 0 ]; then fail "$name: $label: tuning.py ran (exit $rc)"; show_tail "$logf"; fi
+}
+
 services_active() {
   guest_run "$1" 'systemctl is-active postgresql matrix-synapse coturn nginx' >/dev/null 2>&1
 }
@@ -205,12 +219,17 @@ scenario_core() {
   rc=0; phase "$g: plan (converged)" glog "$g" "$g-plan1.log" 300 matrix-provision plan /root/host.toml || rc=$?
   expect_rc "$g: plan on the converged host exits 0" 0 $rc "$g-plan1.log"
   client_checks "$g" checks
+  tuning_checks "$g" tuning
   if [ -n "$with_reboot" ]; then
     if phase "$g: reboot" guest_reboot "$g"; then
       pass "$g: guest reboots"
       local i
       for ((i = 0; i < 60; i++)); do services_active "$g" && break; sleep 2; done
       client_checks "$g" checks-after-reboot
+      tuning_checks "$g" tuning-after-reboot
+      # Facts read again after a boot (memory, CPUs, cgroup limits) size everything the same.
+      rc=0; glog "$g" "$g-apply3.log" "$(apply_timeout "$g")" matrix-provision apply --detailed-exitcodes /root/host.toml || rc=$?
+      expect_rc "$g: apply after the reboot changes nothing (--detailed-exitcodes)" 0 $rc "$g-apply3.log"
     else
       fail "$g: guest reboots"
     fi
