@@ -83,6 +83,8 @@ pub const SYNAPSE_PORT: u16 = 8008;
 /// Where Synapse's listener answers (never anything but loopback).
 pub const SYNAPSE_ADDR: &str = "127.0.0.1:8008";
 pub const SYNAPSE_URL: &str = "http://127.0.0.1:8008";
+/// The name of nginx's upstream for SYNAPSE_ADDR (the vhosts proxy to `http://` + this).
+pub const NGINX_SYNAPSE_UPSTREAM: &str = "matrix_synapse";
 pub const SYNAPSE_HEALTH_URL: &str = "http://127.0.0.1:8008/health";
 
 // Public ports.
@@ -303,7 +305,8 @@ pub struct Layout {
 
     pub loopback: String,
     pub synapse_port: u16,
-    pub synapse_url: String,
+    /// nginx's upstream block for Synapse's main process (keepalive connections to synapse_port).
+    pub synapse_upstream: String,
     pub synapse_health_url: String,
 
     pub http_port: u16,
@@ -470,7 +473,7 @@ impl Layout {
             synapse_python: s(SYNAPSE_PYTHON),
             loopback: s(LOOPBACK),
             synapse_port: SYNAPSE_PORT,
-            synapse_url: s(SYNAPSE_URL),
+            synapse_upstream: s(NGINX_SYNAPSE_UPSTREAM),
             synapse_health_url: s(SYNAPSE_HEALTH_URL),
             http_port: HTTP_PORT,
             https_port: HTTPS_PORT,
