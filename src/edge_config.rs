@@ -92,7 +92,7 @@ pub fn render(config: &HostConfig, kind: EdgeKind) -> Result<String> {
         std::path::Path::new(crate::layout::PACKAGED_BINARY),
     );
     let ctx = context! {
-        config => config,
+        config => config.for_templates(),
         paths => paths,
         delegated => config.delegated(),
         listeners => Listeners::of(config),

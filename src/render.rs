@@ -237,7 +237,8 @@ const PARTIALS: &[(&str, &str)] = &[
 /// Everything a template can see. The field names are the top-level template variables.
 #[derive(Debug, Clone, Serialize)]
 pub struct RenderContext {
-    /// The whole validated host.toml.
+    /// The whole validated host.toml, the schema's template-only keys included.
+    #[serde(serialize_with = "config_for_templates")]
     pub config: HostConfig,
     /// `synapse.host != server_name`: `.well-known` is served on server_name.
     pub delegated: bool,
@@ -258,6 +259,14 @@ pub struct RenderContext {
     pub disks: Vec<Disk>,
     /// `[synapse.workers]` resolved for this host (issue 13): the workers, routes and pool sizes.
     pub workers: crate::workers::Layout,
+}
+
+/// `config` as templates see it (HostConfig::for_templates).
+fn config_for_templates<S: serde::Serializer>(
+    config: &HostConfig,
+    ser: S,
+) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&config.for_templates(), ser)
 }
 
 /// A mount point and what of ours lives on it ("media", "database", or both).

@@ -190,7 +190,11 @@ fn minimal_file_gets_every_default() {
     assert_eq!(c.synapse.registration, Registration::Token);
     assert!(c.synapse.federation);
     assert!(c.synapse.presence);
-    assert_eq!(c.synapse.max_upload_size_mb, 50);
+    // A template-only key: validated by its schema line, read by templates only.
+    assert_eq!(
+        c.template_only["synapse.max_upload_size_mb"],
+        toml::Value::Integer(50)
+    );
     assert!(!c.synapse.report_stats);
     assert!(!c.synapse.expose_admin_api);
     assert_eq!(c.synapse.admin_user, None);
@@ -273,7 +277,10 @@ element_signing_key = "/etc/matrix-provision/element.asc"
     assert_eq!(c.acme.email.as_deref(), Some("Ops+LE@Example.NET"));
     assert_eq!(c.synapse.registration, Registration::Closed);
     assert!(!c.synapse.federation);
-    assert_eq!(c.synapse.max_upload_size_mb, 10240);
+    assert_eq!(
+        c.template_only["synapse.max_upload_size_mb"],
+        toml::Value::Integer(10240)
+    );
     assert_eq!(c.synapse.admin_user.as_deref(), Some("ops.admin"));
     assert!(!c.element.enabled);
     assert_eq!(c.element.version, "v1.11.86-rc.0");

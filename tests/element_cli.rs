@@ -23,12 +23,10 @@ fn args(extra: &[&str], root: &std::path::Path) -> Args {
 
 fn config(version: &str, enabled: bool) -> HostConfig {
     let f = fixtures();
-    toml::from_str(&support::host_toml(
-        &f.releases_url(),
-        &f.keyring(),
-        version,
-        enabled,
-    ))
+    matrix_provision::config::parse(
+        &support::host_toml(&f.releases_url(), &f.keyring(), version, enabled),
+        "host.toml",
+    )
     .expect("test host.toml parses")
 }
 

@@ -11,16 +11,19 @@ const SERVICE: &str = include_str!("../templates/systemd/matrix-element-update.s
 const TIMER: &str = include_str!("../templates/systemd/matrix-element-update.timer.j2");
 
 fn render(template: &str, binary: &str) -> String {
-    let cfg: HostConfig = toml::from_str(&support::host_toml(
-        "https://example.invalid/releases",
-        Path::new("/etc/matrix-provision/element.gpg"),
-        "latest",
-        true,
-    ))
+    let cfg: HostConfig = matrix_provision::config::parse(
+        &support::host_toml(
+            "https://example.invalid/releases",
+            Path::new("/etc/matrix-provision/element.gpg"),
+            "latest",
+            true,
+        ),
+        "host.toml",
+    )
     .unwrap();
     let env = minijinja::Environment::new();
     let ctx = minijinja::context! {
-        config => cfg,
+        config => cfg.for_templates(),
         paths => minijinja::context! {
             binary => binary,
             host_config => "/etc/matrix-provision/host.toml",

@@ -358,7 +358,7 @@ fn synapse_fragments_are_yaml_with_the_intended_settings() {
         }
         assert_eq!(
             server["max_upload_size"].as_str(),
-            Some(format!("{}M", c.synapse.max_upload_size_mb).as_str())
+            Some(format!("{}M", c.template_only["synapse.max_upload_size_mb"]).as_str())
         );
         // debconf owns these two.
         assert!(server["server_name"].is_badvalue() && server["report_stats"].is_badvalue());
@@ -563,7 +563,7 @@ fn nginx_vhosts_are_balanced_and_route_as_intended() {
         }
         assert!(synapse.contains(&format!(
             "client_max_body_size {}M;",
-            c.synapse.max_upload_size_mb
+            c.template_only["synapse.max_upload_size_mb"]
         )));
 
         let http = &files["/etc/nginx/sites-available/matrix-provision-http.conf"];

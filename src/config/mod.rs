@@ -74,6 +74,11 @@ pub struct HostConfig {
     /// Absent from older host.toml files and from hand-built configs: off.
     #[serde(default)]
     pub metrics: Metrics,
+    /// Keys the schema declares that no Rust code reads, only templates (`synapse.max_upload_size_mb`):
+    /// validated by their declaration alone and seen by templates at their dotted path under `config`
+    /// (render.rs merges them in). Adding such a key is its schema line and the template that uses it.
+    #[serde(skip)]
+    pub template_only: std::collections::BTreeMap<&'static str, toml::Value>,
 }
 
 /// Who terminates TLS for the public names: nginx itself (`direct`, with certbot) or an edge in front
@@ -139,7 +144,6 @@ pub struct Synapse {
     pub registration: Registration,
     pub federation: bool,
     pub presence: bool,
-    pub max_upload_size_mb: u32,
     pub report_stats: bool,
     /// Expose `/_synapse/admin` through nginx. Off by default: the admin API stays on loopback.
     pub expose_admin_api: bool,
@@ -306,6 +310,25 @@ pub struct Media {
 }
 
 impl HostConfig {
+    /// What templates see as `config`: the fields, plus each template-only key at its dotted path.
+    /// Every template context takes `config` from here (render's RenderContext, edge-config).
+    pub fn for_templates(&self) -> serde_json::Value {
+        let mut tree = serde_json::to_value(self).expect("HostConfig serializes");
+        for (path, value) in &self.template_only {
+            let (sections, leaf) = path.rsplit_once('.').unwrap_or(("", path));
+            let mut at = &mut tree;
+            for part in sections.split('.').filter(|p| !p.is_empty()) {
+                at = &mut at[part];
+                if !at.is_object() {
+                    *at = serde_json::Value::Object(Default::default());
+                }
+            }
+            let value = serde_json::to_value(value).expect("a TOML scalar is JSON");
+            at[leaf] = value;
+        }
+        tree
+    }
+
     /// Synapse serves under a different name than server_name: `.well-known` delegation is needed.
     pub fn delegated(&self) -> bool {
         self.synapse.host != self.server_name

@@ -4,9 +4,11 @@
 //! from [`KEYS`]. A key with its own check (host names, URLs, modes) is validated by named code in
 //! `validate`, which reads its default here too; cross-field rules stay there as named, tested code.
 //!
-//! Adding a key: one line here, the field in `HostConfig` (mod.rs) and, for a plain bool or bounded
-//! integer, `v.boolean(path)` / `v.int(path)` in `validate` (a test fails if the struct and this table
-//! disagree, and another if examples/host.toml does not show the key).
+//! Adding a key only templates read (a Bool, a bounded Int or a plain Str): its line here, and the
+//! template using `{{ config.section.key }}`; validate checks it by this line and keeps it in
+//! `HostConfig::template_only`. A key Rust code reads, or one with its own check, also gets its field in
+//! `HostConfig` (mod.rs) and its line in `validate` (a test fails if the struct and this table disagree,
+//! and another if examples/host.toml does not show the key).
 
 use std::ops::RangeInclusive;
 

@@ -271,7 +271,6 @@ pub(super) fn validate(raw: &Raw, issues: &mut Issues<'_>) -> HostConfig {
 
     let synapse_host = v.host("synapse.host", "matrix", &server_name);
     let registration = registration(&mut v);
-    let max_upload = v.int("synapse.max_upload_size_mb");
     let admin_user = admin_user(&mut v, &server_name);
     let federation = v.boolean("synapse.federation");
     let workers = workers(&mut v, federation);
@@ -280,7 +279,6 @@ pub(super) fn validate(raw: &Raw, issues: &mut Issues<'_>) -> HostConfig {
         registration,
         federation,
         presence: v.boolean("synapse.presence"),
-        max_upload_size_mb: max_upload.value as u32,
         report_stats: v.boolean("synapse.report_stats"),
         expose_admin_api: v.boolean("synapse.expose_admin_api"),
         admin_user,
@@ -504,7 +502,7 @@ pub(super) fn validate(raw: &Raw, issues: &mut Issues<'_>) -> HostConfig {
         );
     }
 
-    HostConfig {
+    let mut config = HostConfig {
         server_name: server_name.value,
         acme,
         synapse,
@@ -516,7 +514,63 @@ pub(super) fn validate(raw: &Raw, issues: &mut Issues<'_>) -> HostConfig {
         media,
         metrics,
         edge,
+        template_only: Default::default(),
+    };
+    config.template_only = template_only(&mut v, &config);
+    config
+}
+
+/// The keys of the schema that `HostConfig` has a field for, dotted (`synapse.workers.<role>` from the
+/// role table: the counts are one map).
+pub(super) fn struct_keys(config: &HostConfig) -> std::collections::BTreeSet<String> {
+    let json = serde_json::to_value(config).expect("HostConfig serializes");
+    let mut keys = std::collections::BTreeSet::new();
+    for (key, value) in json.as_object().into_iter().flatten() {
+        let Some(section) = value.as_object() else {
+            keys.insert(key.clone());
+            continue;
+        };
+        for (k, v) in section {
+            match v.as_object() {
+                Some(sub) => {
+                    keys.extend(sub.keys().map(|s| format!("{key}.{k}.{s}")));
+                    keys.extend(
+                        crate::workers::ROLES
+                            .iter()
+                            .map(|r| format!("{key}.{k}.{}", r.key)),
+                    );
+                }
+                None => {
+                    keys.insert(format!("{key}.{k}"));
+                }
+            }
+        }
     }
+    keys
+}
+
+/// Every declared key without a field: checked by its declaration (type by the reader; default and
+/// bounds here) and kept for the templates. Only plain kinds can be template-only: a key whose value
+/// needs its own check or a list has code that reads it, so a field.
+fn template_only(
+    v: &mut Validator<'_, '_>,
+    config: &HostConfig,
+) -> std::collections::BTreeMap<&'static str, toml::Value> {
+    let fields = struct_keys(config);
+    let mut out = std::collections::BTreeMap::new();
+    for key in schema::KEYS.iter().filter(|k| !fields.contains(k.path)) {
+        let value = match key.kind {
+            super::read::Kind::Bool => toml::Value::Boolean(v.boolean(key.path)),
+            super::read::Kind::Int => toml::Value::Integer(v.int(key.path).value),
+            super::read::Kind::Str => toml::Value::String(v.plain(key.path, |_| Ok(())).value),
+            other => panic!(
+                "{}: a {other:?} key needs a HostConfig field and code that reads it",
+                key.path
+            ),
+        };
+        out.insert(key.path, value);
+    }
+    out
 }
 
 fn edge(v: &mut Validator<'_, '_>) -> Edge {
@@ -900,33 +954,8 @@ mod tests {
             "t",
         )
         .unwrap();
-        let json = serde_json::to_value(&config).unwrap();
-        let mut from_struct = BTreeSet::new();
-        for (key, value) in json.as_object().unwrap() {
-            match value.as_object() {
-                Some(section) => {
-                    for (k, v) in section {
-                        match v.as_object() {
-                            // [synapse.workers]: `mode` is a field, the counts are the role table's keys.
-                            Some(sub) => {
-                                from_struct.extend(sub.keys().map(|s| format!("{key}.{k}.{s}")));
-                                from_struct.extend(
-                                    crate::workers::ROLES
-                                        .iter()
-                                        .map(|r| format!("{key}.{k}.{}", r.key)),
-                                );
-                            }
-                            None => {
-                                from_struct.insert(format!("{key}.{k}"));
-                            }
-                        }
-                    }
-                }
-                None => {
-                    from_struct.insert(key.clone());
-                }
-            }
-        }
+        let mut from_struct = super::struct_keys(&config);
+        from_struct.extend(config.template_only.keys().map(|k| k.to_string()));
         let from_schema: BTreeSet<String> = KEYS.iter().map(|k| k.path.to_string()).collect();
         assert_eq!(from_struct, from_schema);
     }
