@@ -8,8 +8,9 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::admin::Session;
-use crate::backup::{as_postgres, DATABASE, MEDIA_STORE};
+use crate::backup::{DATABASE, MEDIA_STORE};
 use crate::config::HostConfig;
+use crate::system::{psql, psql_in};
 use crate::system::{run_ok, Cmd, System};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -51,8 +52,7 @@ pub fn run(
     };
     let size = run_ok(
         sys,
-        &as_postgres("psql", &["-X", "-A", "-t", "-q", "-d", "postgres"])
-            .stdin(format!("SELECT pg_database_size('{DATABASE}');\n")),
+        &psql(sys, &format!("SELECT pg_database_size('{DATABASE}');\n")),
     )?;
     let database_bytes = size
         .stdout
@@ -70,20 +70,9 @@ pub fn run(
     };
     let rooms = run_ok(
         sys,
-        &as_postgres(
-            "psql",
-            &[
-                "-X",
-                "-A",
-                "-t",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-d",
-                DATABASE,
-            ],
-        )
-        .stdin(
+        &psql_in(
+            sys,
+            DATABASE,
             "SELECT e.room_id || '|' || count(*) || '|' || coalesce(max(s.name), '') \
              FROM events e LEFT JOIN room_stats_state s USING (room_id) \
              GROUP BY e.room_id ORDER BY count(*) DESC LIMIT 10;\n",
@@ -126,7 +115,7 @@ mod tests {
 
     fn host() -> FakeSystem {
         let sys = FakeSystem::new();
-        sys.on_cmd("setpriv --reuid=postgres --regid=postgres --init-groups --reset-env -- psql -X -A -t -q -d postgres", 0, "73400320\n");
+        sys.on_cmd("setpriv --reuid=postgres --regid=postgres --init-groups --reset-env -- psql -X -A -t -q -v ON_ERROR_STOP=1 -d postgres", 0, "73400320\n");
         sys.on_cmd(
             "setpriv --reuid=postgres --regid=postgres --init-groups --reset-env -- psql -X -A -t -q -v ON_ERROR_STOP=1 -d synapse",
             0,

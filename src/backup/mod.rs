@@ -431,20 +431,7 @@ fn summary(out: &CmdOutput) -> Option<(String, u64)> {
     })
 }
 
-/// `TOOL ARGS` as the postgres superuser over the local socket (peer authentication). setpriv, not
-/// runuser: no PAM session, so it works inside the sandboxed timer units with only setuid/setgid.
-pub fn as_postgres(tool: &str, args: &[&str]) -> Cmd {
-    Cmd::new("setpriv")
-        .args([
-            "--reuid=postgres",
-            "--regid=postgres",
-            "--init-groups",
-            "--reset-env",
-            "--",
-            tool,
-        ])
-        .args(args.iter().copied())
-}
+pub use crate::system::as_postgres;
 
 /// What one backup run did.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use super::{
-    as_postgres, group, BackupSet, Manifest, Restic, DATABASE, DB_FILENAME, HOST_TOML, MANIFEST,
-    MEDIA_STORE, SIGNING_KEY,
+    group, BackupSet, Manifest, Restic, DATABASE, DB_FILENAME, HOST_TOML, MANIFEST, MEDIA_STORE,
+    SIGNING_KEY,
 };
 use crate::config::HostConfig;
 use crate::system::{owner_ids, psql, run_ok, Cmd, System};
@@ -111,29 +111,12 @@ pub fn choose(restic: &Restic, config: &HostConfig, id: &str) -> Result<Chosen> 
     Ok(Chosen { set, manifest })
 }
 
-fn synapse_sql(sql: &str) -> Cmd {
-    as_postgres(
-        "psql",
-        &[
-            "-X",
-            "-A",
-            "-t",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            DATABASE,
-        ],
-    )
-    .stdin(sql.to_string())
-}
-
 /// What the target database already holds beyond a fresh Synapse's schema and the admin apply created:
 /// None when it is safe to replace.
 pub fn existing_data(sys: &dyn System, config: &HostConfig) -> Result<Option<String>> {
     let tables = run_ok(
         sys,
-        &synapse_sql(
+        &crate::system::psql_in(sys, DATABASE,
             "SELECT relname FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace \
              AND relname IN ('events', 'rooms', 'users');\n",
         ),
@@ -172,7 +155,7 @@ pub fn existing_data(sys: &dyn System, config: &HostConfig) -> Result<Option<Str
     if sql.is_empty() {
         return Ok(None);
     }
-    let out = run_ok(sys, &synapse_sql(&sql))?;
+    let out = run_ok(sys, &crate::system::psql_in(sys, DATABASE, &sql))?;
     let found: Vec<String> = out
         .stdout
         .lines()
@@ -261,7 +244,7 @@ pub fn restore(
             restic
                 .cmd(["dump", db.id.as_str(), &format!("/{DB_FILENAME}")])
                 .timeout(long),
-            as_postgres(
+            crate::system::as_postgres(
                 "pg_restore",
                 &["--exit-on-error", "--single-transaction", "-d", DATABASE],
             )

@@ -19,7 +19,9 @@ pub use atomic::{write_atomic, FileSpec};
 #[cfg(any(test, feature = "fake"))]
 pub use fake::FakeSystem;
 pub use real::RealSystem;
-pub use tools::{detect_ssh_ports, psql, unit_state, unit_state_cmd, SshPorts, UnitState};
+pub use tools::{
+    as_postgres, detect_ssh_ports, psql, psql_in, unit_state, unit_state_cmd, SshPorts, UnitState,
+};
 
 /// A command to run on the host. Built with [`Cmd::new`] and `arg`/`env`/`stdin`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
