@@ -430,7 +430,7 @@ fn interface_addresses() -> Vec<std::net::IpAddr> {
 /// whole group is killed, and so is every other descendant (apt starts dpkg in a session of its own):
 /// nothing it started keeps a lock or a pipe after the step failed.
 fn run_bounded(cmd: &Cmd, limit: Duration) -> Result<CmdOutput> {
-    use std::io::{Read, Write};
+    use std::io::Read;
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
 
@@ -478,16 +478,8 @@ fn run_bounded(cmd: &Cmd, limit: Duration) -> Result<CmdOutput> {
         });
     }
     drop(tx);
-    if let (Some(data), Some(mut stdin)) = (cmd.stdin.clone(), child.stdin.take()) {
-        // A child that exits without reading its input closes the pipe: not our error, and (where
-        // SIGPIPE has its default action, see cli::main) no reason for this process to die, so the
-        // writer blocks SIGPIPE for itself and sees EPIPE instead.
-        std::thread::spawn(move || {
-            let mut pipe = nix::sys::signal::SigSet::empty();
-            pipe.add(nix::sys::signal::Signal::SIGPIPE);
-            let _ = pipe.thread_block();
-            let _ = stdin.write_all(&data);
-        });
+    if let (Some(data), Some(stdin)) = (cmd.stdin.clone(), child.stdin.take()) {
+        feed_stdin(data, stdin);
     }
     let deadline = Instant::now() + limit;
     let mut pause = Duration::from_millis(2);
@@ -530,7 +522,7 @@ fn run_bounded(cmd: &Cmd, limit: Duration) -> Result<CmdOutput> {
 /// [`System::run_pipeline`]: every command in the process group of the first (so a kill reaches them all),
 /// connected by pipes the kernel holds; stderr of each and stdout of the last read by threads.
 fn run_pipeline_bounded(cmds: &[Cmd], limit: Duration) -> Result<Vec<CmdOutput>> {
-    use std::io::{Read, Write};
+    use std::io::Read;
     use std::os::unix::process::CommandExt;
     use std::process::{Child, Command, Stdio};
 
@@ -580,13 +572,8 @@ fn run_pipeline_bounded(cmds: &[Cmd], limit: Duration) -> Result<Vec<CmdOutput>>
             group = child.id() as i32;
         }
         if i == 0 {
-            if let (Some(data), Some(mut stdin)) = (cmd.stdin.clone(), child.stdin.take()) {
-                std::thread::spawn(move || {
-                    let mut pipe = nix::sys::signal::SigSet::empty();
-                    pipe.add(nix::sys::signal::Signal::SIGPIPE);
-                    let _ = pipe.thread_block();
-                    let _ = stdin.write_all(&data);
-                });
+            if let (Some(data), Some(stdin)) = (cmd.stdin.clone(), child.stdin.take()) {
+                feed_stdin(data, stdin);
             }
         }
         let mut err = child.stderr.take().expect("piped");
@@ -706,6 +693,19 @@ fn kind_of(t: fs::FileType) -> FileKind {
     } else {
         FileKind::Other
     }
+}
+
+/// Writes a child's input from a thread of its own. A child that exits without reading its input closes
+/// the pipe: not our error, and (where SIGPIPE has its default action, see cli::main) no reason for this
+/// process to die, so the writer blocks SIGPIPE for itself and sees EPIPE instead.
+fn feed_stdin(data: Vec<u8>, mut stdin: std::process::ChildStdin) {
+    use std::io::Write;
+    std::thread::spawn(move || {
+        let mut pipe = nix::sys::signal::SigSet::empty();
+        pipe.add(nix::sys::signal::Signal::SIGPIPE);
+        let _ = pipe.thread_block();
+        let _ = stdin.write_all(&data);
+    });
 }
 
 #[cfg(test)]
