@@ -79,6 +79,37 @@ impl Validator<'_, '_> {
             .push(at.line, path, Some(&at.src), message, Some(hint));
     }
 
+    /// One of `choices` (as written, what it means): the chosen one, else the schema's default after
+    /// reporting the value with the nearest choice as the fix (`otherwise` when none is near).
+    fn choice<T: Copy>(
+        &mut self,
+        path: &str,
+        choices: &[(&'static str, T)],
+        otherwise: &str,
+        message: &str,
+    ) -> T {
+        let find = |text: &str| choices.iter().find(|(n, _)| *n == text).map(|(_, t)| *t);
+        let default = find(default_str(path))
+            .unwrap_or_else(|| panic!("{path}: the schema's default is none of the choices"));
+        let Some(val) = self.raw.str(path) else {
+            return default;
+        };
+        if let Some(t) = find(&val.value) {
+            return t;
+        }
+        let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+        let lower = val.value.trim().to_ascii_lowercase();
+        let fix = names
+            .iter()
+            .find(|n| **n == lower)
+            .copied()
+            .or_else(|| check::closest(&lower, names.iter().copied()))
+            .unwrap_or(otherwise);
+        let hint = format!("write {} = \"{fix}\"", leaf(path));
+        self.fail(path, &val, message, hint);
+        default
+    }
+
     /// A plain bool key, its default from the schema.
     fn boolean(&mut self, path: &str) -> bool {
         let default = schema::default_bool(path);
@@ -575,30 +606,12 @@ fn template_only(
 
 fn edge(v: &mut Validator<'_, '_>) -> Edge {
     let defaults = Edge::default();
-    let mode = match v.raw.str("edge.mode") {
-        None => EdgeMode::Direct,
-        Some(val) => match val.value.as_str() {
-            "direct" => EdgeMode::Direct,
-            "proxied" => EdgeMode::Proxied,
-            _ => {
-                let modes = ["direct", "proxied"];
-                let lower = val.value.trim().to_ascii_lowercase();
-                let fix = modes
-                    .iter()
-                    .find(|m| **m == lower)
-                    .copied()
-                    .or_else(|| check::closest(&lower, modes))
-                    .unwrap_or("proxied");
-                v.fail(
-                    "edge.mode",
-                    &val,
-                    "must be \"direct\" (nginx faces the internet and gets certificates) or \"proxied\" (a tunnel or reverse proxy in front terminates TLS)",
-                    format!("write mode = \"{fix}\""),
-                );
-                EdgeMode::Direct
-            }
-        },
-    };
+    let mode = v.choice(
+        "edge.mode",
+        &[("direct", EdgeMode::Direct), ("proxied", EdgeMode::Proxied)],
+        "proxied",
+        "must be \"direct\" (nginx faces the internet and gets certificates) or \"proxied\" (a tunnel or reverse proxy in front terminates TLS)",
+    );
     let listen = v
         .optional("edge.listen", check::listen_address)
         .unwrap_or(defaults.listen);
@@ -747,35 +760,16 @@ fn media(v: &mut Validator<'_, '_>, has_admin: bool) -> Media {
 }
 
 fn registration(v: &mut Validator<'_, '_>) -> Registration {
-    let mode = |text: &str| match text {
-        "closed" => Some(Registration::Closed),
-        "token" => Some(Registration::Token),
-        "open" => Some(Registration::Open),
-        _ => None,
-    };
-    let default = mode(default_str("synapse.registration"))
-        .expect("the schema's default registration is a mode");
-    let Some(val) = v.raw.str("synapse.registration") else {
-        return default;
-    };
-    if let Some(m) = mode(&val.value) {
-        return m;
-    }
-    let modes = ["closed", "token", "open"];
-    let lower = val.value.trim().to_ascii_lowercase();
-    let fix = modes
-        .iter()
-        .find(|m| **m == lower)
-        .copied()
-        .or_else(|| check::closest(&lower, modes))
-        .unwrap_or("token");
-    v.fail(
+    v.choice(
         "synapse.registration",
-        &val,
+        &[
+            ("closed", Registration::Closed),
+            ("token", Registration::Token),
+            ("open", Registration::Open),
+        ],
+        "token",
         "must be \"closed\" (admins create accounts), \"token\" (invite tokens) or \"open\"",
-        format!("write registration = \"{fix}\""),
-    );
-    default
+    )
 }
 
 fn admin_user(v: &mut Validator<'_, '_>, server_name: &Got<String>) -> Option<String> {
