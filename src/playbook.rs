@@ -816,26 +816,28 @@ mod tests {
         assert!(steps.iter().all(|s| !s.id.contains('\u{1b}')));
     }
 
+    /// The graph a dry run builds on an empty fake host for a minimal host.toml plus `extra`.
+    fn dry_run_graph(extra: &str) -> Graph {
+        let config = crate::config::parse(
+            &format!("server_name = \"example.com\"\n[acme]\nemail = \"a@example.com\"\n{extra}"),
+            "t",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let inputs = Inputs {
+            config_path: "/root/host.toml".into(),
+            self_exe: "/usr/sbin/matrix-provision".into(),
+        };
+        build(&config, &inputs, &crate::system::FakeSystem::new(), true)
+            .unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
     /// Whatever changes nginx's tree or runs `nginx -t` holds nginx's config lock, whether or not its
     /// playbook says so: the unlink of the other mode's vhosts (which raced another step's `nginx -t`),
     /// Debian's default site, the metrics snippet's removal, the reload handlers. Steps elsewhere don't.
     #[test]
     fn steps_touching_nginx_hold_its_config_lock() {
         let nodes = |extra: &str| -> Vec<(String, Vec<String>)> {
-            let config = crate::config::parse(
-                &format!(
-                    "server_name = \"example.com\"\n[acme]\nemail = \"a@example.com\"\n{extra}"
-                ),
-                "t",
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
-            let inputs = Inputs {
-                config_path: "/root/host.toml".into(),
-                self_exe: "/usr/sbin/matrix-provision".into(),
-            };
-            let sys = crate::system::FakeSystem::new();
-            build(&config, &inputs, &sys, true)
-                .unwrap_or_else(|e| panic!("{e:#}"))
+            dry_run_graph(extra)
                 .nodes
                 .into_iter()
                 .map(|n| (n.id, n.exclusive))
@@ -881,18 +883,7 @@ mod tests {
     #[test]
     fn the_edge_mode_decides_which_steps_exist() {
         let ids = |extra: &str| -> Vec<String> {
-            let config = crate::config::parse(
-                &format!("server_name = \"example.com\"\n[acme]\nemail = \"a@example.com\"\n[turn]\nenabled = false\n{extra}"),
-                "t",
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
-            let inputs = Inputs {
-                config_path: "/root/host.toml".into(),
-                self_exe: "/usr/sbin/matrix-provision".into(),
-            };
-            let sys = crate::system::FakeSystem::new();
-            build(&config, &inputs, &sys, true)
-                .unwrap_or_else(|e| panic!("{e:#}"))
+            dry_run_graph(&format!("[turn]\nenabled = false\n{extra}"))
                 .nodes
                 .into_iter()
                 .map(|n| n.id)
