@@ -60,14 +60,6 @@ fn example(path: &str) -> &'static str {
     schema::get(path).map_or("…", |k| k.example)
 }
 
-/// The schema's default of a string key; "" when it has none (required, or derived by code).
-fn default_str(path: &str) -> &'static str {
-    match declared(path).default {
-        schema::DefaultValue::Str(s) => s,
-        _ => "",
-    }
-}
-
 /// The declaration of `path`; validate only asks for keys in schema::KEYS.
 fn declared(path: &str) -> &'static schema::Key {
     schema::get(path).unwrap_or_else(|| panic!("{path} is not declared in config::schema::KEYS"))
@@ -89,7 +81,7 @@ impl Validator<'_, '_> {
         message: &str,
     ) -> T {
         let find = |text: &str| choices.iter().find(|(n, _)| *n == text).map(|(_, t)| *t);
-        let default = find(default_str(path))
+        let default = find(schema::default_str(path))
             .unwrap_or_else(|| panic!("{path}: the schema's default is none of the choices"));
         let Some(val) = self.raw.str(path) else {
             return default;
@@ -171,10 +163,13 @@ impl Validator<'_, '_> {
         Some(Checked { raw, result })
     }
 
-    /// A string that only needs `check`, as written or else `default`.
-    /// A string checked by `check`, its default from the schema ("" when it has none: required).
+    /// A string checked by `check`, its default from the schema ("" when it has none: required, or
+    /// derived by code).
     fn plain(&mut self, path: &str, check: fn(&str) -> Result<(), Bad>) -> Got<String> {
-        let default = default_str(path);
+        let default = match declared(path).default {
+            schema::DefaultValue::Str(s) => s,
+            _ => "",
+        };
         match self.string(path, check, example(path)) {
             Some(c) => Got {
                 ok: c.result.is_some(),
@@ -905,7 +900,7 @@ fn ssh_ports(v: &mut Validator<'_, '_>) -> Option<Vec<u16>> {
 fn sources(v: &mut Validator<'_, '_>) -> Sources {
     let fingerprint = v
         .optional("sources.matrix_key_fingerprint", check::fingerprint)
-        .unwrap_or_else(|| default_str("sources.matrix_key_fingerprint").to_string());
+        .unwrap_or_else(|| schema::default_str("sources.matrix_key_fingerprint").to_string());
     let path = |v: &mut Validator<'_, '_>, key: &str| v.optional_str(key, check::absolute_file);
     Sources {
         matrix_repo_url: v.plain("sources.matrix_repo_url", check::repo_url).value,
